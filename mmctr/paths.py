@@ -1,0 +1,57 @@
+"""Resolve a user's --data-dir to the files of the organisers' layout."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import contract as C
+from .errors import KitError
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    root: Path  # the folder that holds MicroLens_1M_x1/, item_feature.parquet, item_images/
+
+    @classmethod
+    def resolve(cls, data_dir) -> "DataPaths":
+        """Accept the data root or its MicroLens_1M_x1/ subfolder; fail clearly otherwise."""
+        p = Path(data_dir).expanduser()
+        if not p.exists():
+            raise KitError(f"data directory not found: {p}")
+        if not p.is_dir():
+            raise KitError(f"--data-dir must be a directory, got a file: {p}")
+        if (p / C.CTR_DIR).is_dir():
+            return cls(p.resolve())
+        if p.name == C.CTR_DIR or (p / "train.parquet").exists():
+            return cls(p.resolve().parent)
+        raise KitError(
+            f"{p} does not look like the challenge data: expected {p / C.CTR_DIR}/ "
+            f"(train/valid/test/item_info parquet files) beside item_feature.parquet and item_images/. "
+            f"Make a sample with `python -m mmctr sample --out {p}`.")
+
+    def table(self, table: C.Table) -> Path:
+        return self.root / table.relpath
+
+    def require(self, table: C.Table) -> Path:
+        path = self.table(table)
+        if not path.is_file():
+            raise KitError(f"missing {table.name} file: {path}")
+        return path
+
+    @property
+    def ctr_dir(self) -> Path:
+        return self.root / C.CTR_DIR
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / C.IMAGES_DIR
+
+    def require_images(self) -> Path:
+        d = self.images_dir
+        if d.is_dir():
+            return d
+        rar = self.root / C.IMAGES_RAR
+        if rar.exists():
+            raise KitError(f"{rar} is not extracted: run `unrar x {rar} {self.root}/` so that "
+                           f"{d}/{{item_id}}.jpg exist")
+        raise KitError(f"missing cover images folder: {d} (one {{item_id}}.jpg per item)")

@@ -1,0 +1,382 @@
+"""A MicroLens-shaped sample data set with a planted, known click signal.
+
+Generative story (seeded, deterministic):
+- items have a topic (shows in title words, tags, cover colour), a style (shows only in the
+  cover's shape), an item-specific latent part (shows only in behaviour) and a quality
+  (shows in likes_level and in clicks);
+- users mix a few topics and prefer a style; their sequences are drawn from that taste, so
+  items co-occur in sequences by taste;
+- a click on (user, target) is Bernoulli(sigmoid(a*<u, v_target> + b*quality + bias)).
+The true click probability of every valid/test row goes to sample_truth/, outside the
+organisers' layout, so benchmarks can report the oracle AUC.
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from . import contract as C
+from .io import write_json, write_parquet
+from .metrics import roc_auc
+
+TOPIC_WORDS = {
+    "cooking": "recipe kitchen noodles spicy chef dumplings bake soup delicious breakfast",
+    "football": "goal match striker league stadium penalty derby keeper tackle champions",
+    "cats": "kitten cat meow purr whiskers fluffy litter paws tabby nap",
+    "travel": "journey mountain beach hotel passport backpack island sunset flight tour",
+    "music": "guitar song concert melody piano drums singer album chorus remix",
+    "gaming": "gamer level boss console speedrun controller quest arcade loot esports",
+    "makeup": "lipstick makeup eyeliner foundation blush tutorial glam skincare contour lashes",
+    "cars": "engine drift supercar racing garage turbo exhaust wheels horsepower roadtrip",
+    "fitness": "workout gym squat cardio muscle protein stretch yoga abs training",
+    "dance": "choreography dance moves ballet hiphop routine rhythm spin stage freestyle",
+    "comedy": "prank funny joke sketch laugh parody hilarious blooper meme standup",
+    "science": "experiment physics chemistry rocket planet lab microscope atoms galaxy robot",
+    "fashion": "outfit style dress sneakers runway vintage wardrobe denim jacket haul",
+    "dogs": "puppy dog bark leash fetch retriever bulldog walkies tail treats",
+    "nature": "forest river waterfall flowers birds wildlife garden trees meadow camping",
+    "movies": "trailer cinema film actor review scene director blockbuster oscar sequel",
+}
+FILLER = "my new best today video vlog wow part day first life top ultimate".split()
+SHAPES = ("circle", "square", "triangle", "stripes")
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    n_items: int = 2000
+    n_users: int = 3000
+    n_train: int = 60_000
+    n_valid: int = 3_000
+    n_test: int = 5_000
+    n_topics: int = 16
+    n_styles: int = 4
+    n_tags: int = 320  # tag vocabulary (real data: 11,740)
+    latent_dim: int = 16
+    seq_pad: int = 32  # item_seq lists are left-padded to this length
+    image_size: int = 64
+    seed: int = 20242025
+    workers: int = 2
+
+    @classmethod
+    def full(cls, **kw) -> "SampleConfig":
+        """The challenge's real sizes (GPU benchmarks)."""
+        base = dict(n_items=91_717, n_users=1_000_000, n_train=3_600_000, n_valid=10_000,
+                    n_test=379_142, n_tags=11_739, workers=8)
+        base.update(kw)
+        return cls(**base)
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True).clip(1e-9)
+
+
+class World:
+    """All latent variables of the generative story."""
+
+    def __init__(self, cfg: SampleConfig):
+        self.cfg = cfg
+        rng = np.random.default_rng(cfg.seed)
+        self.rng = rng
+        K, S, d, n = cfg.n_topics, cfg.n_styles, cfg.latent_dim, cfg.n_items
+        self.topic_vec = _normalize(rng.normal(size=(K, d)))
+        self.style_vec = _normalize(rng.normal(size=(S, d)))
+        topic_pop = rng.dirichlet(np.full(K, 2.0))
+        # index 0 is padding; items 1..n
+        self.topic = np.concatenate([[0], rng.choice(K, size=n, p=topic_pop)])
+        self.style = np.concatenate([[0], rng.integers(0, S, size=n)])
+        own = rng.normal(size=(n + 1, d))
+        self.item_vec = _normalize(self.topic_vec[self.topic] + 0.7 * self.style_vec[self.style]
+                                   + 0.45 * _normalize(own) * np.sqrt(1.0))
+        self.item_vec[0] = 0
+        self.quality = rng.normal(0, 0.6, size=n + 1)
+        self.popularity = np.exp(rng.normal(0, 1.0, size=n + 1))
+        self.popularity[0] = 0
+        # users: a sparse mixture of topics and one preferred style
+        u = cfg.n_users
+        self.user_topics = rng.dirichlet(np.full(K, 0.25), size=u)
+        self.user_style = rng.integers(0, S, size=u)
+        self.user_vec = _normalize(self.user_topics @ self.topic_vec
+                                   + 0.7 * self.style_vec[self.user_style]
+                                   + 0.25 * rng.normal(size=(u, d)) / np.sqrt(d))
+        self.user_activity = np.exp(rng.normal(0, 0.8, size=u))
+        # items sorted by topic, with popularity cumsums for fast per-topic draws
+        order = np.argsort(self.topic[1:], kind="stable") + 1
+        self._by_topic = order
+        cum = np.cumsum(self.popularity[order])
+        self._cum = cum
+        counts = np.bincount(self.topic[1:], minlength=K)
+        ends = np.cumsum(counts)
+        starts = ends - counts
+        self._lo = np.where(starts > 0, cum[np.maximum(starts - 1, 0)], 0.0)
+        self._lo[starts == 0] = 0.0
+        self._hi = np.where(counts > 0, cum[np.maximum(ends - 1, 0)], self._lo)
+        self._topic_has_items = counts > 0
+        self.likes_level = self._levels(self.quality + rng.normal(0, 0.3, size=n + 1))
+        self.views_level = self._levels(np.log(self.popularity.clip(1e-9)) + rng.normal(0, 0.5, size=n + 1))
+
+    @staticmethod
+    def _levels(score: np.ndarray) -> np.ndarray:
+        ranks = np.argsort(np.argsort(score[1:]))
+        lv = np.concatenate([[0], (ranks * 11 // max(len(ranks), 1)).clip(0, 10)])
+        return lv.astype(np.int64)
+
+    def draw_taste_items(self, users: np.ndarray, rng, candidates: int = 4) -> np.ndarray:
+        """One item per entry of `users`, drawn from that user's taste."""
+        m = len(users)
+        cum_t = np.cumsum(self.user_topics[users] * self._topic_has_items, axis=1)
+        r = rng.random(m) * cum_t[:, -1]
+        topics = (r[:, None] > cum_t).sum(axis=1).clip(0, self.cfg.n_topics - 1)
+        lo, hi = self._lo[topics], self._hi[topics]
+        cand = np.empty((m, candidates), dtype=np.int64)
+        for c in range(candidates):
+            pos = np.searchsorted(self._cum, lo + rng.random(m) * (hi - lo), side="right")
+            cand[:, c] = self._by_topic[pos.clip(0, len(self._by_topic) - 1)]
+        score = np.einsum("md,mcd->mc", self.user_vec[users], self.item_vec[cand])
+        score = 3.0 * score + rng.gumbel(size=score.shape)
+        return cand[np.arange(m), score.argmax(axis=1)]
+
+    def draw_popular_items(self, m: int, rng) -> np.ndarray:
+        pos = np.searchsorted(self._cum, rng.random(m) * self._cum[-1], side="right")
+        return self._by_topic[pos.clip(0, len(self._by_topic) - 1)]
+
+    def seq_lengths(self, m: int, rng, cap: int) -> np.ndarray:
+        # min 3, median ~6, mean ~8 (challenge.md: item_seq.parquet statistics)
+        return (3 + np.floor(np.exp(rng.normal(1.1, 0.9, size=m)))).astype(np.int64).clip(3, cap)
+
+    def sequences(self, users: np.ndarray, rng, cap: int, pad: int) -> np.ndarray:
+        lens = self.seq_lengths(len(users), rng, cap)
+        flat_users = np.repeat(users, lens)
+        items = self.draw_taste_items(flat_users, rng)
+        out = np.zeros((len(users), pad), dtype=np.int64)
+        row = np.repeat(np.arange(len(users)), lens)
+        within = np.arange(len(items)) - np.repeat(np.cumsum(lens) - lens, lens)
+        out[row, pad - np.repeat(lens, lens) + within] = items  # left-padded, most recent last
+        return out
+
+    def click_logit(self, users, targets, seqs) -> np.ndarray:
+        affinity = np.einsum("md,md->m", self.user_vec[users], self.item_vec[targets])
+        # recency: similarity of the target to the most recent sequence item
+        recent = np.einsum("md,md->m", self.item_vec[seqs[:, -1]], self.item_vec[targets])
+        return 4.0 * affinity + 1.0 * recent + 1.2 * self.quality[targets]
+
+    def interactions(self, m: int, rng, bias: float):
+        c = self.cfg
+        p_user = self.user_activity / self.user_activity.sum()
+        users = rng.choice(c.n_users, size=m, p=p_user)
+        seqs = self.sequences(users, rng, cap=c.seq_pad, pad=c.seq_pad)
+        taste = rng.random(m) < 0.5
+        targets = np.where(taste, self.draw_taste_items(users, rng), self.draw_popular_items(m, rng))
+        p = 1.0 / (1.0 + np.exp(-(self.click_logit(users, targets, seqs) + bias)))
+        labels = (rng.random(m) < p).astype(np.float32)
+        return users, seqs, targets, p, labels
+
+    def calibrate_bias(self, target_rate: float = 0.25) -> float:
+        """The click bias that gives ~25% positives, as in the real train set."""
+        rng = np.random.default_rng(self.cfg.seed + 7)
+        m = min(20_000, max(self.cfg.n_train, 2000))
+        p_user = self.user_activity / self.user_activity.sum()
+        users = rng.choice(self.cfg.n_users, size=m, p=p_user)
+        seqs = self.sequences(users, rng, cap=self.cfg.seq_pad, pad=self.cfg.seq_pad)
+        taste = rng.random(m) < 0.5
+        targets = np.where(taste, self.draw_taste_items(users, rng), self.draw_popular_items(m, rng))
+        logit = self.click_logit(users, targets, seqs)
+        lo, hi = -20.0, 20.0
+        for _ in range(50):
+            mid = (lo + hi) / 2
+            rate = np.mean(1 / (1 + np.exp(-(logit + mid))))
+            lo, hi = (mid, hi) if rate < target_rate else (lo, mid)
+        return (lo + hi) / 2
+
+
+# ---------- item content ----------
+
+def _titles(world: World, rng) -> list:
+    topics = list(TOPIC_WORDS.values())
+    vocab = [topics[k % len(topics)].split() for k in range(world.cfg.n_topics)]
+    titles = [""]
+    for i in range(1, world.cfg.n_items + 1):
+        if rng.random() < 0.01:
+            titles.append("")  # real titles are sometimes empty
+            continue
+        words = list(rng.choice(vocab[world.topic[i]], size=rng.integers(2, 5)))
+        if rng.random() < 0.15:
+            words.append(str(rng.choice(vocab[rng.integers(world.cfg.n_topics)])))
+        words += list(rng.choice(FILLER, size=rng.integers(1, 3)))
+        rng.shuffle(words)
+        titles.append(" ".join(words))
+    return titles
+
+
+def _tags(world: World, rng) -> np.ndarray:
+    c = world.cfg
+    per_topic = max((c.n_tags - 1) // c.n_topics, 1)
+    tags = np.zeros((c.n_items + 1, C.TAGS_LEN), dtype=np.int64)
+    for i in range(1, c.n_items + 1):
+        k = rng.integers(1, C.TAGS_LEN + 1)
+        topical = rng.random(k) < 0.75
+        own = 1 + world.topic[i] * per_topic + rng.integers(0, per_topic, size=k)
+        other = rng.integers(1, c.n_tags, size=k)
+        tags[i, C.TAGS_LEN - k:] = np.where(topical, own, other)
+    return tags
+
+
+def _draw_cover(args) -> None:
+    path, size, topic, n_topics, style, seed = args
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    import colorsys
+
+    hue = (topic / n_topics + rng.normal(0, 0.02)) % 1.0
+    bg = tuple(int(255 * v) for v in colorsys.hsv_to_rgb(hue, 0.55 + 0.2 * rng.random(), 0.85))
+    fg = tuple(int(255 * v) for v in colorsys.hsv_to_rgb((hue + 0.5) % 1.0, 0.8, 0.35 + 0.4 * rng.random()))
+    img = Image.new("RGB", (size, size), bg)
+    draw = ImageDraw.Draw(img)
+    s = size * (0.35 + 0.3 * rng.random())
+    cx, cy = size * (0.3 + 0.4 * rng.random(2))
+    box = [cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2]
+    shape = SHAPES[style % len(SHAPES)]
+    if shape == "circle":
+        draw.ellipse(box, fill=fg)
+    elif shape == "square":
+        draw.rectangle(box, fill=fg)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - s / 2), (cx - s / 2, cy + s / 2), (cx + s / 2, cy + s / 2)], fill=fg)
+    else:
+        step = max(size // 8, 2)
+        for x in range(0, size, 2 * step):
+            draw.rectangle([x, 0, x + step - 1, size], fill=fg)
+    noise = rng.normal(0, 12, size=(size, size, 3))
+    arr = np.clip(np.asarray(img, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
+    tmp = Path(str(path) + ".tmp")
+    Image.fromarray(arr).save(tmp, format="JPEG", quality=85)
+    tmp.replace(path)
+
+
+def _write_images(world: World, out: Path, progress) -> None:
+    c = world.cfg
+    d = out / C.IMAGES_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    jobs = [(d / C.image_name(i), c.image_size, int(world.topic[i]), c.n_topics, int(world.style[i]),
+             c.seed * 1_000_003 + i) for i in range(1, c.n_items + 1)]
+    if c.workers > 1 and len(jobs) > 2000:
+        with ProcessPoolExecutor(c.workers) as ex:
+            for _ in progress(ex.map(_draw_cover, jobs, chunksize=256), total=len(jobs), desc="covers"):
+                pass
+    else:
+        for job in progress(jobs, desc="covers"):
+            _draw_cover(job)
+
+
+def _list_array(mat: np.ndarray, value_type) -> pa.Array:
+    mat = np.ascontiguousarray(mat)
+    offsets = np.arange(0, mat.size + 1, mat.shape[1], dtype=np.int32 if mat.size < 2**31 else np.int64)
+    values = pa.array(mat.ravel(), type=value_type)
+    if offsets.dtype == np.int64:
+        return pa.LargeListArray.from_arrays(offsets, values).cast(pa.list_(value_type))
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+def _content_embedding(world: World, rng, dim: int, style_weight: float, noise: float) -> np.ndarray:
+    """A 'provided' embedding that sees content (topic, and style if style_weight) but not behaviour."""
+    d = world.cfg.latent_dim
+    proj_t = rng.normal(size=(d, dim)) / np.sqrt(d)
+    proj_s = rng.normal(size=(d, dim)) / np.sqrt(d)
+    x = world.topic_vec[world.topic] @ proj_t + style_weight * world.style_vec[world.style] @ proj_s
+    x = x + noise * rng.normal(size=x.shape) / np.sqrt(dim) * np.linalg.norm(x, axis=1, keepdims=True).mean()
+    x = x.astype(np.float32)
+    x[0] = 0
+    return x
+
+
+def _split_table(users, seqs, targets, labels, world: World, with_label: bool) -> pa.Table:
+    cols = {
+        C.USER_ID: pa.array(users + 1, type=pa.int64()),
+        C.ITEM_SEQ: _list_array(seqs, pa.int64()),
+        C.ITEM_ID: pa.array(targets, type=pa.int64()),
+        C.LIKES: pa.array(world.likes_level[targets], type=pa.int64()),
+        C.VIEWS: pa.array(world.views_level[targets], type=pa.int64()),
+    }
+    if with_label:
+        cols[C.LABEL] = pa.array(labels, type=pa.float32())
+    return pa.table(cols)
+
+
+def generate(out, cfg: SampleConfig = SampleConfig(), progress=None) -> dict:
+    """Write the sample in the organisers' layout under `out`; return its summary."""
+    if progress is None:
+        def progress(it, **_):
+            return it
+    out = Path(out)
+    (out / C.CTR_DIR).mkdir(parents=True, exist_ok=True)
+    world = World(cfg)
+    rng = np.random.default_rng(cfg.seed + 1)
+    bias = world.calibrate_bias()
+    n = cfg.n_items
+
+    # items
+    titles = _titles(world, rng)
+    tags = _tags(world, rng)
+    official = _content_embedding(world, rng, C.EMB_DIM, style_weight=0.7, noise=1.0)
+    feature_cols = {
+        C.ITEM_ID: pa.array(np.arange(1, n + 1), type=pa.int64()),
+        C.ITEM_TITLE: pa.array(titles[1:], type=pa.string()),
+        C.ITEM_TAGS: _list_array(tags[1:], pa.int64()),
+        C.LIKES: pa.array(world.likes_level[1:], type=pa.int64()),
+        C.VIEWS: pa.array(world.views_level[1:], type=pa.int64()),
+        C.TXT_EMB: _list_array(_content_embedding(world, rng, C.BERT_DIM, 0.0, 1.0)[1:], pa.float32()),
+        C.IMG_EMB: _list_array(_content_embedding(world, rng, C.CLIP_RN50_DIM, 1.0, 1.0)[1:], pa.float32()),
+    }
+    write_parquet(out / C.ITEM_FEATURE.relpath, pa.table(feature_cols))
+    write_parquet(out / C.ITEM_INFO.relpath, pa.Table.from_arrays(
+        [pa.array(np.arange(n + 1), type=pa.int64()), _list_array(tags, pa.int64()),
+         _list_array(official, pa.float32())], schema=C.ITEM_INFO_ARROW))
+    alt = {C.ITEM_ID: pa.array(np.arange(1, n + 1), type=pa.int64())}
+    for j, name in enumerate(C.ALT_EMBS):
+        alt[name] = _list_array(_content_embedding(world, rng, C.EMB_DIM, 0.7, 0.8 + 0.2 * j)[1:], pa.float32())
+    write_parquet(out / C.ITEM_EMB_ALT.relpath, pa.table(alt))
+    _write_images(world, out, progress)
+
+    # user sequences (behaviour data for task1)
+    users_all = np.arange(cfg.n_users)
+    seq_all = world.sequences(users_all, rng, cap=min(100, 3 * cfg.seq_pad), pad=min(100, 3 * cfg.seq_pad))
+    write_parquet(out / C.ITEM_SEQ_TABLE.relpath, pa.table({
+        C.USER_ID: pa.array(users_all + 1, type=pa.int64()),
+        C.ITEM_SEQ: _list_array(seq_all, pa.int64())}))
+
+    # interactions
+    summary = {"config": asdict(cfg), "click_bias": bias}
+    for table in progress(C.SPLITS, desc="splits"):
+        m = {"train": cfg.n_train, "valid": cfg.n_valid, "test": cfg.n_test}[table.name]
+        chunks = []
+        for start in range(0, m, 500_000):
+            chunks.append(world.interactions(min(500_000, m - start), rng, bias))
+        users, seqs, targets, p, labels = (np.concatenate(x) for x in zip(*chunks))
+        write_parquet(out / table.relpath,
+                      _split_table(users, seqs, targets, labels, world, with_label=table is not C.TEST))
+        summary[f"{table.name}_positive_rate"] = float(labels.mean())
+        if table is not C.TRAIN:
+            write_parquet(out / "sample_truth" / f"{table.name}.parquet",
+                          pa.table({"p_click": pa.array(p, type=pa.float64()),
+                                    C.LABEL: pa.array(labels, type=pa.float32())}))
+            summary[f"{table.name}_oracle_auc"] = roc_auc(labels, p)
+    write_json(out / "sample_truth" / "summary.json", summary)
+    return summary
+
+
+def read_truth(data_root, split: str):
+    """(p_click, label) of a generated split, from the side file the generator wrote."""
+    import pyarrow.parquet as pq
+
+    path = Path(data_root) / "sample_truth" / f"{split}.parquet"
+    t = pq.read_table(path)
+    return t.column("p_click").to_numpy(), t.column(C.LABEL).to_numpy()
+
+
+def summary(data_root) -> dict:
+    return json.loads((Path(data_root) / "sample_truth" / "summary.json").read_text())
