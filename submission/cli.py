@@ -1,0 +1,111 @@
+"""`python -m submission`: check the challenge rules, pack the zip, export the notebook.
+
+Exit status: 0 ok; 1 `check` found broken rules; 2 bad input (one line: `error: ...`).
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from mmctr.cli import run
+from mmctr.tracks import TRACKS
+
+TRACK = click.option("--track", required=True, type=click.Choice(list(TRACKS)),
+                     help="task1 (column Task1), task2 (Task2) or task1_2 (Task1&2)")
+RUNS = click.option("--runs", required=True, type=click.Path(), help="run directory (holds task1/ and task2/)")
+CODE = click.option("--code", "code_dirs", multiple=True, type=click.Path(),
+                    help="training/inference code to scan for tree libraries (repeatable; default: "
+                         "the repo's packages beside submission/)")
+TASK2_CODE = click.option("--task2-code", multiple=True, type=click.Path(),
+                          help="CTR model code, also scanned for pretrained models (default: the kit's task2/)")
+DATA = click.option("--data-dir", required=True, type=click.Path(), help="organisers' data root")
+
+
+@click.group(help=__doc__)
+def main() -> None:
+    pass
+
+
+@main.command()
+@TRACK
+@RUNS
+@DATA
+@CODE
+@TASK2_CODE
+@click.option("--din-config", type=click.Path(), help="the fixed DIN config (default: task2/configs/din_baseline.yaml)")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def check(track, runs, data_dir, code_dirs, task2_code, din_config, as_json):
+    """Check the challenge rules on a run; exit 1 listing every broken rule."""
+    from .rules import check as run_check
+
+    report = run_check(track, runs, data_dir, code_dirs=list(code_dirs) or None,
+                       task2_code=list(task2_code) or None, din_config=din_config)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for line in report.lines():
+            click.echo(line, err=not report.ok and line.startswith(("FAIL", "warn")))
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@TRACK
+@RUNS
+@DATA
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="submission zip to write")
+@click.option("--prediction", type=click.Path(dir_okay=False),
+              help="prediction.csv to pack (default: RUNS/task2/prediction.csv)")
+@click.option("--no-check", is_flag=True, help="pack without re-checking the rules")
+@CODE
+@TASK2_CODE
+def pack(track, runs, data_dir, out, prediction, no_check, code_dirs, task2_code):
+    """Validate prediction.csv, write the zip and the reproducibility bundle."""
+    from .pack import pack as run_pack
+
+    s = run_pack(track, runs, data_dir, out, prediction=prediction, run_check=not no_check,
+                 code_dirs=list(code_dirs) or None, task2_code=list(task2_code) or None)
+    b = s["repro_bundle"]
+    click.echo(f"ok: {s['zip']} ({s['rows']} rows, column {s['column']}, sha256 {s['zip_sha256'][:12]})")
+    click.echo(f"repro bundle: {b['path']} ({b['files']} files, git {(b['git']['commit'] or 'unknown')[:12]}"
+               + (", uncommitted changes included" if b["git"]["dirty"] else "") + ")")
+
+
+@main.command()
+@TRACK
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="notebook to write (.ipynb)")
+@click.option("--data", default="data/sample", show_default=True, help="DATA the notebook starts with")
+@click.option("--no-embed", is_flag=True, help="use an existing checkout instead of embedding the code")
+def notebook(track, out, data, no_embed):
+    """Export a self-contained notebook that runs the track end to end."""
+    from .notebook import write
+
+    path = write(track, out, data=data, embed=not no_embed)
+    click.echo(f"ok: {path}")
+
+
+@main.command()
+@click.option("--zip", "zip_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--data-dir", required=True, type=click.Path(), help="a sample data root (has the test labels)")
+@click.option("--track", type=click.Choice(list(TRACKS)), help="score this track's column (default: the one present)")
+def score(zip_path, data_dir, track):
+    """Score a zip against the sample's test labels, as the organisers' scorer would."""
+    from mmctr.errors import KitError
+    from mmctr.paths import DataPaths
+    from mmctr.sample import read_truth
+
+    from .prediction import score as run_score
+
+    root = DataPaths.resolve(data_dir).root
+    try:
+        _, labels = read_truth(root, "test")
+    except (OSError, KeyError) as exc:
+        raise KitError(f"{root} has no sample test labels (only generated samples do): {exc}") from None
+    click.echo(f"AUC {run_score(zip_path, labels, track):.6f}")
+
+
+def entry() -> None:
+    """Console-script entry point (mmctr-submission)."""
+    run(main)

@@ -1,0 +1,112 @@
+"""The commands that run a track end to end, as the Makefile runs them.
+
+The repro bundle (run.sh, REPRODUCE.md) and the notebook both render these steps, so the
+three stay one sequence. Config defaults and the track -> make target map are read from
+the Makefile itself; the constants below are only a fallback when it cannot be read.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmctr import contract as C
+from mmctr.tracks import get_track
+
+from . import layout as L
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_FALLBACK_VARS = {"T1_CONFIG": "task1/configs/default.yaml", "T2_CONFIG": "task2/configs/mmctr.yaml",
+                  "DIN_CONFIG": "task2/configs/din_baseline.yaml"}
+_FALLBACK_TARGETS = {"task1": "track1", "task2": "track2", "task1_2": "track12"}
+
+
+def makefile_vars(makefile=None) -> dict:
+    """`NAME ?= value` assignments of the Makefile (config paths and the like)."""
+    path = Path(makefile or REPO_ROOT / "Makefile")
+    out = dict(_FALLBACK_VARS)
+    if path.is_file():
+        for m in re.finditer(r"^([A-Z0-9_]+)\s*\?=\s*(\S.*?)\s*$", path.read_text(), re.M):
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def make_target(track: str, makefile=None) -> str:
+    """The Makefile target that runs `track` end to end (track1, track2, track12)."""
+    name = get_track(track).name
+    path = Path(makefile or REPO_ROOT / "Makefile")
+    if path.is_file():
+        for m in re.finditer(r"^([a-z0-9-]+):[^\n]*\n\t\$\(MAKE\)[^\n]*\bTRACK=(\S+)", path.read_text(), re.M):
+            if m.group(2) == name:
+                return m.group(1)
+    return _FALLBACK_TARGETS[name]
+
+
+def config_vars(track: str, makefile=None) -> dict:
+    """{"T1_CONFIG": ..., "T2_CONFIG": ...} as the track's make target sets them."""
+    v = makefile_vars(makefile)
+    t = get_track(track)
+    return {"T1_CONFIG": v["T1_CONFIG"], "T2_CONFIG": v["T2_CONFIG"] if t.custom_model else v["DIN_CONFIG"]}
+
+
+def t2_config_var(track: str) -> str:
+    """The make variable that sets the CTR config of the track (track1 forces DIN_CONFIG)."""
+    return "T2_CONFIG" if get_track(track).custom_model else "DIN_CONFIG"
+
+
+@dataclass(frozen=True)
+class Step:
+    title: str
+    args: tuple  # after `python`; may hold {DATA} {RUNS} {T1_CONFIG} {T2_CONFIG} placeholders
+
+
+def steps(track: str) -> list:
+    """task1 (new-embedding tracks), task2 train + predict, submission check + pack."""
+    t = get_track(track)
+    out = []
+    if t.new_embeddings:
+        out.append(Step("Task 1: new 128-D item embeddings -> item_info.parquet",
+                        ("-m", "task1", "build", "--data-dir", "{DATA}", "--config", "{T1_CONFIG}",
+                         "--out", f"{{RUNS}}/{L.TASK1_DIR}")))
+        item_info = f"{{RUNS}}/{L.TASK1_DIR}/{L.TASK1_ITEM_INFO}"
+    else:
+        item_info = f"{{DATA}}/{C.ITEM_INFO.relpath}"
+    out.append(Step("Task 2: train the CTR model",
+                    ("-m", "task2", "train", "--data-dir", "{DATA}", "--config", "{T2_CONFIG}",
+                     "--out", f"{{RUNS}}/{L.TASK2_DIR}", "--item-info", item_info)))
+    out.append(Step("Task 2: predict the test set",
+                    ("-m", "task2", "predict", "--run", f"{{RUNS}}/{L.TASK2_DIR}", "--data-dir", "{DATA}",
+                     "--track", t.name)))
+    out.append(Step("Check the challenge rules",
+                    ("-m", "submission", "check", "--track", t.name, "--runs", "{RUNS}", "--data-dir", "{DATA}")))
+    out.append(Step("Pack submission.zip (+ the reproducibility bundle)",
+                    ("-m", "submission", "pack", "--track", t.name, "--runs", "{RUNS}", "--data-dir", "{DATA}",
+                     "--out", "{RUNS}/submission.zip")))
+    return out
+
+
+_PH = re.compile(r"\{([A-Z0-9_]+)\}")
+
+
+def render_shell(step: Step, python: str = "python") -> str:
+    parts = [python]
+    for a in step.args:
+        if _PH.search(a):
+            parts.append('"' + _PH.sub(lambda m: "${" + m.group(1) + "}", a) + '"')
+        else:
+            parts.append(shlex.quote(a))
+    return " ".join(parts)
+
+
+def render_python(step: Step) -> str:
+    """`sh(PY, ...)` with placeholders as Python variables."""
+    parts = ["PY"]
+    for a in step.args:
+        if a in ("{DATA}", "{RUNS}", "{T1_CONFIG}", "{T2_CONFIG}"):
+            parts.append(a[1:-1])
+        elif _PH.search(a):
+            parts.append("f" + repr(a))
+        else:
+            parts.append(repr(a))
+    return f"sh({', '.join(parts)})"
