@@ -44,6 +44,7 @@ def write_submission_zip(prediction: Path, out: Path) -> str:
         with zipfile.ZipFile(tmp) as zf:  # re-read before it replaces anything
             if zf.namelist() != [C.SUBMISSION_FILE] or zf.testzip() is not None:
                 raise KitError(f"{out}: the written zip does not re-read cleanly")
+        os.chmod(tmp, 0o644)
     return file_sha256(out)
 
 
@@ -201,6 +202,7 @@ def write_bundle(out: Path, track: str, runs: Path, data_root: Path, summary: di
             add("run.sh", _run_sh(track, data_root, configs).encode(), executable=True)
             add("REPRODUCE.md", _reproduce_md(track, data_root, test_sha, git, configs, summary,
                                               t1, t2, skipped).encode())
+        os.chmod(tmp, 0o644)
     return {"path": str(out), "sha256": file_sha256(out), "files": len(names), "skipped": skipped,
             "git": git}
 
