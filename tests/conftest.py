@@ -1,0 +1,22 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from mmctr.sample import SampleConfig, generate  # noqa: E402
+
+TINY = SampleConfig(n_items=300, n_users=500, n_train=4000, n_valid=800, n_test=900, image_size=32, workers=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A small generated sample (read-only for tests: copy it before corrupting)."""
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    generate(root, TINY)
+    return root
