@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# mmctr-kit container entrypoint: checks the mounts, the data contract and the GPU, then runs
+# the kit's Makefile with DATA=/data RUNS=/out/<track>. `help` (the default) prints the usage.
+# Paths are configurable for tests: MMCTR_DATA, MMCTR_OUT, MMCTR_KIT, MMCTR_VENV, MMCTR_PY.
+set -euo pipefail
+
+DATA=${MMCTR_DATA:-/data}
+OUT=${MMCTR_OUT:-/out}
+KIT=${MMCTR_KIT:-/opt/mmctr}
+VENV=${MMCTR_VENV:-/opt/venv}
+PY=${MMCTR_PY:-$VENV/bin/python}
+WEIGHTS=${MMCTR_WEIGHTS:-/opt/mmctr/weights}
+MAKE_BIN=${MMCTR_MAKE:-make}
+
+usage() {
+    cat <<EOF
+mmctr-kit: WWW 2025 Multimodal CTR Prediction Challenge (MicroLens-1M) submission kit
+
+usage: docker run --gpus all -v DATA:$DATA -v OUT:$OUT IMAGE COMMAND [VAR=value ...]
+
+mounts
+  -v DATA:$DATA   the organisers' data: the folder holding MicroLens_1M_x1/ (read-only is fine)
+  -v OUT:$OUT     writable; each track writes $OUT/<track>/ (the image runs as uid $(id -u mmctr 2>/dev/null || echo 1000):
+                  chown that uid, or add --user \$(id -u):\$(id -g))
+
+commands
+  track1                      Task 1 only: new item embeddings + the fixed DIN   -> $OUT/task1/submission.zip
+  track2                      Task 2 only: provided embeddings + our CTR model   -> $OUT/task2/submission.zip
+  track12                     Task 1 & 2: new embeddings + our CTR model         -> $OUT/task1_2/submission.zip
+  make TARGET ...             any Makefile targets, e.g. \`make task1 task2 submit\` (TRACK=task1_2 unless
+                              TRACK=... is given) -> $OUT/\$TRACK/
+  validate                    check $DATA against the data contract and stop
+  sample                      write MicroLens-shaped sample data to $OUT/data (no GPU needed)
+  demo                        sample data + Task 1 & 2 on CPU or GPU -> $OUT/task1_2/submission.zip
+  bash                        a shell in the image
+  help                        this text
+
+before running, the entrypoint checks that $DATA is mounted and follows the data contract
+(\`python -m mmctr validate\`), that a CUDA GPU is visible and that $OUT is writable.
+
+environment
+  MMCTR_ALLOW_CPU=1      run without a GPU (fine for sample-sized data, far too slow for the real data)
+  MMCTR_SKIP_VALIDATE=1  skip the data contract check; MMCTR_VALIDATE_ARGS=--no-images skips the images
+  MMCTR_DRY_RUN=1        print the make commands instead of running them
+
+examples
+  docker run --gpus all -v \$PWD/data:$DATA:ro -v \$PWD/out:$OUT IMAGE make task1 task2 submit
+  docker run --gpus all -v \$PWD/data:$DATA:ro -v \$PWD/out:$OUT IMAGE track2
+  docker run -e MMCTR_ALLOW_CPU=1 -v \$PWD/out:$OUT IMAGE demo
+EOF
+}
+
+die() {  # die MESSAGE [STATUS]
+    echo "mmctr: error: $1" >&2
+    exit "${2:-1}"
+}
+
+note() {
+    echo "mmctr: $*" >&2
+}
+
+check_data() {
+    if [ ! -d "$DATA" ]; then
+        die "no data directory at $DATA: mount the organisers' data with -v /path/to/data:$DATA (the folder holding MicroLens_1M_x1/)" 2
+    fi
+    if [ -z "$(ls -A "$DATA" 2>/dev/null)" ]; then
+        die "$DATA is empty: mount the organisers' data with -v /path/to/data:$DATA (the folder holding MicroLens_1M_x1/); \`demo\` runs on sample data instead" 2
+    fi
+    if [ "${MMCTR_SKIP_VALIDATE:-0}" = 1 ]; then
+        note "MMCTR_SKIP_VALIDATE=1: not checking $DATA against the data contract"
+        return
+    fi
+    note "checking $DATA against the data contract"
+    # shellcheck disable=SC2086  # MMCTR_VALIDATE_ARGS is a list of flags
+    if ! (cd "$KIT" && "$PY" -m mmctr validate --data-dir "$DATA" ${MMCTR_VALIDATE_ARGS:-}); then
+        die "$DATA does not follow the data contract (problems listed above); fix the data or mount the right folder (-v DATA:$DATA)" 3
+    fi
+}
+
+check_gpu() {
+    local status=0
+    "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)' || status=$?
+    if [ "$status" = 0 ]; then
+        "$PY" -c 'import torch; print("mmctr: GPU:", torch.cuda.get_device_name(0))' >&2 || true
+        return
+    fi
+    if [ "$status" != 3 ]; then
+        die "cannot import torch with $PY (status $status): the image's venv is broken" 4
+    fi
+    if [ "${MMCTR_ALLOW_CPU:-0}" = 1 ]; then
+        note "no CUDA GPU visible; MMCTR_ALLOW_CPU=1: running on CPU"
+        return
+    fi
+    die "no CUDA GPU visible: run with --gpus all (docker + NVIDIA Container Toolkit) or --device nvidia.com/gpu=all (podman, CDI); set MMCTR_ALLOW_CPU=1 to run on CPU (sample-sized data only)" 4
+}
+
+check_out() {
+    mkdir -p "$OUT" 2>/dev/null || true
+    local probe="$OUT/.mmctr-write-test.$$"
+    if ! { : >"$probe"; } 2>/dev/null; then
+        die "cannot write to $OUT as uid $(id -u): mount a writable folder with -v OUT:$OUT and make it writable for that uid (chown $(id -u) OUT, or run with --user \$(id -u):\$(id -g))" 5
+    fi
+    rm -f "$probe"
+}
+
+ensure_home() {  # an arbitrary --user uid has no writable HOME; caches (torch, matplotlib) need one
+    if [ -z "${HOME:-}" ] || [ ! -w "${HOME}" ]; then
+        export HOME=/tmp/mmctr-home
+        mkdir -p "$HOME"
+    fi
+}
+
+run_make() {  # run_make RUNS ARGS... (in the kit directory, with the image's venv)
+    local runs=$1
+    shift
+    local argv=("$MAKE_BIN" -C "$KIT" -o "$VENV/.installed" "$@" "DATA=$DATA" "RUNS=$runs"
+               "PY=$PY" "VENV=$VENV")
+    # encoders fetched at build time other than task1's defaults come with their own task1 config
+    if [ -f "$WEIGHTS/task1.yaml" ] && [[ " ${USER_VARS[*]} " != *" T1_CONFIG="* ]]; then
+        argv+=("T1_CONFIG=$WEIGHTS/task1.yaml")
+    fi
+    # user VAR=value arguments come after ours, so they win
+    argv+=("${USER_VARS[@]}")
+    if [ "${MMCTR_DRY_RUN:-0}" = 1 ]; then
+        echo "+ ${argv[*]}"
+        return
+    fi
+    note "running: ${argv[*]}"
+    local t0=$SECONDS
+    "${argv[@]}"
+    note "done in $((SECONDS - t0)) s: $runs"
+}
+
+track_dir() {  # the runs folder of a track target
+    case $1 in
+        track1) echo task1 ;;
+        track2) echo task2 ;;
+        track12) echo task1_2 ;;
+    esac
+}
+
+cmd=${1:-help}
+case $cmd in
+    help|-h|--help|usage)
+        usage
+        exit 0
+        ;;
+    bash|sh|shell)
+        shift
+        exec bash "$@"
+        ;;
+esac
+
+ensure_home
+USER_VARS=()
+TARGETS=()
+TRACK_VAR=${TRACK:-task1_2}
+
+case $cmd in
+    validate)
+        check_data
+        note "ok: $DATA follows the data contract"
+        exit 0
+        ;;
+    sample|demo)
+        shift
+        for a in "$@"; do USER_VARS+=("$a"); done
+        check_out
+        DATA="$OUT/data"
+        if [ "$cmd" = sample ]; then
+            run_make "$OUT/task1_2" sample
+            exit 0
+        fi
+        # the demo is sample-sized: a GPU is used when there is one, CPU is fine otherwise
+        MMCTR_ALLOW_CPU=1
+        check_gpu
+        run_make "$OUT/task1_2" demo
+        exit 0
+        ;;
+    make)
+        shift
+        ;;
+esac
+
+for a in "$@"; do
+    case $a in
+        TRACK=*) TRACK_VAR=${a#TRACK=}; TRACK_ARG=$a; USER_VARS+=("$a") ;;
+        DATA=*|RUNS=*) die "$a: the data is always $DATA and the output $OUT/<track> inside the image: change the mounts instead" 2 ;;
+        *=*) USER_VARS+=("$a") ;;
+        -*) die "make options are not passed through: $a" 2 ;;
+        *) TARGETS+=("$a") ;;
+    esac
+done
+[ ${#TARGETS[@]} -gt 0 ] || die "no make target given; see \`help\`" 2
+
+tracks=()
+others=()
+for t in "${TARGETS[@]}"; do
+    if [ -n "$(track_dir "$t")" ]; then tracks+=("$t"); else others+=("$t"); fi
+done
+if [ ${#tracks[@]} -gt 0 ] && [ ${#others[@]} -gt 0 ]; then
+    die "give either track targets (${tracks[*]}) or step targets (${others[*]}), not both" 2
+fi
+if [ ${#tracks[@]} -gt 0 ] && [ -n "${TRACK_ARG:-}" ]; then
+    die "$TRACK_ARG: a track target sets its own TRACK; drop it" 2
+fi
+
+check_data
+check_gpu
+check_out
+
+if [ ${#tracks[@]} -gt 0 ]; then
+    for t in "${tracks[@]}"; do
+        run_make "$OUT/$(track_dir "$t")" "$t"
+    done
+else
+    run_make "$OUT/$TRACK_VAR" "${others[@]}"
+fi
