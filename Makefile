@@ -46,7 +46,7 @@ task1-eval: setup  ## fixed baseline DIN on the new item_info vs the provided on
 task2: setup  ## Task 2: train the CTR model on $(RUNS)/task1's item_info (or the provided one) and predict test
 	$(PY) -m task2 train --data-dir $(DATA) --config $(T2_CONFIG) --out $(RUNS)/task2 \
 	  --item-info $$( [ -f $(RUNS)/task1/item_info.parquet ] && echo $(RUNS)/task1/item_info.parquet || echo $(OFFICIAL_ITEM_INFO) )
-	$(PY) -m task2 predict --run $(RUNS)/task2 --data-dir $(DATA)
+	$(PY) -m task2 predict --run $(RUNS)/task2 --data-dir $(DATA) --track $(TRACK)
 
 submit: setup  ## check the rules for TRACK and pack $(RUNS)/submission.zip
 	$(PY) -m submission check --track $(TRACK) --runs $(RUNS) --data-dir $(DATA)

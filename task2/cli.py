@@ -1,0 +1,54 @@
+"""`python -m task2 train|predict`: one neural CTR model, trained end to end, predicting test."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from mmctr.cli import run
+
+
+@click.group(help=__doc__)
+def main() -> None:
+    pass
+
+
+@main.command()
+@click.option("--data-dir", required=True, type=click.Path(), help="organisers' data root")
+@click.option("--config", "config", default="transformer_dcn", show_default=True,
+              help="a config name (task2/configs/NAME.yaml) or a .yaml path")
+@click.option("--item-info", type=click.Path(), help="item_info.parquet to use (default: the data's own)")
+@click.option("--out", default="runs/task2", show_default=True, type=click.Path(file_okay=False))
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a config key (repeatable)")
+@click.option("--max-epochs", type=int, help="cap on epochs (runtime budget)")
+@click.option("--device", help="auto | cpu | cuda | cuda:N")
+@click.option("--resume", is_flag=True, help="continue from OUT/last.pt")
+def train(data_dir, config, item_info, out, sets, max_epochs, device, resume):
+    """Train, validate every epoch, keep the best checkpoint, stop early."""
+    from .config import load_config, parse_overrides
+    from .train import train_model
+
+    overrides = parse_overrides(sets)
+    if max_epochs is not None:
+        overrides["max_epochs"] = max_epochs
+    cfg = load_config(config, overrides)
+    summary = train_model(cfg, data_dir, item_info, out, device=device, resume=resume)
+    click.echo(json.dumps({k: summary[k] for k in ("best_valid_auc", "best_epoch", "params", "samples_per_s")}))
+
+
+@main.command()
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="a trained run folder")
+@click.option("--data-dir", required=True, type=click.Path())
+@click.option("--track", default="task1_2", show_default=True, help="task1 | task2 | task1_2: names the score column")
+@click.option("--out", type=click.Path(dir_okay=False), help="default: RUN/prediction.csv")
+@click.option("--device", help="auto | cpu | cuda | cuda:N")
+def predict(run_dir, data_dir, track, out, device):
+    """Write prediction.csv (ID = test row order) with the run's best checkpoint."""
+    from .predict import predict_run
+
+    click.echo(json.dumps(predict_run(run_dir, data_dir, track, out, device)))
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    run(main)

@@ -1,0 +1,134 @@
+"""Parquet → compact tensors, read once; batches are index slices, no per-row Python."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from mmctr import contract as C
+from mmctr.errors import KitError
+from mmctr.item_info import read_item_info
+
+
+def seq_matrix(col: pa.ChunkedArray, max_len: int) -> np.ndarray:
+    """Lists of item ids (left-padded, most recent last) → (n, max_len) int32, last max_len kept."""
+    arr = col.combine_chunks()
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.chunk(0) if arr.num_chunks else pa.array([], type=col.type)
+    offsets = arr.offsets.to_numpy().astype(np.int64)
+    values = arr.values.to_numpy(zero_copy_only=False).astype(np.int32)
+    lengths = np.diff(offsets)
+    n = len(lengths)
+    out = np.zeros((n, max_len), dtype=np.int32)
+    if n and np.all(lengths == lengths[0]) and lengths[0] >= max_len:  # the common fixed-width case
+        return np.ascontiguousarray(values.reshape(n, lengths[0])[:, -max_len:])
+    keep = np.minimum(lengths, max_len)
+    row = np.repeat(np.arange(n), keep)
+    within = np.arange(keep.sum()) - np.repeat(np.cumsum(keep) - keep, keep)
+    src = np.repeat(offsets[1:] - keep, keep) + within
+    out[row, max_len - np.repeat(keep, keep) + within] = values[src]
+    return out
+
+
+@dataclass
+class Split:
+    """One split as tensors. `label` is None for test."""
+    seq: torch.Tensor  # (n, L) int32
+    item: torch.Tensor  # (n,) int32
+    likes: torch.Tensor  # (n,) int8
+    views: torch.Tensor  # (n,) int8
+    label: Optional[torch.Tensor]  # (n,) float32
+    path: Path
+
+    def __len__(self) -> int:
+        return len(self.item)
+
+    def to(self, device) -> "Split":
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)
+        return Split(move(self.seq), move(self.item), move(self.likes), move(self.views),
+                     move(self.label), self.path)
+
+    def batch(self, idx: torch.Tensor) -> dict:
+        """Gather one batch; sequences trimmed to the longest non-padded length in the batch."""
+        seq = self.seq[idx]
+        width = int((seq != 0).any(0).nonzero().min().item()) if bool((seq != 0).any()) else seq.shape[1] - 1
+        b = {"seq": seq[:, width:].long(), "item": self.item[idx].long(),
+             "likes": self.likes[idx].long(), "views": self.views[idx].long()}
+        if self.label is not None:
+            b["label"] = self.label[idx]
+        return b
+
+
+def load_split(path, max_len: int, n_items: int, need_label: bool) -> Split:
+    """Read one of train/valid/test; fail clearly on missing columns or out-of-range ids."""
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"missing split file: {path}")
+    names = pq.read_schema(path).names
+    want = [C.ITEM_SEQ, C.ITEM_ID, C.LIKES, C.VIEWS] + ([C.LABEL] if need_label else [])
+    missing = [c for c in want if c not in names]
+    if missing:
+        raise KitError(f"{path}: missing column(s) {missing} (has {names})")
+    t = pq.read_table(path, columns=want)
+    item = t.column(C.ITEM_ID).to_numpy().astype(np.int64)
+    seq = seq_matrix(t.column(C.ITEM_SEQ), max_len)
+    for name, arr in ((C.ITEM_ID, item), (C.ITEM_SEQ, seq)):
+        bad = np.flatnonzero(((arr < 0) | (arr > n_items)).reshape(len(item), -1).any(axis=1))
+        if bad.size:
+            raise KitError(f"{path}:{name} row {bad[0]}: item id outside 0..{n_items} of item_info "
+                           f"({bad.size} rows) — is item_info.parquet from the same data set?")
+    levels = {}
+    for name in (C.LIKES, C.VIEWS):
+        v = t.column(name).to_numpy().astype(np.int64)
+        bad = np.flatnonzero((v < 0) | (v > C.LEVEL_MAX))
+        if bad.size:
+            raise KitError(f"{path}:{name} row {bad[0]}: {v[bad[0]]} outside 0..{C.LEVEL_MAX}")
+        levels[name] = torch.from_numpy(v.astype(np.int8))
+    label = None
+    if need_label:
+        y = t.column(C.LABEL).to_numpy(zero_copy_only=False).astype(np.float32)
+        bad = np.flatnonzero(~np.isin(y, (0.0, 1.0)))
+        if bad.size:
+            raise KitError(f"{path}:{C.LABEL} row {bad[0]}: {y[bad[0]]} is not 0 or 1")
+        label = torch.from_numpy(y)
+    return Split(torch.from_numpy(seq), torch.from_numpy(item.astype(np.int32)),
+                 levels[C.LIKES], levels[C.VIEWS], label, path)
+
+
+@dataclass
+class ItemTable:
+    """item_info as tensors: row i = item i."""
+    tags: torch.Tensor  # (n+1, 5) int64
+    emb: torch.Tensor  # (n+1, 128) float32
+    path: Path
+
+    @property
+    def n_items(self) -> int:
+        return len(self.emb) - 1
+
+    @property
+    def n_tags(self) -> int:
+        return int(self.tags.max()) + 1
+
+    @classmethod
+    def load(cls, path) -> "ItemTable":
+        tags, emb = read_item_info(path)
+        return cls(torch.from_numpy(tags), torch.from_numpy(emb), Path(path))
+
+
+def iter_batches(n: int, batch_size: int, generator=None, shuffle=True, device="cpu",
+                 rank: int = 0, world: int = 1):
+    """Index batches over range(n); with DDP each rank takes an equal share."""
+    idx = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if world > 1:
+        per = n // world
+        idx = idx[rank * per:(rank + 1) * per]
+    idx = idx.to(device)
+    for start in range(0, len(idx), batch_size):
+        yield idx[start:start + batch_size]

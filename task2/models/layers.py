@@ -1,0 +1,107 @@
+"""Building blocks shared by the CTR models."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def mlp(in_dim: int, hidden: list, dropout: float = 0.0, batch_norm: bool = False,
+        out_dim: int | None = None) -> nn.Sequential:
+    layers: list = []
+    for h in hidden:
+        layers.append(nn.Linear(in_dim, h))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(h))
+        layers.append(nn.ReLU())
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        in_dim = h
+    if out_dim is not None:
+        layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+def kmeans_codes(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0) -> torch.Tensor:
+    """Cluster ids (1..k) of rows of x; row 0 (padding) gets code 0. Deterministic."""
+    g = torch.Generator().manual_seed(seed)
+    data = F.normalize(x[1:].float(), dim=1)
+    k = min(k, len(data))
+    centers = data[torch.randperm(len(data), generator=g)[:k].to(data.device)].clone()
+    for _ in range(iters):
+        assign = (data @ centers.T).argmax(1)
+        sums = torch.zeros_like(centers).index_add_(0, assign, data)
+        counts = torch.bincount(assign, minlength=k).unsqueeze(1)
+        centers = torch.where(counts > 0, F.normalize(sums, dim=1), centers)
+    assign = (data @ centers.T).argmax(1)
+    return torch.cat([torch.zeros(1, dtype=torch.long, device=data.device), assign + 1])
+
+
+class ItemEncoder(nn.Module):
+    """Item id embedding + mean-pooled tag embedding + projected frozen 128-D embedding
+    (+ optional learned codes of that embedding at several granularities)."""
+
+    def __init__(self, tags: torch.Tensor, mm_emb: torch.Tensor, id_dim: int, tag_dim: int,
+                 mm_dim: int, code_sizes: tuple = (), code_dim: int = 16, seed: int = 0):
+        super().__init__()
+        n_rows = len(mm_emb)
+        self.register_buffer("tags", tags.long(), persistent=False)
+        self.register_buffer("mm_emb", mm_emb.float(), persistent=False)
+        self.id_emb = nn.Embedding(n_rows, id_dim, padding_idx=0)
+        self.tag_emb = nn.Embedding(int(tags.max()) + 1, tag_dim, padding_idx=0)
+        self.mm_proj = nn.Linear(mm_emb.shape[1], mm_dim, bias=False)
+        codes = [kmeans_codes(mm_emb, k, seed=seed + i) for i, k in enumerate(code_sizes)]
+        self.register_buffer("codes", torch.stack(codes, 1) if codes else torch.zeros(n_rows, 0, dtype=torch.long),
+                             persistent=False)
+        self.code_embs = nn.ModuleList(nn.Embedding(k + 1, code_dim, padding_idx=0) for k in code_sizes)
+        self.out_dim = id_dim + tag_dim + mm_dim + code_dim * len(code_sizes)
+        for emb in (self.id_emb, self.tag_emb, *self.code_embs):
+            nn.init.normal_(emb.weight, std=1e-4)
+            with torch.no_grad():
+                emb.weight[0].zero_()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        tags = self.tags[ids]
+        tag_mask = (tags > 0).unsqueeze(-1).float()
+        tag_vec = (self.tag_emb(tags) * tag_mask).sum(-2) / tag_mask.sum(-2).clamp(min=1)
+        parts = [self.id_emb(ids), tag_vec, self.mm_proj(self.mm_emb[ids])]
+        parts += [emb(self.codes[ids, j]) for j, emb in enumerate(self.code_embs)]
+        return torch.cat(parts, -1)
+
+    def embedding_parameters(self):
+        return [self.id_emb.weight, self.tag_emb.weight, self.mm_proj.weight,
+                *(e.weight for e in self.code_embs)]
+
+
+class TargetAttention(nn.Module):
+    """DIN attention: an MLP scores each (target, sequence item) pair, scores weight the items.
+    The MLP runs only on non-padded positions, so short sequences cost little."""
+
+    def __init__(self, dim: int, hidden: list, dropout: float, use_softmax: bool):
+        super().__init__()
+        self.score = mlp(4 * dim, hidden, dropout=dropout, out_dim=1)
+        self.use_softmax = use_softmax
+
+    def forward(self, target: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, l, d = seq.shape
+        rows, cols = mask.nonzero(as_tuple=True)
+        q, k = target[rows], seq[rows, cols]
+        s = self.score(torch.cat([q, k, q - k, q * k], -1)).squeeze(-1)
+        scores = torch.zeros(b, l, dtype=s.dtype, device=seq.device).index_put_((rows, cols), s)
+        if self.use_softmax:
+            scores = scores.masked_fill(~mask, -1e9).softmax(-1) * mask
+        return (scores.unsqueeze(-1).to(seq.dtype) * seq).sum(1)
+
+
+class CrossNetV2(nn.Module):
+    """DCNv2 cross layers: x_{l+1} = x0 * (W x_l + b) + x_l."""
+
+    def __init__(self, dim: int, n_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(n_layers))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for layer in self.layers:
+            x = x0 * layer(x) + x
+        return x
