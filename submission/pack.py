@@ -122,8 +122,9 @@ def _reproduce_md(track, data_root, test_sha, git, configs, summary, t1, t2, ski
              "From this folder, with the organisers' data (the folder holding "
              f"`{C.CTR_DIR}/`):", "", "```bash", f"DATA={data_root} ./run.sh", "```", "",
              "which runs, inside `code/`:", "", "```bash",
-             f"make {target} DATA=$DATA RUNS=$RUNS " + " ".join(f"{k}=../{v}" for k, v in configs.items()),
-             "```", "", "or, step by step (`./run.sh --no-make`):", "", "```bash"]
+             f"make {target} DATA=$DATA RUNS=../runs/{t.name} " + " ".join(f"{k}=../{v}" for k, v in configs.items()),
+             "```", "", "or, step by step (`./run.sh --no-make`, which sets `DATA`, `RUNS`, `T1_CONFIG` "
+             "and `T2_CONFIG` to the packed configs under `run/configs/`):", "", "```bash"]
     lines += [P.render_shell(s) for s in P.steps(t.name)]
     lines += ["```", "", "## What this run produced", "",
               f"- test.parquet sha256: `{test_sha}`",

@@ -324,8 +324,9 @@ def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
             if isinstance(m, dict):
                 if m.get(L.SHA256):
                     declared_sha.add(m[L.SHA256])
-                if m.get("source"):
-                    declared_src.append(_resolve(m["source"]))
+                for key in ("path", "source"):  # where the weights live ("source" may be "package:...")
+                    if isinstance(m.get(key), str) and Path(m[key]).expanduser().is_absolute():
+                        declared_src.append(_resolve(m[key]))
     for doc, mpath, may_use_weights in ((t1, ctx.run.task1_manifest, True),
                                         (t2, ctx.run.task2_manifest, False)):
         if doc is None:

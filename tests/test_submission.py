@@ -99,7 +99,8 @@ def make_run(root: Path, data: Path, track: str, weights: Path, config=None) -> 
         write_item_info(lay.item_info, tags, new)
         write_manifest(lay.task1_manifest, "task1", config={"text_encoder": "minilm", "dim": C.EMB_DIM},
                        inputs=hash_inputs([paths.table(C.ITEM_FEATURE), paths.table(C.ITEM_SEQ_TABLE), weights]),
-                       models=[{"name": "encoder", "source": str(weights), "sha256": file_sha256(weights)}],
+                       models=[{"name": "encoder", "source": "package:encoder-weights", "path": str(weights),
+                                "sha256": file_sha256(weights)}],
                        timings={"encode": 1.0}, outputs=hash_inputs([lay.item_info]))
         item_info = lay.item_info
     else:

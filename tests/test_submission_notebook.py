@@ -79,7 +79,8 @@ def test_embedded_kit_unpacks_and_runs(notebooks, tmp_path):
     work = tmp_path / "kit"
     script = "\n\n".join(setup) + "\nsh(PY, '-m', 'submission', 'check', '--help')\nprint('CWD', os.getcwd())\n"
     env = {**os.environ, "MMCTR_WORK": str(work), "MMCTR_DATA": str(tmp_path / "data"), "PYTHONPATH": ""}
-    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True,
+    (tmp_path / "cells.py").write_text(script)
+    res = subprocess.run([sys.executable, "cells.py"], cwd=tmp_path, env=env, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "Check the challenge rules" in res.stdout and f"CWD {work}" in res.stdout
