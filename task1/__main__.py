@@ -1,0 +1,5 @@
+from mmctr.cli import run
+
+from .cli import main
+
+run(main)

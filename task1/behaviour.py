@@ -1,0 +1,113 @@
+"""Item vectors from behaviour: PPMI of item co-occurrence in user sequences, truncated SVD.
+
+Sources (both allowed by the rules): item_seq.parquet (every user's history) and
+train.parquet (each row's item_seq, plus the target item appended when the click label is 1).
+Only train labels are read; valid.parquet and test.parquet are never opened.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from mmctr import contract as C
+from mmctr.errors import KitError
+from mmctr.paths import DataPaths
+
+from .linalg import truncated_svd
+
+CHUNK_VALUES = 20_000_000  # co-occurrence pairs are counted in slices of this many items
+
+
+def _lists(col):
+    """A list column -> (values int64, list index of each value), padding zeros dropped."""
+    col = col.combine_chunks() if hasattr(col, "combine_chunks") else col
+    values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.int64)
+    parents = pc.list_parent_indices(col).to_numpy().astype(np.int64)
+    keep = values > 0
+    return values[keep], parents[keep]
+
+
+def sequences(paths: DataPaths, cfg: dict):
+    """[(values, list ids)] of every sequence source the config enables; and the files read."""
+    out, read = [], []
+    if cfg["item_seq"]:
+        path = paths.require(C.ITEM_SEQ_TABLE)
+        out.append(_lists(pq.read_table(path, columns=[C.ITEM_SEQ]).column(C.ITEM_SEQ)))
+        read.append(path)
+    if cfg["train_sequences"]:
+        path = paths.require(C.TRAIN)
+        t = pq.read_table(path, columns=[C.ITEM_SEQ, C.ITEM_ID, C.LABEL])
+        values, parents = _lists(t.column(C.ITEM_SEQ))
+        pos = np.flatnonzero(t.column(C.LABEL).to_numpy(zero_copy_only=False) > 0.5)
+        target = t.column(C.ITEM_ID).to_numpy(zero_copy_only=False).astype(np.int64)[pos]
+        # append the clicked target after its row's history: stable sort keeps history order
+        values = np.concatenate([values, target])
+        parents = np.concatenate([parents, pos])
+        order = np.argsort(parents, kind="stable")
+        out.append((values[order], parents[order]))
+        read.append(path)
+    return out, read
+
+
+def cooccurrence(seqs, n_items: int, window: int) -> sp.csr_matrix:
+    """Symmetric (n+1, n+1) counts: items d <= window apart in one sequence add 1/d."""
+    total = sp.csr_matrix((n_items + 1, n_items + 1), dtype=np.float64)
+    for values, parents in seqs:
+        for start in range(0, len(values), CHUNK_VALUES):
+            stop = min(len(values), start + CHUNK_VALUES + window)  # overlap: pairs across the cut
+            v, p = values[start:stop], parents[start:stop]
+            rows, cols, w = [], [], []
+            for d in range(1, window + 1):
+                if d >= len(v):
+                    break
+                same = p[:-d] == p[d:]
+                if start + CHUNK_VALUES < len(values):  # pairs starting in the overlap belong to the next slice
+                    same[CHUNK_VALUES:] = False
+                a, b = v[:-d][same], v[d:][same]
+                ne = a != b
+                rows.append(a[ne]), cols.append(b[ne]), w.append(np.full(int(ne.sum()), 1.0 / d))
+            if rows:
+                r, c, ww = np.concatenate(rows), np.concatenate(cols), np.concatenate(w)
+                m = sp.csr_matrix((ww, (r, c)), shape=total.shape)
+                total = total + m + m.T
+    return total.tocsr()
+
+
+def ppmi(co: sp.csr_matrix, alpha: float = 0.75, shift: float = 1.0) -> sp.csr_matrix:
+    """Positive PMI with context-distribution smoothing (counts^alpha) and a log(shift) offset."""
+    co = co.tocoo()
+    row_sum = np.asarray(co.sum(axis=1)).ravel()
+    ctx = row_sum ** alpha
+    total, ctx_total = row_sum.sum(), ctx.sum()
+    if total <= 0:
+        return co.tocsr()
+    pmi = np.log(co.data) + np.log(ctx_total) - np.log(row_sum[co.row]) - np.log(ctx[co.col]) - np.log(shift)
+    keep = pmi > 0
+    return sp.csr_matrix((pmi[keep], (co.row[keep], co.col[keep])), shape=co.shape)
+
+
+def behaviour_embeddings(paths: DataPaths, n_items: int, cfg: dict, seed: int):
+    """(emb (n+1, dim) float32, warm mask (n+1,), stats dict, files read)."""
+    seqs, read = sequences(paths, cfg)
+    counts = np.zeros(n_items + 1, dtype=np.int64)
+    for values, _ in seqs:
+        bad = values > n_items
+        if bad.any():
+            raise KitError(f"behaviour data refers to item {values[bad].max()} but there are "
+                           f"only {n_items} items")
+        counts += np.bincount(values, minlength=n_items + 1)
+    co = cooccurrence(seqs, n_items, int(cfg["window"]))
+    cold = counts < int(cfg["min_count"])
+    cold[0] = True
+    co = sp.diags((~cold).astype(np.float64)) @ co @ sp.diags((~cold).astype(np.float64))
+    m = ppmi(co, shift=float(cfg["neg_shift"]))
+    emb, explained = truncated_svd(m, int(cfg["dim"]), seed)
+    warm = np.asarray((m != 0).sum(axis=1)).ravel() > 0
+    emb[~warm] = 0
+    stats = {"sequences": int(sum(len(np.unique(p)) for _, p in seqs)),
+             "item_occurrences": int(counts.sum()), "cooccurrence_nnz": int(co.nnz),
+             "ppmi_nnz": int(m.nnz), "warm_items": int(warm[1:].sum()),
+             "cold_items": int(n_items - warm[1:].sum()), "svd_explained": round(explained, 4)}
+    return emb, warm, stats, read

@@ -1,0 +1,71 @@
+"""`python -m task1`: build item_info.parquet (new item_emb_d128), evaluate it with the fixed DIN."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from mmctr.cli import run
+
+from .cache import DEFAULT_DIR
+
+
+@click.group(help=__doc__)
+def main() -> None:
+    pass
+
+
+@main.command()
+@click.option("--data-dir", required=True, type=click.Path(), help="organisers' data root")
+@click.option("--config", "config", default="default", show_default=True,
+              help="a YAML path or a name in task1/configs (default, text_only)")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="folder for item_info.parquet and item_info.manifest.json")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="override a config key, e.g. --set fusion.method=pca (repeatable)")
+@click.option("--cache-dir", default=DEFAULT_DIR, show_default=True, type=click.Path(file_okay=False),
+              help="encoder output cache")
+@click.option("--no-cache", is_flag=True, help="encode again and do not write the cache")
+@click.option("--device", default=None, help="auto | cpu | cuda[:N] (overrides runtime.device)")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def build(data_dir, config, out, sets, cache_dir, no_cache, device, quiet):
+    """Encode titles, covers, tags and behaviour; fuse to 128-D; write item_info + manifest."""
+    from .build import build as run_build
+    from .config import load_config, parse_sets
+
+    over = parse_sets(sets)
+    if device:
+        over.setdefault("runtime", {})["device"] = device
+    cfg = load_config(config, over)
+    m = run_build(data_dir, cfg, out, cache_dir=cache_dir, use_cache=not no_cache, progress=not quiet)
+    click.echo(json.dumps({"item_info": next(iter(m["outputs"])), "n_items": m["n_items"],
+                           "missing_images": m["missing_images"], "timings": m["timings"],
+                           "explained_variance": m["explained_variance"],
+                           "fusion": m["parts"]["fusion"]}, indent=2))
+
+
+@main.command()
+@click.option("--data-dir", required=True, type=click.Path(), help="organisers' data root")
+@click.option("--item-info", required=True, type=click.Path(dir_okay=False), help="the new item_info.parquet")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="folder for report.json")
+@click.option("--baseline", "baseline", default=None, type=click.Path(dir_okay=False),
+              help="item_info to compare with (default: the provided MicroLens_1M_x1/item_info.parquet)")
+@click.option("--random/--no-random", "with_random", default=False, show_default=True,
+              help="also train on random 128-D embeddings")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="DIN key the Task-1 track may change (learning_rate, batch_size, net_dropout, ...)")
+@click.option("--max-epochs", type=int, default=None, help="cap the DIN's epochs (quick checks)")
+@click.option("--device", default=None, help="auto | cpu | cuda[:N]")
+@click.option("--quiet", is_flag=True)
+def evaluate(data_dir, item_info, out, baseline, with_random, sets, max_epochs, device, quiet):
+    """Train the fixed baseline DIN on the new and the provided item_info; report validation AUCs."""
+    from .evaluate import evaluate as run_evaluate
+
+    report = run_evaluate(data_dir, item_info, out, baseline=baseline, with_random=with_random,
+                          sets=sets, max_epochs=max_epochs, device=device, quiet=quiet)
+    click.echo(json.dumps(report["summary"], indent=2))
+
+
+def entry() -> None:
+    """Console-script entry point (mmctr-task1)."""
+    run(main)

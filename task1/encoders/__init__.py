@@ -1,0 +1,1 @@
+"""Pretrained content encoders: text (sentence-transformers) and image (EfficientNet-Lite0, open_clip)."""

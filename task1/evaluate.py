@@ -1,0 +1,90 @@
+"""`task1 evaluate`: the fixed baseline DIN (challenge.md, Task-1 track) trained on the new
+item_info and on the provided one (optionally on random 128-D embeddings too), same seed and
+settings; reports the validation AUCs and, on generated sample data, the oracle AUC."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from mmctr import contract as C
+from mmctr.errors import KitError
+from mmctr.io import file_sha256, write_json
+from mmctr.item_info import read_item_info, write_item_info
+from mmctr.paths import DataPaths
+from mmctr.tracks import TASK1_TUNABLE
+
+DIN_CONFIG = "din_baseline"
+REPORT_NAME = "report.json"
+RUNTIME_SETS = ("device", "amp", "compile", "max_epochs", "eval_batch_size", "num_threads", "log_every")
+
+
+def din_config(sets=(), overrides: dict | None = None) -> dict:
+    """The fixed DIN config; only the keys the Task-1 track may tune (and runtime keys) change."""
+    from task2.config import load_config, parse_overrides
+
+    over = {**parse_overrides(sets), **(overrides or {})}
+    bad = sorted(k for k in over if k not in TASK1_TUNABLE and k not in RUNTIME_SETS)
+    if bad:
+        raise KitError(f"the Task-1 track fixes the DIN: cannot change {bad}; it may change only "
+                       f"{', '.join(TASK1_TUNABLE)} (and runtime keys {', '.join(RUNTIME_SETS)})")
+    return load_config(DIN_CONFIG, over)
+
+
+def random_item_info(path, like, seed: int = 20242025) -> Path:
+    """Random unit 128-D vectors with the tags of `like` (the comparison floor)."""
+    tags, emb = read_item_info(like)
+    rng = np.random.default_rng(seed)
+    r = rng.normal(size=emb.shape).astype(np.float32)
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    write_item_info(path, tags, r)
+    return Path(path)
+
+
+def oracle_auc(root: Path):
+    """Validation AUC of the true click probabilities, when the data is a generated sample."""
+    if not (root / "sample_truth" / "summary.json").is_file():
+        return None
+    from mmctr.sample import summary
+
+    return summary(root).get("valid_oracle_auc")
+
+
+def evaluate(data_dir, item_info, out, baseline=None, with_random: bool = False, sets=(),
+             max_epochs=None, device=None, quiet: bool = False, overrides: dict | None = None) -> dict:
+    from task2.train import train_model
+
+    paths = DataPaths.resolve(data_dir)
+    out = Path(out)
+    new = Path(item_info)
+    base = Path(baseline) if baseline else paths.require(C.ITEM_INFO)
+    new_tags, new_emb = read_item_info(new)
+    base_tags, _ = read_item_info(base)
+    if len(new_tags) != len(base_tags):
+        raise KitError(f"{new} has {len(new_tags) - 1} items but {base} has {len(base_tags) - 1}")
+    cfg = din_config(sets, overrides)
+    variants = {"new": new, "provided": base}
+    if with_random:
+        variants["random"] = random_item_info(out / "random" / "item_info.parquet", base)
+    runs = {}
+    for name, path in variants.items():
+        run_dir = out / f"din_{name}"
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # a fresh run: task2 appends to history.jsonl
+        if not quiet:
+            print(f"== fixed DIN on {name} item_info ({path})")
+        res = train_model(cfg, paths.root, path, run_dir, device=device, max_epochs=max_epochs, quiet=quiet)
+        runs[name] = {"item_info": str(path.resolve()), "sha256": file_sha256(path),
+                      "best_valid_auc": res["best_valid_auc"], "best_epoch": res["best_epoch"],
+                      "epochs": len(res["history"]), "history": res["history"]}
+    summary = {f"{k}_valid_auc": round(v["best_valid_auc"], 5) for k, v in runs.items()}
+    summary["new_minus_provided"] = round(runs["new"]["best_valid_auc"] - runs["provided"]["best_valid_auc"], 5)
+    oracle = oracle_auc(paths.root)
+    if oracle is not None:
+        summary["oracle_valid_auc"] = round(oracle, 5)
+    summary["tags_match_provided"] = bool(np.array_equal(new_tags, base_tags))
+    report = {"summary": summary, "runs": runs, "din_config": cfg, "max_epochs": max_epochs,
+              "data_dir": str(paths.root)}
+    write_json(out / REPORT_NAME, report)
+    return report

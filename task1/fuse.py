@@ -1,0 +1,152 @@
+"""Fuse the parts (text, image, tags, behaviour) into one L2-normalised 128-D vector per item.
+
+Every part is first made comparable (`prepare`): rows L2-normalised, items without that part
+get the part's mean (the documented fallback), centred, scaled to unit mean squared norm and
+multiplied by its fusion weight. Then:
+- pca: concatenate the parts, keep the top 128 principal components;
+- contrastive: a content tower (MLP over text+image+tags) and a behaviour projection are trained
+  with a symmetric InfoNCE loss on warm items, so content lands where its behaviour would be;
+  output = normalise(content_vec + behaviour_mix * behaviour_vec) for warm items and the content
+  vector alone for cold ones, which thereby inherit the behaviour geometry.
+Row 0 (padding) is always zero.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mmctr import contract as C
+
+CONTENT_PARTS = ("text", "image", "tags")
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def prepare(emb: np.ndarray, mask: np.ndarray, weight: float) -> np.ndarray:
+    """emb (n+1, d), mask (n+1,) rows that have this part -> comparable float32 (n+1, d)."""
+    x = emb.astype(np.float64).copy()
+    mask = mask.copy()
+    mask[0] = False
+    if not mask.any():
+        return np.zeros_like(x, dtype=np.float32)
+    x[mask] = _l2(x[mask])
+    mean = x[mask].mean(axis=0)
+    x[~mask] = mean  # fallback: an item without this part sits at the part's mean
+    x -= mean
+    x[0] = 0
+    energy = np.sqrt((x[mask] ** 2).sum(axis=1).mean())
+    x *= weight / max(energy, 1e-12)
+    return x.astype(np.float32)
+
+
+def finish(z: np.ndarray) -> np.ndarray:
+    z = _l2(z.astype(np.float64)).astype(np.float32)
+    z[0] = 0
+    return z
+
+
+def _pca_project(parts: dict, dim: int):
+    """Concatenate parts (sorted by name), project items 1..n on the top `dim` principal
+    components. Returns (z (n+1, dim) float64 with row 0 zero, explained fraction, input dim)."""
+    x = np.concatenate([parts[k] for k in sorted(parts)], axis=1).astype(np.float64)[1:]
+    x -= x.mean(axis=0)
+    cov = x.T @ x / max(len(x), 1)
+    vals, vecs = np.linalg.eigh(cov)
+    order = np.argsort(vals)[::-1]
+    vals, vecs = vals[order].clip(min=0), vecs[:, order]
+    k = min(dim, x.shape[1])
+    vecs = vecs[:, :k]
+    vecs *= np.sign(vecs[np.abs(vecs).argmax(axis=0), np.arange(k)])  # deterministic signs
+    z = np.zeros((len(x) + 1, dim))
+    z[1:, :k] = x @ vecs
+    explained = float(vals[:k].sum() / vals.sum()) if vals.sum() > 0 else 0.0
+    return z, explained, int(x.shape[1])
+
+
+def pca(parts: dict, dim: int = C.EMB_DIM):
+    """parts: name -> prepared (n+1, d). Returns (emb (n+1, dim), info)."""
+    z, explained, d_in = _pca_project(parts, dim)
+    return finish(z), {"method": "pca", "input_dim": d_in, "explained_variance": round(explained, 4)}
+
+
+def contrastive(parts: dict, warm: np.ndarray, cfg: dict, seed: int, device: str = "cpu",
+                dim: int = C.EMB_DIM, progress=None):
+    """Align content to behaviour (InfoNCE); returns (emb (n+1, dim), info)."""
+    names = [k for k in sorted(parts) if k in CONTENT_PARTS]
+    # content = top principal components of the content parts (cheap tower, less noise)
+    content_np, content_explained, d_in = _pca_project({k: parts[k] for k in names}, int(cfg["content_dim"]))
+    content = torch.from_numpy((content_np / np.sqrt((content_np ** 2).sum(1).mean())).astype(np.float32))
+    behave = torch.from_numpy(parts["behaviour"])
+    warm = warm.copy()
+    warm[0] = False
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        f = torch.nn.Sequential(torch.nn.Linear(content.shape[1], cfg["hidden"]), torch.nn.GELU(),
+                                torch.nn.Linear(cfg["hidden"], dim))
+        h = torch.nn.Linear(behave.shape[1], dim, bias=False)
+    dev = torch.device(device)
+    f, h = f.to(dev), h.to(dev)
+    log_t = torch.tensor(np.log(cfg["temperature"]), device=dev)
+    idx = torch.from_numpy(np.flatnonzero(warm))
+    idx = idx[torch.randperm(len(idx), generator=gen)]
+    n_hold = int(round(len(idx) * float(cfg["holdout"]))) if len(idx) >= 40 else 0
+    hold, train = idx[:n_hold], idx[n_hold:]
+    info = {"method": "contrastive", "content_parts": names, "input_dim": d_in,
+            "content_dim": int(content.shape[1]), "content_explained_variance": round(content_explained, 4),
+            "warm_items": int(len(idx)), "holdout_items": int(n_hold)}
+    if len(train) < 2:
+        # no behaviour to align to: the content tower is untrained; fall back to PCA of content
+        z, pinfo = pca({k: parts[k] for k in names}, dim)
+        return z, {**info, **pinfo, "method": "pca (no warm items for contrastive)"}
+    opt = torch.optim.AdamW([*f.parameters(), *h.parameters()], lr=float(cfg["lr"]), weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(cfg["steps"]))
+    bs = min(int(cfg["batch_size"]), len(train))
+    steps = range(int(cfg["steps"]))
+    losses = []
+    for _ in (progress(steps, desc="fusion") if progress else steps):
+        b = train[torch.randint(len(train), (bs,), generator=gen)].unique()
+        zc = torch.nn.functional.normalize(f(content[b].to(dev)), dim=-1)
+        zb = torch.nn.functional.normalize(h(behave[b].to(dev)), dim=-1)
+        logits = zc @ zb.T / log_t.exp()
+        target = torch.arange(len(b), device=dev)
+        loss = (torch.nn.functional.cross_entropy(logits, target)
+                + torch.nn.functional.cross_entropy(logits.T, target)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        zc = torch.cat([torch.nn.functional.normalize(f(c.to(dev)), dim=-1).cpu()
+                        for c in content.split(65536)])
+        zb = torch.cat([torch.nn.functional.normalize(h(c.to(dev)), dim=-1).cpu()
+                        for c in behave.split(65536)])
+    info["final_loss"] = round(float(np.mean(losses[-20:])), 4)
+    if n_hold:
+        sims = zc[hold] @ zb[hold].T  # content of a held-out item vs behaviour of all held-out items
+        rank = (sims > sims.diag()[:, None]).sum(1)
+        info["holdout_recall_at_10"] = round(float((rank < 10).float().mean()), 4)
+        info["holdout_recall_at_10_chance"] = round(min(1.0, 10 / n_hold), 4)
+    mix = float(cfg["behaviour_mix"])
+    w = torch.from_numpy(warm).float()[:, None]
+    z = zc + mix * w * zb
+    return finish(z.numpy()), info
+
+
+def fuse(parts: dict, masks: dict, weights: dict, cfg: dict, warm, seed: int, device="cpu", progress=None):
+    """parts/masks: name -> raw (n+1, d) array / (n+1,) mask. Returns (emb (n+1, 128), info).
+
+    An item that has none of the parts (every part fell back) gets the all-zero vector."""
+    prepared = {k: prepare(parts[k], masks[k], float(weights.get(k, 1.0))) for k in parts}
+    if cfg["method"] == "pca":
+        z, info = pca(prepared)
+    else:
+        z, info = contrastive(prepared, warm, cfg, seed, device=device, progress=progress)
+    nothing = ~np.logical_or.reduce([masks[k] for k in parts])
+    nothing[0] = True
+    z[nothing] = 0
+    info["items_without_any_part"] = int(nothing[1:].sum())
+    return z, info
