@@ -230,8 +230,10 @@ def test_unknown_model_names_list_the_known_ones(data, tmp_path):
 def test_unreadable_weights_name_the_file(data, tmp_path):
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"these are not weights")
+    sections = only("image")
+    sections["image"]["checkpoint"] = str(bad)
     with pytest.raises(KitError, match=rf"cannot read image weights {bad}"):
-        build_mod.build(data, fast_cfg(**only("image"), image={"checkpoint": str(bad)}), tmp_path / "o",
+        build_mod.build(data, fast_cfg(**sections), tmp_path / "o",
                         cache_dir=tmp_path / "c", progress=False)
     empty_model = tmp_path / "my-text-model"
     empty_model.mkdir()
