@@ -16,7 +16,7 @@ usage() {
     cat <<EOF
 mmctr-kit: WWW 2025 Multimodal CTR Prediction Challenge (MicroLens-1M) submission kit
 
-usage: docker run --gpus all -v DATA:$DATA -v OUT:$OUT IMAGE COMMAND [VAR=value ...]
+usage: docker run --gpus all --shm-size=16g -v DATA:$DATA -v OUT:$OUT IMAGE COMMAND [VAR=value ...]
 
 mounts
   -v DATA:$DATA   the organisers' data: the folder holding MicroLens_1M_x1/ (read-only is fine)
@@ -36,17 +36,19 @@ commands
   help                        this text
 
 before running, the entrypoint checks that $DATA is mounted and follows the data contract
-(\`python -m mmctr validate\`), that a CUDA GPU is visible and that $OUT is writable.
+(\`python -m mmctr validate\`), that a CUDA GPU is visible, that $OUT is writable and that
+/dev/shm is large enough (--shm-size=16g or --ipc=host).
 
 environment
   MMCTR_ALLOW_CPU=1      run without a GPU (fine for sample-sized data, far too slow for the real data)
   MMCTR_SKIP_VALIDATE=1  skip the data contract check; MMCTR_VALIDATE_ARGS=--no-images skips the images
   MMCTR_DRY_RUN=1        print the make commands instead of running them
+  MMCTR_MIN_SHM_MB=N     smallest /dev/shm accepted (default 1024; 0: no check)
 
 examples
-  docker run --gpus all -v \$PWD/data:$DATA:ro -v \$PWD/out:$OUT IMAGE make task1 task2 submit
-  docker run --gpus all -v \$PWD/data:$DATA:ro -v \$PWD/out:$OUT IMAGE track2
-  docker run -e MMCTR_ALLOW_CPU=1 -v \$PWD/out:$OUT IMAGE demo
+  docker run --gpus all --shm-size=16g -v \$PWD/data:$DATA:ro -v \$PWD/out:$OUT IMAGE make task1 task2 submit
+  docker run --gpus all --shm-size=16g -v \$PWD/data:$DATA:ro -v \$PWD/out:$OUT IMAGE track2
+  docker run --shm-size=2g -v \$PWD/out:$OUT IMAGE demo
 EOF
 }
 
@@ -101,6 +103,16 @@ check_out() {
         die "cannot write to $OUT as uid $(id -u): mount a writable folder with -v OUT:$OUT and make it writable for that uid (chown $(id -u) OUT, or run with --user \$(id -u):\$(id -g))" 5
     fi
     rm -f "$probe"
+    mkdir -p "$OUT/cache"  # the kit's cache/ (task1's encoder outputs) points here in the image
+}
+
+check_shm() {  # torch's DataLoader workers pass batches through /dev/shm; docker gives 64 MB
+    local min_mb=${MMCTR_MIN_SHM_MB:-1024} shm=${MMCTR_SHM:-/dev/shm} kb
+    [ "$min_mb" -gt 0 ] || return 0
+    kb=$(df -Pk "$shm" 2>/dev/null | awk 'NR == 2 {print $2}')
+    if [ -n "$kb" ] && [ "$kb" -lt $((min_mb * 1024)) ]; then
+        die "$shm is only $((kb / 1024)) MB (PyTorch's data loader workers need more): run with --shm-size=16g (or --ipc=host); MMCTR_MIN_SHM_MB=0 skips this check" 6
+    fi
 }
 
 ensure_home() {  # an arbitrary --user uid has no writable HOME; caches (torch, matplotlib) need one
@@ -166,6 +178,7 @@ case $cmd in
         shift
         for a in "$@"; do USER_VARS+=("$a"); done
         check_out
+        check_shm
         DATA="$OUT/data"
         if [ "$cmd" = sample ]; then
             run_make "$OUT/task1_2" sample
@@ -208,6 +221,7 @@ fi
 check_data
 check_gpu
 check_out
+check_shm
 
 if [ ${#tracks[@]} -gt 0 ]; then
     for t in "${tracks[@]}"; do

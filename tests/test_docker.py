@@ -108,7 +108,7 @@ def env(tmp_path):
     return {**os.environ, "MMCTR_DATA": str(tmp_path / "data"), "MMCTR_OUT": str(tmp_path / "out"),
             "MMCTR_KIT": str(ROOT), "MMCTR_VENV": str(venv), "MMCTR_PY": str(py),
             "MMCTR_WEIGHTS": str(tmp_path / "weights"), "MMCTR_DRY_RUN": "1", "HOME": str(tmp_path),
-            "FAKE_CUDA_STATUS": "3"}
+            "FAKE_CUDA_STATUS": "3", "MMCTR_MIN_SHM_MB": "0"}
 
 
 def run_ep(env, *args, **over):
@@ -122,7 +122,7 @@ def run_ep(env, *args, **over):
 def test_usage(env, args):
     r = run_ep(env, *args)
     assert r.returncode == 0, r.stderr
-    for word in ("track1", "track2", "track12", "make task1 task2 submit", "--gpus all",
+    for word in ("track1", "track2", "track12", "make task1 task2 submit", "--gpus all", "--shm-size",
                  f"-v DATA:{env['MMCTR_DATA']}", f"-v OUT:{env['MMCTR_OUT']}", "MMCTR_ALLOW_CPU"):
         assert word in r.stdout, word
 
@@ -212,6 +212,12 @@ def test_out_not_writable(env, sample_data, tmp_path):
     r = run_ep(env, "track2", MMCTR_DATA=str(sample_data), MMCTR_ALLOW_CPU="1", MMCTR_SKIP_VALIDATE="1",
                MMCTR_OUT=str(blocker / "out"))
     assert r.returncode == 5 and "cannot write to" in r.stderr and "-v OUT:" in r.stderr
+
+
+def test_small_shm_fails_clearly(env, sample_data):
+    r = run_ep(env, "track12", MMCTR_DATA=str(sample_data), MMCTR_ALLOW_CPU="1", MMCTR_SKIP_VALIDATE="1",
+               MMCTR_MIN_SHM_MB=str(10 ** 9))
+    assert r.returncode == 6 and "--shm-size=16g" in r.stderr, r.stderr
 
 
 def test_runs_the_makefile(env, sample_data):
