@@ -46,6 +46,13 @@ class Split:
     label: Optional[torch.Tensor]  # (n,) float32
     path: Path
 
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Non-padded length of each row's sequence (on the CPU, for batching)."""
+        if not hasattr(self, "_lengths"):
+            self._lengths = (self.seq != 0).sum(1).cpu()
+        return self._lengths
+
     def __len__(self) -> int:
         return len(self.item)
 
@@ -122,13 +129,31 @@ class ItemTable:
         return cls(torch.from_numpy(tags), torch.from_numpy(emb), Path(path))
 
 
+BUCKET = 32  # batches per length-sorted bucket
+
+
 def iter_batches(n: int, batch_size: int, generator=None, shuffle=True, device="cpu",
-                 rank: int = 0, world: int = 1):
-    """Index batches over range(n); with DDP each rank takes an equal share."""
+                 rank: int = 0, world: int = 1, lengths: torch.Tensor | None = None):
+    """Index batches over range(n); with DDP each rank takes an equal share.
+
+    With `lengths` (sequence lengths), rows are shuffled, then sorted by length inside buckets
+    of BUCKET batches and the batches shuffled again: batches hold sequences of similar length,
+    so trimming padding per batch removes most of it while batches stay random.
+    """
     idx = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     if world > 1:
         per = n // world
         idx = idx[rank * per:(rank + 1) * per]
-    idx = idx.to(device)
-    for start in range(0, len(idx), batch_size):
-        yield idx[start:start + batch_size]
+    batches = []
+    if lengths is not None and shuffle:
+        lens = lengths[idx]
+        span = batch_size * BUCKET
+        for start in range(0, len(idx), span):
+            chunk = idx[start:start + span][torch.argsort(lens[start:start + span], stable=True)]
+            batches += list(chunk.split(batch_size))
+        order = torch.randperm(len(batches), generator=generator).tolist()
+        batches = [batches[i] for i in order]
+    else:
+        batches = list(idx.split(batch_size))
+    for b in batches:
+        yield b.to(device)

@@ -174,7 +174,8 @@ def train_model(cfg: dict, data_dir, item_info_path=None, out_dir="runs/task2", 
 
     gen = torch.Generator().manual_seed(cfg["seed"])
     for _ in range(start_epoch):  # keep the shuffling sequence of an uninterrupted run
-        torch.randperm(len(train), generator=gen)
+        for _ in iter_batches(len(train), cfg["batch_size"], generator=gen, lengths=train.lengths):
+            pass
     n_steps = math.ceil(len(train) // dist.world / cfg["batch_size"])
     samples_per_s = []
     t_train = time.perf_counter()
@@ -183,7 +184,7 @@ def train_model(cfg: dict, data_dir, item_info_path=None, out_dir="runs/task2", 
         t0 = time.perf_counter()
         total, count = 0.0, 0
         bar = tqdm(iter_batches(len(train), cfg["batch_size"], generator=gen, device=train.item.device,
-                                rank=dist.rank, world=dist.world),
+                                rank=dist.rank, world=dist.world, lengths=train.lengths),
                    total=n_steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
         for step, idx in enumerate(bar):
             batch = {k: v.to(dev, non_blocking=True) for k, v in train.batch(idx).items()}

@@ -43,8 +43,8 @@ class DIN(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:
         seq = batch["seq"]
-        target = self.items(batch["item"])
-        pooled = self.attention(target, self.items(seq), seq > 0)
+        target, items = self.items.encode(batch["item"], seq)
+        pooled = self.attention(target, items, seq > 0)
         x = torch.cat([target, pooled, self.likes(batch["likes"]), self.views(batch["views"])], -1)
         return self.dnn(x).squeeze(-1)
 

@@ -68,6 +68,16 @@ class ItemEncoder(nn.Module):
         parts += [emb(self.codes[ids, j]) for j, emb in enumerate(self.code_embs)]
         return torch.cat(parts, -1)
 
+    def encode(self, target: torch.Tensor, seq: torch.Tensor, proj: nn.Module | None = None):
+        """Embed targets (b,) and sequences (b, l), each distinct item once: a batch holds far
+        fewer distinct items than positions. Returns (b, d) and (b, l, d)."""
+        uniq, inv = torch.unique(torch.cat([target, seq.flatten()]), return_inverse=True)
+        vec = self(uniq)
+        if proj is not None:
+            vec = proj(vec)
+        vec = vec[inv]
+        return vec[:len(target)], vec[len(target):].view(*seq.shape, -1)
+
     def embedding_parameters(self):
         return [self.id_emb.weight, self.tag_emb.weight, self.mm_proj.weight,
                 *(e.weight for e in self.code_embs)]

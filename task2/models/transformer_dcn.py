@@ -55,8 +55,7 @@ class TransformerDCN(nn.Module):
         seq = batch["seq"]
         b, l = seq.shape
         mask = seq > 0
-        t = self.item_proj(self.items(batch["item"]))  # (b, dm)
-        s = self.item_proj(self.items(seq))  # (b, l, dm)
+        t, s = self.items.encode(batch["item"], seq, self.item_proj)  # (b, dm), (b, l, dm)
         tt = t.unsqueeze(1).expand_as(s)
         recency = torch.arange(l - 1, -1, -1, device=seq.device)
         pairs = self.pair_proj(torch.cat([s, tt, s * tt], -1)) + self.pos(recency)
