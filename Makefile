@@ -9,7 +9,8 @@ DATA    ?= data/sample
 TRACK   ?= task1_2
 RUNS    ?= runs/$(TRACK)
 T1_CONFIG ?= task1/configs/default.yaml
-T2_CONFIG ?= task2/configs/mmctr.yaml
+T2_CONFIG ?= task2/configs/transformer_dcn.yaml
+DEMO_T2_CONFIG ?= task2/configs/transformer_dcn_small.yaml
 DIN_CONFIG ?= task2/configs/din_baseline.yaml
 OFFICIAL_ITEM_INFO = $(DATA)/MicroLens_1M_x1/item_info.parquet
 SAMPLE_ARGS ?=
@@ -62,7 +63,7 @@ track12:  ## Task 1 & 2: new embeddings + our CTR model
 	$(MAKE) task1 task2 submit TRACK=task1_2
 
 demo: sample  ## fresh machine: set up, make sample data, run Task 1 & 2, pack the zip
-	$(MAKE) track12 DATA=$(DATA)
+	$(MAKE) track12 DATA=$(DATA) T2_CONFIG=$(DEMO_T2_CONFIG)
 	@echo "demo done: $(RUNS)/submission.zip"
 
 test: setup  ## run the test suite
