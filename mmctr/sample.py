@@ -44,6 +44,7 @@ TOPIC_WORDS = {
 }
 FILLER = "my new best today video vlog wow part day first life top ultimate".split()
 SHAPES = ("circle", "square", "triangle", "stripes")
+TRUTH_DIR = "sample_truth"  # side files: true p_click and labels of valid/test, summary.json
 
 
 @dataclass(frozen=True)
@@ -361,11 +362,11 @@ def generate(out, cfg: SampleConfig = SampleConfig(), progress=None) -> dict:
                       _split_table(users, seqs, targets, labels, world, with_label=table is not C.TEST))
         summary[f"{table.name}_positive_rate"] = float(labels.mean())
         if table is not C.TRAIN:
-            write_parquet(out / "sample_truth" / f"{table.name}.parquet",
+            write_parquet(out / TRUTH_DIR / f"{table.name}.parquet",
                           pa.table({"p_click": pa.array(p, type=pa.float64()),
                                     C.LABEL: pa.array(labels, type=pa.float32())}))
             summary[f"{table.name}_oracle_auc"] = roc_auc(labels, p)
-    write_json(out / "sample_truth" / "summary.json", summary)
+    write_json(out / TRUTH_DIR / "summary.json", summary)
     return summary
 
 
@@ -373,10 +374,31 @@ def read_truth(data_root, split: str):
     """(p_click, label) of a generated split, from the side file the generator wrote."""
     import pyarrow.parquet as pq
 
-    path = Path(data_root) / "sample_truth" / f"{split}.parquet"
+    path = Path(data_root) / TRUTH_DIR / f"{split}.parquet"
     t = pq.read_table(path)
     return t.column("p_click").to_numpy(), t.column(C.LABEL).to_numpy()
 
 
 def summary(data_root) -> dict:
-    return json.loads((Path(data_root) / "sample_truth" / "summary.json").read_text())
+    return json.loads((Path(data_root) / TRUTH_DIR / "summary.json").read_text())
+
+
+def latent_recovery(data_root, emb: np.ndarray, ridge: float = 0.1, seed: int = 0) -> dict:
+    """How much of the planted item latents a (n_items+1, d) embedding holds: held-out R² of a
+    ridge regression from the embedding to the item vector, its topic part and its style part.
+    A training-free measure of an item embedding on generated data (1 = all, 0 = none)."""
+    cfg = SampleConfig(**summary(data_root)["config"])
+    world = World(cfg)
+    x = np.asarray(emb, dtype=np.float64)[1:]
+    if len(x) != cfg.n_items:
+        raise ValueError(f"embedding has {len(x)} items, the sample has {cfg.n_items}")
+    idx = np.random.default_rng(seed).permutation(len(x))
+    tr, te = idx[: len(x) * 3 // 4], idx[len(x) * 3 // 4:]
+    x = np.c_[x, np.ones(len(x))]
+    solve = np.linalg.solve(x[tr].T @ x[tr] + ridge * np.eye(x.shape[1]), x[tr].T)
+    out = {}
+    for name, y in (("item", world.item_vec[1:]), ("topic", world.topic_vec[world.topic[1:]]),
+                    ("style", world.style_vec[world.style[1:]])):
+        pred = x[te] @ (solve @ y[tr])
+        out[name] = float(1 - ((pred - y[te]) ** 2).sum() / ((y[te] - y[te].mean(0)) ** 2).sum())
+    return out

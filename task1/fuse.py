@@ -132,8 +132,13 @@ def contrastive(parts: dict, warm: np.ndarray, cfg: dict, seed: int, device: str
         info["holdout_recall_at_10_chance"] = round(min(1.0, 10 / n_hold), 4)
     mix = float(cfg["behaviour_mix"])
     w = torch.from_numpy(warm).float()[:, None]
-    z = zc + mix * w * zb
-    return finish(z.numpy()), info
+    aligned = (zc + mix * w * zb).numpy()
+    # The alignment keeps only what content shares with behaviour; the content's own
+    # principal components keep the rest (e.g. cover style that behaviour hardly shows).
+    z, explained, _ = _pca_project({"aligned": aligned / np.sqrt((aligned[1:] ** 2).sum(1).mean()),
+                                    "content": content.numpy()}, dim)
+    info["explained_variance"] = round(explained, 4)
+    return finish(z), info
 
 
 def fuse(parts: dict, masks: dict, weights: dict, cfg: dict, warm, seed: int, device="cpu", progress=None):
