@@ -3,7 +3,6 @@ item_info and on the provided one (optionally on random 128-D embeddings too), s
 settings; reports the validation AUCs and, on generated sample data, the oracle AUC."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +16,17 @@ from mmctr.tracks import TASK1_TUNABLE
 
 DIN_CONFIG = "din_baseline"
 REPORT_NAME = "report.json"
-RUNTIME_SETS = ("device", "amp", "compile", "max_epochs", "eval_batch_size", "num_threads", "log_every")
 
 
 def din_config(sets=(), overrides: dict | None = None) -> dict:
     """The fixed DIN config; only the keys the Task-1 track may tune (and runtime keys) change."""
-    from task2.config import load_config, parse_overrides
+    from task2.config import RUNTIME_KEYS, load_config, parse_overrides
 
     over = {**parse_overrides(sets), **(overrides or {})}
-    bad = sorted(k for k in over if k not in TASK1_TUNABLE and k not in RUNTIME_SETS)
+    bad = sorted(k for k in over if k not in TASK1_TUNABLE and k not in RUNTIME_KEYS)
     if bad:
         raise KitError(f"the Task-1 track fixes the DIN: cannot change {bad}; it may change only "
-                       f"{', '.join(TASK1_TUNABLE)} (and runtime keys {', '.join(RUNTIME_SETS)})")
+                       f"{', '.join(TASK1_TUNABLE)} (and runtime keys {', '.join(RUNTIME_KEYS)})")
     return load_config(DIN_CONFIG, over)
 
 
@@ -44,10 +42,10 @@ def random_item_info(path, like, seed: int = 20242025) -> Path:
 
 def oracle_auc(root: Path):
     """Validation AUC of the true click probabilities, when the data is a generated sample."""
-    if not (root / "sample_truth" / "summary.json").is_file():
-        return None
-    from mmctr.sample import summary
+    from mmctr.sample import TRUTH_DIR, summary
 
+    if not (root / TRUTH_DIR / "summary.json").is_file():
+        return None
     return summary(root).get("valid_oracle_auc")
 
 
@@ -70,8 +68,6 @@ def evaluate(data_dir, item_info, out, baseline=None, with_random: bool = False,
     runs = {}
     for name, path in variants.items():
         run_dir = out / f"din_{name}"
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # a fresh run: task2 appends to history.jsonl
         if not quiet:
             print(f"== fixed DIN on {name} item_info ({path})")
         res = train_model(cfg, paths.root, path, run_dir, device=device, max_epochs=max_epochs, quiet=quiet)
@@ -82,7 +78,12 @@ def evaluate(data_dir, item_info, out, baseline=None, with_random: bool = False,
     summary["new_minus_provided"] = round(runs["new"]["best_valid_auc"] - runs["provided"]["best_valid_auc"], 5)
     oracle = oracle_auc(paths.root)
     if oracle is not None:
+        from mmctr.sample import latent_recovery
+
         summary["oracle_valid_auc"] = round(oracle, 5)
+        # training-free: held-out R² of the generator's item latents from each embedding
+        summary["latent_r2"] = {k: round(latent_recovery(paths.root, read_item_info(v["item_info"])[1])["item"], 4)
+                                for k, v in runs.items()}
     summary["tags_match_provided"] = bool(np.array_equal(new_tags, base_tags))
     report = {"summary": summary, "runs": runs, "din_config": cfg, "max_epochs": max_epochs,
               "data_dir": str(paths.root)}

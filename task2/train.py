@@ -21,6 +21,7 @@ from tqdm import tqdm
 from mmctr import contract as C
 from mmctr.errors import KitError
 from mmctr.io import Timer, atomic_path, file_sha256
+from mmctr import manifest as M
 from mmctr.manifest import hash_inputs, write_manifest
 from mmctr.metrics import log_loss, roc_auc
 from mmctr.paths import DataPaths
@@ -29,7 +30,8 @@ from .config import model_config
 from .data import ItemTable, Split, iter_batches, load_split
 from .models import create_model
 
-BEST, LAST, MANIFEST, HISTORY = "best.pt", "last.pt", "manifest.json", "history.jsonl"
+BEST, LAST, HISTORY = "best.pt", "last.pt", "history.jsonl"
+MANIFEST = M.TASK2_MANIFEST
 
 
 def seed_everything(seed: int) -> None:
@@ -162,6 +164,8 @@ def train_model(cfg: dict, data_dir, item_info_path=None, out_dir="runs/task2", 
         opt = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
 
     start_epoch, best_auc, best_epoch, bad_epochs, history = 0, -math.inf, -1, 0, []
+    if not resume and dist.main:
+        (out / HISTORY).unlink(missing_ok=True)  # a fresh run starts a fresh history
     if resume and (out / LAST).is_file():
         state = torch.load(out / LAST, map_location=dev, weights_only=False)
         core.load_state_dict(state["model"])
@@ -247,13 +251,12 @@ def train_model(cfg: dict, data_dir, item_info_path=None, out_dir="runs/task2", 
     if dist.main:
         with timer("hash"):
             inputs = hash_inputs([train.path, valid.path, item_info_path])
-        write_manifest(out / MANIFEST, "task2", config=model_config(cfg), runtime={
-                           k: cfg[k] for k in cfg if k not in model_config(cfg)},
-                       model=cfg["model"], n_models=1, pretrained=[],
-                       data_dir=str(paths.root), inputs=inputs,
-                       item_info={"path": str(item_info_path.resolve()), "sha256": inputs[str(item_info_path.resolve())]},
-                       checkpoint={"path": str((out / BEST).resolve()), "sha256": file_sha256(out / BEST)}
-                       if (out / BEST).is_file() else None,
-                       device=str(dev), world_size=dist.world, timings=timer.seconds, **summary)
+        info = str(item_info_path.resolve())
+        best = {M.PATH: str((out / BEST).resolve()), M.SHA256: file_sha256(out / BEST)} if (out / BEST).is_file() else None
+        write_manifest(out / MANIFEST, "task2", **{
+            M.CONFIG: model_config(cfg), M.RUNTIME: {k: cfg[k] for k in cfg if k not in model_config(cfg)},
+            M.N_MODELS: 1, M.PRETRAINED: [], M.INPUTS: inputs, M.TIMINGS: timer.seconds,
+            M.ITEM_INFO: {M.PATH: info, M.SHA256: inputs[info]}, M.CHECKPOINT: best},
+            model=cfg["model"], data_dir=str(paths.root), device=str(dev), world_size=dist.world, **summary)
     dist.close()
     return summary
