@@ -5,6 +5,7 @@
 #   BASE_IMAGE       default nvidia/cuda:13.0.0-base-ubuntu22.04 (see docker/Dockerfile)
 #   TEXT_MODEL       sentence-transformers id fetched at build time (default all-MiniLM-L6-v2, bundled)
 #   CLIP_MODEL, CLIP_PRETRAINED   open_clip weights fetched at build time (e.g. ViT-L-14 laion2b_s32b_b82k)
+#   GIT_COMMIT       default: `git rev-parse HEAD` (+ -dirty)
 #   PYTHON, PIP_VERSION, MMCTR_UID, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP_NO_INDEX
 # CONTAINER_ENGINE=docker|podman picks the engine.
 set -euo pipefail
@@ -23,8 +24,13 @@ if [ -z "$ENGINE" ]; then
     fi
 fi
 
+# the kit's commit, recorded in the image (label + MMCTR_GIT_COMMIT): .git is not copied in
+if [ -z "${GIT_COMMIT:-}" ] && GIT_COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null); then
+    git -C "$ROOT" diff --quiet HEAD 2>/dev/null || GIT_COMMIT="$GIT_COMMIT-dirty"
+fi
+
 args=()
-for var in BASE_IMAGE TEXT_MODEL CLIP_MODEL CLIP_PRETRAINED PYTHON PIP_VERSION MMCTR_UID \
+for var in GIT_COMMIT BASE_IMAGE TEXT_MODEL CLIP_MODEL CLIP_PRETRAINED PYTHON PIP_VERSION MMCTR_UID \
            PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_FIND_LINKS PIP_NO_INDEX; do
     if [ -n "${!var:-}" ]; then
         args+=(--build-arg "$var=${!var}")

