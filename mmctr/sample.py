@@ -159,8 +159,19 @@ class World:
         out[row, pad - np.repeat(lens, lens) + within] = items  # left-padded, most recent last
         return out
 
+    def seq_oracle_logit(self, targets, seqs) -> np.ndarray:
+        """The click logit with the user's taste estimated from their sequence (mean item latent):
+        the best a model that sees only sequences could do, had it learned every item exactly."""
+        mask = (seqs > 0)[..., None]
+        taste = (self.item_vec[seqs] * mask).sum(1) / np.maximum(mask.sum(1), 1)
+        taste /= np.linalg.norm(taste, axis=1, keepdims=True).clip(1e-9)
+        return self.click_logit_from(taste, targets, seqs)
+
     def click_logit(self, users, targets, seqs) -> np.ndarray:
-        affinity = np.einsum("md,md->m", self.user_vec[users], self.item_vec[targets])
+        return self.click_logit_from(self.user_vec[users], targets, seqs)
+
+    def click_logit_from(self, taste, targets, seqs) -> np.ndarray:
+        affinity = np.einsum("md,md->m", taste, self.item_vec[targets])
         # recency: similarity of the target to the most recent sequence item
         recent = np.einsum("md,md->m", self.item_vec[seqs[:, -1]], self.item_vec[targets])
         return 4.0 * affinity + 1.0 * recent + 1.2 * self.quality[targets]
@@ -366,6 +377,7 @@ def generate(out, cfg: SampleConfig = SampleConfig(), progress=None) -> dict:
                           pa.table({"p_click": pa.array(p, type=pa.float64()),
                                     C.LABEL: pa.array(labels, type=pa.float32())}))
             summary[f"{table.name}_oracle_auc"] = roc_auc(labels, p)
+            summary[f"{table.name}_seq_oracle_auc"] = roc_auc(labels, world.seq_oracle_logit(targets, seqs))
     write_json(out / TRUTH_DIR / "summary.json", summary)
     return summary
 
