@@ -19,6 +19,24 @@ INPUTS = "inputs"  # {path: sha256} of every data file the run read
 MODELS = "models"  # [{"name", "source", "sha256"}] pretrained weights used (task1 only)
 TIMINGS = "timings"
 OUTPUTS = "outputs"  # {path: sha256} of every file the run wrote
+PATH, SHA256 = "path", "sha256"
+
+# Run folder layout ($(RUNS), e.g. runs/task1_2/): what task1 and task2 write, submission reads.
+TASK1_DIR, TASK2_DIR = "task1", "task2"
+TASK1_ITEM_INFO = "item_info.parquet"
+TASK1_MANIFEST = "item_info.manifest.json"
+TASK2_MANIFEST = "manifest.json"
+
+# task2 manifest keys (written by `task2 train` / `task2 predict`).
+N_MODELS = "n_models"
+ITEM_INFO = "item_info"  # {"path", "sha256"}: the item_info task2 trained on
+PRETRAINED = "pretrained"  # [] pretrained weights used by the CTR model (must stay empty)
+CHECKPOINT = "checkpoint"  # {"path", "sha256"}
+PREDICTION = "prediction"  # {"path", "sha256", "rows", "column", "track", "test_path", "test_sha256",
+#                             "checkpoints_used"}
+CHECKPOINTS_USED = "checkpoints_used"
+RUNTIME = "runtime"  # runtime-only config keys (device, epochs budget...), kept apart from "config"
+CONFIG_SOURCE = "config_source"  # task2 config's own bookkeeping key, not a hyperparameter
 
 
 def _git_commit() -> str | None:

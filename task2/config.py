@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from mmctr.errors import KitError
+from mmctr.manifest import CONFIG_SOURCE
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -90,10 +91,10 @@ def load_config(name_or_path, overrides: dict | None = None) -> dict:
             raise KitError(f"{path}: '{key}' must be a positive integer, got {cfg[key]!r}")
     if not (isinstance(cfg["learning_rate"], (int, float)) and cfg["learning_rate"] > 0):
         raise KitError(f"{path}: 'learning_rate' must be a positive number, got {cfg['learning_rate']!r}")
-    cfg["config_source"] = str(path)
+    cfg[CONFIG_SOURCE] = str(path)
     return cfg
 
 
 def model_config(cfg: dict) -> dict:
     """The part of a config that defines what is learned (drops runtime keys)."""
-    return {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS and k != "config_source"}
+    return {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS and k != CONFIG_SOURCE}

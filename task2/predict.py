@@ -10,6 +10,7 @@ import torch
 from mmctr import contract as C
 from mmctr.errors import KitError
 from mmctr.io import atomic_path, file_sha256, write_json
+from mmctr import manifest as M
 from mmctr.manifest import read_manifest
 from mmctr.paths import DataPaths
 from mmctr.tracks import get_track
@@ -41,10 +42,10 @@ def predict_run(run_dir, data_dir, track: str, out=None, device: str | None = No
         raise KitError(f"{run / BEST} missing: train first (`python -m task2 train --out {run}`)")
     column = get_track(track).column
     paths = DataPaths.resolve(data_dir)
-    cfg = {**manifest["config"], **manifest.get("runtime", {})}
+    cfg = {**manifest[M.CONFIG], **manifest.get(M.RUNTIME, {})}
     dev = resolve_device(device or cfg.get("device", "auto"))
-    items = ItemTable.load(manifest["item_info"]["path"])
-    if file_sha256(items.path) != manifest["item_info"]["sha256"]:
+    items = ItemTable.load(manifest[M.ITEM_INFO][M.PATH])
+    if file_sha256(items.path) != manifest[M.ITEM_INFO][M.SHA256]:
         raise KitError(f"{items.path} changed since training (sha256 differs from {run / MANIFEST})")
     test_path = paths.require(C.TEST)
     test = load_split(test_path, cfg["max_len"], items.n_items, need_label=False)
@@ -56,9 +57,9 @@ def predict_run(run_dir, data_dir, track: str, out=None, device: str | None = No
     probs = predict_split(model, test, batch_size or cfg.get("eval_batch_size", 16384), dev, cfg.get("amp", True))
     out = Path(out) if out else run / C.SUBMISSION_FILE
     write_prediction(out, probs, column)
-    manifest["prediction"] = {
-        "path": str(out.resolve()), "sha256": file_sha256(out), "rows": int(len(probs)), "column": column,
+    manifest[M.PREDICTION] = {
+        M.PATH: str(out.resolve()), M.SHA256: file_sha256(out), "rows": int(len(probs)), "column": column,
         "track": get_track(track).name, "test_path": str(test_path.resolve()), "test_sha256": file_sha256(test_path),
-        "checkpoint_epoch": state["epoch"], "checkpoints_used": 1, "seconds": round(time.perf_counter() - t0, 3)}
+        "checkpoint_epoch": state["epoch"], M.CHECKPOINTS_USED: 1, "seconds": round(time.perf_counter() - t0, 3)}
     write_json(run / MANIFEST, manifest)
-    return manifest["prediction"]
+    return manifest[M.PREDICTION]
