@@ -41,7 +41,13 @@ RUNTIME_KEYS = tuple(RUNTIME_DEFAULTS)
 
 
 def _parse_value(text: str):
-    return yaml.safe_load(text)
+    value = yaml.safe_load(text)
+    if isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def parse_overrides(items) -> dict:
@@ -89,8 +95,17 @@ def load_config(name_or_path, overrides: dict | None = None) -> dict:
     for key in ("batch_size", "max_len", "max_epochs"):
         if not isinstance(cfg[key], int) or cfg[key] <= 0:
             raise KitError(f"{path}: '{key}' must be a positive integer, got {cfg[key]!r}")
-    if not (isinstance(cfg["learning_rate"], (int, float)) and cfg["learning_rate"] > 0):
-        raise KitError(f"{path}: 'learning_rate' must be a positive number, got {cfg['learning_rate']!r}")
+    for key in ("learning_rate", "embedding_regularizer", "net_regularizer", "lr_decay_factor", "grad_clip_norm"):
+        value = cfg[key]
+        if isinstance(value, str):  # "1e-5" in a YAML file
+            try:
+                cfg[key] = value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise KitError(f"{path}: '{key}' must be a non-negative number, got {value!r}")
+    if cfg["learning_rate"] <= 0:
+        raise KitError(f"{path}: 'learning_rate' must be positive, got {cfg['learning_rate']!r}")
     cfg[CONFIG_SOURCE] = str(path)
     return cfg
 

@@ -15,7 +15,7 @@ import torch
 from mmctr import contract as C
 from mmctr.errors import KitError
 from mmctr.item_info import read_item_info, write_item_info
-from task2.config import load_config
+from task2.config import load_config, parse_overrides
 from task2.data import iter_batches, seq_matrix
 from task2.models import create_model
 from task2.predict import predict_run
@@ -35,6 +35,9 @@ def test_config_errors(tmp_path):
         load_config("din_baseline", {"batch_size": 0})
     with pytest.raises(KitError, match="config 'nope' not found"):
         load_config("nope")
+    with pytest.raises(KitError, match="'net_regularizer' must be a non-negative number, got 'lots'"):
+        load_config("din_baseline", {"net_regularizer": "lots"})
+    assert load_config("din_baseline", parse_overrides(["embedding_regularizer=1e-5"]))["embedding_regularizer"] == 1e-5
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [unclosed")
     with pytest.raises(KitError, match="not valid YAML"):
