@@ -42,9 +42,14 @@ class ItemEncoder(nn.Module):
     (+ optional learned codes of that embedding at several granularities)."""
 
     def __init__(self, tags: torch.Tensor, mm_emb: torch.Tensor, id_dim: int, tag_dim: int,
-                 mm_dim: int, code_sizes: tuple = (), code_dim: int = 16, seed: int = 0):
+                 mm_dim: int, code_sizes: tuple = (), code_dim: int = 16, seed: int = 0,
+                 standardize: bool = False):
         super().__init__()
         n_rows = len(mm_emb)
+        if standardize:  # z-score each dimension over the items: any embedding scale learns alike
+            body = mm_emb[1:].float()
+            mm_emb = torch.cat([torch.zeros_like(mm_emb[:1]).float(),
+                                (body - body.mean(0)) / body.std(0).clamp(min=1e-6)])
         self.register_buffer("tags", tags.long(), persistent=False)
         self.register_buffer("mm_emb", mm_emb.float(), persistent=False)
         self.id_emb = nn.Embedding(n_rows, id_dim, padding_idx=0)

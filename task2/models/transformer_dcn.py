@@ -19,6 +19,7 @@ DEFAULTS = {
     "mm_dim": 64,
     "code_sizes": [64, 512],
     "code_dim": 16,
+    "mm_standardize": True,  # z-score the frozen embedding per dimension before its projection
     "d_model": 128,
     "n_heads": 4,
     "n_layers": 2,
@@ -36,7 +37,8 @@ class TransformerDCN(nn.Module):
         super().__init__()
         d, dm = cfg["embedding_dim"], cfg["d_model"]
         self.items = ItemEncoder(tags, mm_emb, id_dim=d, tag_dim=cfg["tag_dim"], mm_dim=cfg["mm_dim"],
-                                 code_sizes=tuple(cfg["code_sizes"]), code_dim=cfg["code_dim"], seed=cfg["seed"])
+                                 code_sizes=tuple(cfg["code_sizes"]), code_dim=cfg["code_dim"], seed=cfg["seed"],
+                                 standardize=cfg["mm_standardize"])
         self.item_proj = nn.Linear(self.items.out_dim, dm)
         self.pair_proj = nn.Linear(3 * dm, dm)
         self.pos = nn.Embedding(cfg["max_len"] + 1, dm)  # position counted from the most recent
