@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from mmctr import yamlconfig
 from mmctr.errors import KitError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -102,16 +103,7 @@ def parse_sets(items) -> dict:
 
 
 def config_path(name_or_path) -> Path:
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml"):
-        if p.is_file():
-            return p
-        raise KitError(f"config file not found: {p}")
-    named = CONFIG_DIR / f"{name_or_path}.yaml"
-    if named.is_file():
-        return named
-    known = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
-    raise KitError(f"config '{name_or_path}' not found: give a .yaml path or one of {', '.join(known)}")
+    return yamlconfig.config_path(name_or_path, CONFIG_DIR)
 
 
 def load_config(name_or_path=None, overrides: dict | None = None) -> dict:
@@ -120,12 +112,7 @@ def load_config(name_or_path=None, overrides: dict | None = None) -> dict:
     source = None
     if name_or_path is not None:
         path = config_path(name_or_path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise KitError(f"{path}: not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise KitError(f"{path}: a config must be a mapping of sections")
+        raw = yamlconfig.read_mapping(path)
         try:
             _merge(cfg, raw, "")
         except KitError as exc:

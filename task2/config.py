@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from mmctr import yamlconfig
 from mmctr.errors import KitError
 from mmctr.manifest import CONFIG_SOURCE
 
@@ -62,14 +63,7 @@ def parse_overrides(items) -> dict:
 
 
 def config_path(name_or_path) -> Path:
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        return p
-    named = CONFIG_DIR / f"{name_or_path}.yaml"
-    if named.is_file():
-        return named
-    known = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
-    raise KitError(f"config '{name_or_path}' not found: give a .yaml path or one of {', '.join(known)}")
+    return yamlconfig.config_path(name_or_path, CONFIG_DIR)
 
 
 def load_config(name_or_path, overrides: dict | None = None) -> dict:
@@ -77,12 +71,7 @@ def load_config(name_or_path, overrides: dict | None = None) -> dict:
     from .models import model_defaults
 
     path = config_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise KitError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise KitError(f"{path}: a config must be a mapping of keys to values")
+    raw = yamlconfig.read_mapping(path)
     raw.update(overrides or {})
     if not raw.get("model"):
         raise KitError(f"{path}: no 'model' key")
