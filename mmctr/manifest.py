@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -39,12 +40,14 @@ RUNTIME = "runtime"  # runtime-only config keys (device, epochs budget...), kept
 CONFIG_SOURCE = "config_source"  # task2 config's own bookkeeping key, not a hyperparameter
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The kit's git commit; in the Docker image (no .git) the MMCTR_GIT_COMMIT it was built from."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        head = ""
+    return head or os.environ.get("MMCTR_GIT_COMMIT") or None
 
 
 def hash_inputs(paths) -> dict:
@@ -54,7 +57,7 @@ def hash_inputs(paths) -> dict:
 def write_manifest(path, kind: str, **fields) -> dict:
     """Write a manifest atomically, adding environment, time and code version."""
     doc = {KIND: kind, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "environment": environment(), "git_commit": _git_commit(), **fields}
+           "environment": environment(), "git_commit": git_commit(), **fields}
     write_json(path, doc)
     return doc
 

@@ -156,7 +156,7 @@ def write_bundle(out: Path, track: str, runs: Path, data_root: Path, summary: di
     run = L.RunLayout.of(runs)
     t1 = M.read_manifest(run.task1_manifest) if run.task1_manifest.is_file() else None
     t2 = M.read_manifest(run.task2_manifest) if run.task2_manifest.is_file() else None
-    head = (_git("rev-parse", "HEAD") or "").strip() or None
+    head = M.git_commit()
     status = _git("status", "--porcelain")
     git = {"commit": head, "dirty": bool(status and status.strip())}
     skipped, names = [], []
