@@ -8,7 +8,9 @@ multiplied by its fusion weight. Then:
   with a symmetric InfoNCE loss on warm items, so content lands where its behaviour would be;
   output = normalise(content_vec + behaviour_mix * behaviour_vec) for warm items and the content
   vector alone for cold ones, which thereby inherit the behaviour geometry.
-Row 0 (padding) is always zero.
+Rows are L2-normalised, then scaled to `output_norm` (default sqrt(128): unit variance per
+dimension, the scale the fixed DIN's Linear(128, 128) learns best from). Row 0 (padding) is
+always zero.
 """
 from __future__ import annotations
 
@@ -150,6 +152,7 @@ def fuse(parts: dict, masks: dict, weights: dict, cfg: dict, warm, seed: int, de
         z, info = pca(prepared)
     else:
         z, info = contrastive(prepared, warm, cfg, seed, device=device, progress=progress)
+    z = z * np.float32(cfg["output_norm"])
     nothing = ~np.logical_or.reduce([masks[k] for k in parts])
     nothing[0] = True
     z[nothing] = 0
