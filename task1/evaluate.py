@@ -31,11 +31,11 @@ def din_config(sets=(), overrides: dict | None = None) -> dict:
 
 
 def random_item_info(path, like, seed: int = 20242025) -> Path:
-    """Random unit 128-D vectors with the tags of `like` (the comparison floor)."""
+    """Random 128-D vectors (norm sqrt(128), as task1 writes) with the tags of `like`: the floor."""
     tags, emb = read_item_info(like)
     rng = np.random.default_rng(seed)
     r = rng.normal(size=emb.shape).astype(np.float32)
-    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    r *= np.sqrt(C.EMB_DIM) / np.linalg.norm(r, axis=1, keepdims=True)  # the scale task1 writes
     write_item_info(path, tags, r)
     return Path(path)
 
