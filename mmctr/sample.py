@@ -92,7 +92,7 @@ class World:
         self.style = np.concatenate([[0], rng.integers(0, S, size=n)])
         own = rng.normal(size=(n + 1, d))
         self.item_vec = _normalize(self.topic_vec[self.topic] + 0.7 * self.style_vec[self.style]
-                                   + 0.45 * _normalize(own) * np.sqrt(1.0))
+                                   + 0.45 * _normalize(own))
         self.item_vec[0] = 0
         self.quality = rng.normal(0, 0.6, size=n + 1)
         self.popularity = np.exp(rng.normal(0, 1.0, size=n + 1))
@@ -114,7 +114,6 @@ class World:
         ends = np.cumsum(counts)
         starts = ends - counts
         self._lo = np.where(starts > 0, cum[np.maximum(starts - 1, 0)], 0.0)
-        self._lo[starts == 0] = 0.0
         self._hi = np.where(counts > 0, cum[np.maximum(ends - 1, 0)], self._lo)
         self._topic_has_items = counts > 0
         self.likes_level = self._levels(self.quality + rng.normal(0, 0.3, size=n + 1))

@@ -19,8 +19,6 @@ from mmctr.item_info import read_item_info
 def seq_matrix(col: pa.ChunkedArray, max_len: int) -> np.ndarray:
     """Lists of item ids (left-padded, most recent last) → (n, max_len) int32, last max_len kept."""
     arr = col.combine_chunks()
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.chunk(0) if arr.num_chunks else pa.array([], type=col.type)
     offsets = arr.offsets.to_numpy().astype(np.int64)
     values = arr.values.to_numpy(zero_copy_only=False).astype(np.int32)
     lengths = np.diff(offsets)

@@ -21,7 +21,8 @@ def model_defaults(name: str) -> dict:
 
 def create_model(cfg: dict, tags: torch.Tensor, mm_emb: torch.Tensor) -> torch.nn.Module:
     """Build the model named by cfg['model'] over the item table (tags, frozen 128-D embeddings)."""
-    cls, _ = MODELS[cfg["model"]] if cfg["model"] in MODELS else (None, model_defaults(cfg["model"]))
+    model_defaults(cfg["model"])  # a clear error for an unknown name
+    cls = MODELS[cfg["model"]][0]
     try:
         return cls(cfg, tags, mm_emb)
     except (ValueError, TypeError, KeyError) as exc:
