@@ -73,3 +73,23 @@ class Timer:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
+
+
+def check_writable(path, what: str = "output") -> Path:
+    """Fail before any work when `path` (a file or folder to be written) cannot be written."""
+    p = Path(path).expanduser()
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir() and probe != p:
+        from .errors import KitError
+
+        raise KitError(f"{what} {p}: {probe} is a file, not a folder")
+    folder = probe if probe.is_dir() else probe.parent
+    if not os.access(folder, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        from .errors import KitError
+
+        raise KitError(f"{what} {p} is not writable (no write permission on {folder if not p.exists() else p})")
+    return p

@@ -55,3 +55,23 @@ class DataPaths:
             raise KitError(f"{rar} is not extracted: run `unrar x {rar} {self.root}/` so that "
                            f"{d}/{{item_id}}.jpg exist")
         raise KitError(f"missing cover images folder: {d} (one {{item_id}}.jpg per item)")
+
+
+def refuse_data_write(out, data_dir, what: str = "--out") -> None:
+    """The organisers' data is read-only to every command: refuse an output inside it.
+
+    Compares resolved paths (symlinks followed), so a link into the data dir is caught too.
+    """
+    if data_dir is None:
+        return
+    root = Path(data_dir).expanduser()
+    if not root.exists():
+        return
+    try:
+        root = DataPaths.resolve(root).root
+    except KitError:
+        root = root.resolve()
+    target = Path(out).expanduser().resolve()
+    if target == root or root in target.parents:
+        raise KitError(f"{what} {out} is inside the data directory {root}: the data is read-only "
+                       f"to the kit; write outputs elsewhere (e.g. runs/)")

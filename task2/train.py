@@ -32,6 +32,8 @@ from .models import create_model
 
 BEST, LAST, HISTORY = "best.pt", "last.pt", "history.jsonl"
 MANIFEST = M.TASK2_MANIFEST
+# FuxiCTR 2.3.7 (rank_model.py): an epoch "improves" only by more than 1e-6; lr never below 1e-6.
+MIN_DELTA, MIN_LR = 1e-6, 1e-6
 
 
 def seed_everything(seed: int) -> None:
@@ -112,15 +114,16 @@ def predict_split(model: torch.nn.Module, split: Split, batch_size: int, device:
 
 
 def regularization(model, cfg: dict) -> torch.Tensor | float:
-    """FuxiCTR-style L2 terms: embedding_regularizer on embedding tables, net_regularizer on the rest."""
+    """FuxiCTR 2.3.7 L2 terms, (lambda/2)*||w||^2: embedding_regularizer on embedding tables,
+    net_regularizer on the other weight matrices."""
     emb_params = list(model.embedding_parameters())
     reg = 0.0
     if cfg["embedding_regularizer"]:
-        reg = reg + cfg["embedding_regularizer"] * sum(p.pow(2).sum() for p in emb_params)
+        reg = reg + cfg["embedding_regularizer"] / 2 * sum(p.pow(2).sum() for p in emb_params)
     if cfg["net_regularizer"]:
         ids = {id(p) for p in emb_params}
         net = [p for n, p in model.named_parameters() if p.dim() > 1 and id(p) not in ids]
-        reg = reg + cfg["net_regularizer"] * sum(p.pow(2).sum() for p in net)
+        reg = reg + cfg["net_regularizer"] / 2 * sum(p.pow(2).sum() for p in net)
     return reg
 
 
@@ -216,7 +219,7 @@ def train_model(cfg: dict, data_dir, item_info_path=None, out_dir="runs/task2", 
             probs = predict_split(core, valid, cfg["eval_batch_size"], dev, cfg["amp"])
             labels = valid.label.cpu().numpy()
             auc, ll = roc_auc(labels, probs), log_loss(labels, probs)
-            improved = auc > best_auc
+            improved = auc > best_auc + MIN_DELTA
             row = {"epoch": epoch + 1, "train_loss": total / count, "valid_auc": auc, "valid_logloss": ll,
                    "lr": opt.param_groups[0]["lr"], "train_seconds": round(train_s, 3),
                    "samples_per_s": round(samples_per_s[-1], 1)}
@@ -237,9 +240,9 @@ def train_model(cfg: dict, data_dir, item_info_path=None, out_dir="runs/task2", 
                                "history": history, "rng": torch.get_rng_state()})
         improved = dist.broadcast_flag(improved)
         stop = dist.broadcast_flag(bad_epochs >= cfg["early_stop_patience"])
-        if not improved:  # FuxiCTR: learning rate x0.1 on every epoch without improvement
+        if not improved:  # FuxiCTR: learning rate x0.1 on every epoch without improvement, floor 1e-6
             for g in opt.param_groups:
-                g["lr"] *= cfg["lr_decay_factor"]
+                g["lr"] = max(g["lr"] * cfg["lr_decay_factor"], MIN_LR)
         if stop:
             if show:
                 print(f"early stop: no valid AUC gain for {cfg['early_stop_patience']} epochs")
