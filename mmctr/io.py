@@ -93,3 +93,41 @@ def check_writable(path, what: str = "output") -> Path:
 
         raise KitError(f"{what} {p} is not writable (no write permission on {folder if not p.exists() else p})")
     return p
+
+
+def _parquet_call(fn, path, what, **kw):
+    import pyarrow as pa
+
+    from .errors import KitError
+
+    p = Path(path)
+    name = f"{what} " if what else ""
+    if not p.is_file():
+        raise KitError(f"{name}file not found: {p}")
+    try:
+        return fn(p, **kw)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        size = p.stat().st_size
+        why = "empty file (0 bytes)" if size == 0 else str(exc).splitlines()[0]
+        raise KitError(f"{name}{p} is not a readable parquet file: {why}") from None
+
+
+def read_parquet(path, columns=None, what: str = ""):
+    """pyarrow.parquet.read_table with one KitError naming the file when it is not parquet."""
+    import pyarrow.parquet as pq
+
+    return _parquet_call(pq.read_table, path, what, columns=columns)
+
+
+def read_parquet_schema(path, what: str = ""):
+    """The parquet schema, or one KitError naming the file."""
+    import pyarrow.parquet as pq
+
+    return _parquet_call(pq.read_schema, path, what)
+
+
+def read_parquet_metadata(path, what: str = ""):
+    """The parquet footer metadata (num_rows...), or one KitError naming the file."""
+    import pyarrow.parquet as pq
+
+    return _parquet_call(pq.read_metadata, path, what)
