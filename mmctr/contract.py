@@ -16,6 +16,8 @@ LEVEL_MAX = 10
 BERT_DIM = 768
 CLIP_RN50_DIM = 1024
 MAX_SEQ_LEN = 64  # the baseline keeps the last 64 items of item_seq
+# challenge.md (Data layout): item_tags vocab 11,740; real tag ids are 1..11740, 0 is padding.
+TAG_VOCAB = 11740
 
 # Column kinds: the logical type a consumer relies on; integer/float width may vary on read.
 INT, FLOAT, STR, LIST_INT, LIST_FLOAT = "int", "float", "string", "list<int>", "list<float>"
@@ -30,6 +32,7 @@ class Column:
     lo: Optional[float] = None  # inclusive value range; "n_items" bounds are checked in validate
     hi: Optional[float] = None
     item_ref: bool = False  # values are item ids (0 allowed only in padded lists)
+    value_type: Optional[pa.DataType] = None  # exact arrow (list value) type, where consumers need it
 
 
 @dataclass(frozen=True)
@@ -74,14 +77,14 @@ TEST = _split("test", False)  # labels hidden; row order is the submission ID
 
 ITEM_INFO = Table("item_info", f"{CTR_DIR}/item_info.parquet", (
     Column(ITEM_ID, INT, lo=0),
-    Column(ITEM_TAGS, LIST_INT, length=TAGS_LEN, lo=0),
-    Column(ITEM_EMB, LIST_FLOAT, length=EMB_DIM),
+    Column(ITEM_TAGS, LIST_INT, length=TAGS_LEN, lo=0, hi=TAG_VOCAB),
+    Column(ITEM_EMB, LIST_FLOAT, length=EMB_DIM, value_type=pa.float32()),
 ))
 
 ITEM_FEATURE = Table("item_feature", "item_feature.parquet", (
     Column(ITEM_ID, INT, item_ref=True),
     Column(ITEM_TITLE, STR),
-    Column(ITEM_TAGS, LIST_INT, length=TAGS_LEN, lo=0),
+    Column(ITEM_TAGS, LIST_INT, length=TAGS_LEN, lo=0, hi=TAG_VOCAB),
     Column(LIKES, INT, lo=0, hi=LEVEL_MAX),
     Column(VIEWS, INT, lo=0, hi=LEVEL_MAX),
     Column(TXT_EMB, LIST_FLOAT, length=BERT_DIM, required=False),

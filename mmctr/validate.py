@@ -1,22 +1,27 @@
 """Check a data directory against the contract; report every violation with file, column, row."""
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from . import contract as C
+from .errors import KitError
+from .io import read_parquet, read_parquet_metadata, read_parquet_schema
 from .paths import DataPaths
 
 SHOW_ROWS = 5
+COVER_CHECK_SIDE = 32  # covers are fully decoded (JPEG at 1/8 scale) down to this size
 
 
 @dataclass(frozen=True)
-class Violation:
+class Problem:
     file: str
     column: Optional[str]
     rows: tuple  # first offending row indices (may be empty for file-level problems)
@@ -29,6 +34,9 @@ class Violation:
             more = f" ({self.count} rows; first: {', '.join(map(str, self.rows))})" if self.count > 1 else ""
             return f"{where} row {self.rows[0]}: {self.message}{more}"
         return f"{where}: {self.message}"
+
+
+Violation = Problem  # the former name
 
 
 def _kind_ok(kind: str, t: pa.DataType) -> bool:
@@ -51,13 +59,13 @@ class _Checker:
         self.out: list = []
 
     def file_error(self, message: str, column: Optional[str] = None) -> None:
-        self.out.append(Violation(self.fname, column, (), 0, message))
+        self.out.append(Problem(self.fname, column, (), 0, message))
 
     def rows(self, column: str, bad_mask: np.ndarray, message: str) -> None:
         idx = np.flatnonzero(bad_mask)
         if idx.size:
-            self.out.append(Violation(self.fname, column, tuple(int(i) for i in idx[:SHOW_ROWS]),
-                                      int(idx.size), message))
+            self.out.append(Problem(self.fname, column, tuple(int(i) for i in idx[:SHOW_ROWS]),
+                                    int(idx.size), message))
 
 
 def _list_rows(arr: pa.ChunkedArray, value_bad: np.ndarray, n_rows: int) -> np.ndarray:
@@ -68,18 +76,38 @@ def _list_rows(arr: pa.ChunkedArray, value_bad: np.ndarray, n_rows: int) -> np.n
     return mask
 
 
+def _type_hint(kind: str, t: pa.DataType) -> str:
+    if kind in (C.INT, C.LIST_INT) and ("float" in str(t) or "double" in str(t)):
+        return " (float ids are refused, not truncated: write integers)"
+    return ""
+
+
+def _dtype_name(t: pa.DataType) -> str:
+    try:
+        return np.dtype(t.to_pandas_dtype()).name
+    except (NotImplementedError, TypeError):
+        return str(t)
+
+
 def check_column(chk: _Checker, col: C.Column, arr: pa.ChunkedArray, n_items: Optional[int]) -> None:
     n = len(arr)
     if not _kind_ok(col.kind, arr.type):
-        chk.file_error(f"has type {arr.type}, expected {col.kind}", col.name)
+        chk.file_error(f"has type {arr.type}, expected {col.kind}{_type_hint(col.kind, arr.type)}", col.name)
         return
+    if col.value_type is not None:
+        inner = arr.type.value_type if col.kind in (C.LIST_INT, C.LIST_FLOAT) else arr.type
+        if inner != col.value_type:
+            have, want = _dtype_name(inner), _dtype_name(col.value_type)
+            chk.file_error(f"values are {have}, expected exactly {want} (the contract's "
+                           f"{col.kind} of {want}: cast before writing)", col.name)
     nulls = arr.is_null().to_numpy(zero_copy_only=False)
     chk.rows(col.name, nulls, "null value")
     if col.kind == C.STR:
         return
     lo, hi = col.lo, col.hi
-    if col.item_ref and n_items is not None:
-        lo, hi = (0 if col.kind == C.LIST_INT else 1), n_items
+    if col.item_ref:  # item ids: 0 is padding inside lists only; never negative
+        lo = 0 if col.kind == C.LIST_INT else 1
+        hi = n_items
     if col.kind in (C.LIST_INT, C.LIST_FLOAT):
         lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy()
         if col.length is not None:
@@ -110,28 +138,27 @@ def check_column(chk: _Checker, col: C.Column, arr: pa.ChunkedArray, n_items: Op
         chk.rows(col.name, finite & (values != 0) & (values != 1) & ~nulls, "label is not 0 or 1")
 
 
-def check_table(paths: DataPaths, table: C.Table, n_items: Optional[int]) -> tuple:
-    """Return (violations, pyarrow table or None) for one file of the contract."""
-    path = paths.table(table)
-    chk = _Checker(table.relpath)
+def _read_checked(path: Path, table: C.Table, n_items: Optional[int], label: str) -> tuple:
+    """(problems, pyarrow table or None) for the columns of one file of the contract."""
+    chk = _Checker(label)
     try:
-        schema = pq.read_schema(path)
-    except Exception as exc:  # corrupted or not parquet: report, don't crash
-        chk.file_error(f"cannot be read as parquet ({type(exc).__name__}: {exc})")
+        schema = read_parquet_schema(path, what=table.name)
+        present = [c for c in table.columns if c.name in schema.names]
+        data = read_parquet(path, columns=[c.name for c in present], what=table.name)
+    except KitError as exc:  # missing, corrupted or not parquet: report, don't crash
+        chk.file_error(f"cannot be read as parquet ({str(exc).rsplit(': ', 1)[-1]})")
         return chk.out, None
-    present = [c for c in table.columns if c.name in schema.names]
     for c in table.columns:
         if c.required and c.name not in schema.names:
             chk.file_error(f"missing column '{c.name}' (has: {', '.join(schema.names)})", c.name)
-    data = pq.read_table(path, columns=[c.name for c in present])
     for c in present:
         check_column(chk, c, data.column(c.name), n_items)
     return chk.out, data
 
 
 def _check_item_info(data: pa.Table, chk: _Checker) -> None:
-    if data.num_rows == 0:
-        chk.file_error("is empty")
+    if data.num_rows <= 1:
+        chk.file_error(f"has no items ({data.num_rows} row(s); row 0 is padding, items start at row 1)")
         return
     if C.ITEM_ID in data.column_names and pa.types.is_integer(data.column(C.ITEM_ID).type):
         ids = data.column(C.ITEM_ID).to_numpy(zero_copy_only=False)
@@ -154,7 +181,102 @@ def _check_item_ids_unique(data: pa.Table, chk: _Checker, n_items: Optional[int]
         chk.file_error(f"has {len(ids)} items, item_info.parquet has {n_items}", C.ITEM_ID)
 
 
-def _check_images(paths: DataPaths, n_items: int, item_ids: Iterable[int]) -> list:
+def _tag_matrix(data: pa.Table) -> Optional[np.ndarray]:
+    col = data.column(C.ITEM_TAGS).combine_chunks()
+    if col.null_count or len(col) == 0:
+        return None
+    lengths = col.value_lengths().to_numpy(zero_copy_only=False)
+    if np.any(lengths != C.TAGS_LEN):
+        return None
+    return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, C.TAGS_LEN)
+
+
+def _check_tags_agree(info: pa.Table, feature: pa.Table, n_items: int) -> list:
+    """item_info row i must carry item i's tags from item_feature (catches a renumbered file)."""
+    chk = _Checker(C.ITEM_INFO.relpath)
+    if C.ITEM_TAGS not in info.column_names or C.ITEM_TAGS not in feature.column_names \
+            or C.ITEM_ID not in feature.column_names or info.num_rows != n_items + 1:
+        return chk.out
+    info_tags, feat_tags = _tag_matrix(info), _tag_matrix(feature)
+    ids = feature.column(C.ITEM_ID)
+    if info_tags is None or feat_tags is None or not pa.types.is_integer(ids.type) or ids.null_count:
+        return chk.out
+    ids = ids.to_numpy(zero_copy_only=False)
+    ok = (ids >= 1) & (ids <= n_items)
+    expected = np.full_like(info_tags, -1)
+    expected[ids[ok]] = feat_tags[ok]
+    known = np.zeros(len(info_tags), dtype=bool)
+    known[ids[ok]] = True
+    bad = known & (info_tags != expected).any(axis=1)
+    chk.rows(C.ITEM_TAGS, bad, "item_tags differ from item_feature.parquet's tags of that item_id "
+             "(row i must hold item i: is the file shuffled or renumbered?)")
+    return chk.out
+
+
+def validate_table(path, table: C.Table, n_items: Optional[int] = None, label: Optional[str] = None) -> list:
+    """Every contract problem of one parquet file (`table` of mmctr.contract) at `path`.
+
+    n_items bounds item-id columns (None: only non-negativity is checked). Problems name
+    `label` (default: the table's path in the layout), the column and the first rows.
+    """
+    path = Path(path)
+    label = label or table.relpath
+    if not path.is_file():
+        return [Problem(label, None, (), 0, "file missing" if not path.exists() else "is not a file")]
+    problems, data = _read_checked(path, table, n_items, label)
+    if data is not None:
+        chk = _Checker(label)
+        if table is C.ITEM_INFO:
+            _check_item_info(data, chk)
+        elif table is C.ITEM_FEATURE and C.ITEM_ID in data.column_names \
+                and pa.types.is_integer(data.column(C.ITEM_ID).type):
+            _check_item_ids_unique(data, chk, n_items)
+        problems = problems + chk.out
+    return problems
+
+
+def check_table(paths: DataPaths, table: C.Table, n_items: Optional[int]) -> tuple:
+    """(problems, pyarrow table or None) of one file of a data root (contract columns only)."""
+    return _read_checked(paths.table(table), table, n_items, table.relpath)
+
+
+def _cover_problem(path: Path) -> Optional[str]:
+    from .images import CoverError, open_cover
+
+    try:
+        open_cover(path, COVER_CHECK_SIDE)
+    except CoverError as exc:
+        return str(exc)
+    return None
+
+
+def check_covers(image_dir, item_ids: Iterable[int], workers: Optional[int] = None,
+                 progress=None) -> tuple:
+    """Decode every cover in parallel threads (PIL releases the GIL while decoding).
+
+    Returns (missing item ids, [(item id, why)] for covers present but unusable).
+    """
+    d = Path(image_dir)
+    ids = np.fromiter(item_ids, dtype=np.int64)
+    with os.scandir(d) as it:
+        have = {e.name for e in it}
+    present = np.array([C.image_name(i) in have for i in ids], dtype=bool)
+    missing = ids[~present]
+    todo = ids[present]
+    workers = workers or min(8, max(1, len(os.sched_getaffinity(0))))
+    bad = []
+    with ThreadPoolExecutor(workers) as ex:
+        results = ex.map(_cover_problem, [d / C.image_name(i) for i in todo])
+        if progress is not None:
+            results = progress(results, total=len(todo), desc="covers")
+        for i, why in zip(todo, results):
+            if why is not None:
+                bad.append((int(i), why))
+    return missing, bad
+
+
+def _check_images(paths: DataPaths, n_items: int, item_ids: Iterable[int], decode: bool = True,
+                  progress=None) -> list:
     chk = _Checker(C.IMAGES_DIR)
     d = paths.images_dir
     if not d.is_dir():
@@ -162,43 +284,61 @@ def _check_images(paths: DataPaths, n_items: int, item_ids: Iterable[int]) -> li
         hint = f" ({rar} must be extracted)" if rar.exists() else ""
         chk.file_error(f"folder missing{hint}")
         return chk.out
-    have = {p.name for p in d.iterdir()}
-    ids = np.fromiter(item_ids, dtype=np.int64)
-    missing = np.array([C.image_name(i) not in have for i in ids], dtype=bool)
-    idx = np.flatnonzero(missing)
-    if idx.size:
-        shown = ", ".join(C.image_name(ids[i]) for i in idx[:SHOW_ROWS])
-        chk.out.append(Violation(C.IMAGES_DIR, None, (), int(idx.size),
-                                 f"{idx.size} of {n_items} cover images missing (first: {shown})"))
+    if decode:
+        missing, bad = check_covers(d, item_ids, progress=progress)
+    else:
+        have = {p.name for p in d.iterdir()}
+        ids = np.fromiter(item_ids, dtype=np.int64)
+        missing, bad = ids[[C.image_name(i) not in have for i in ids]], []
+    if len(missing):
+        shown = ", ".join(C.image_name(i) for i in missing[:SHOW_ROWS])
+        chk.out.append(Problem(C.IMAGES_DIR, None, (), int(len(missing)),
+                               f"{len(missing)} of {n_items} cover images missing (first: {shown})"))
+    if bad:
+        shown = "; ".join(why for _, why in bad[:SHOW_ROWS])
+        chk.out.append(Problem(C.IMAGES_DIR, None, (), len(bad),
+                               f"{len(bad)} of {n_items} cover images unusable (first: {shown})"))
     return chk.out
 
 
-def validate(data_dir, images: bool = True) -> list:
-    """Check every file of the layout; return the list of Violations (empty = valid)."""
+def _n_items(paths: DataPaths) -> Optional[int]:
+    """Items in item_info.parquet (rows minus padding); None when it has none or is unreadable."""
+    info_path = paths.table(C.ITEM_INFO)
+    if not info_path.is_file():
+        return None
+    try:
+        rows = read_parquet_metadata(info_path).num_rows
+    except KitError:
+        return None
+    return rows - 1 if rows > 1 else None
+
+
+def validate(data_dir, images: bool = True, progress=None) -> list:
+    """Check every file of the layout; return the list of Problems (empty = valid). Read-only."""
     paths = DataPaths.resolve(data_dir)
     out: list = []
-    n_items = None
-    info_path = paths.table(C.ITEM_INFO)
-    if info_path.is_file():
-        try:
-            n_items = pq.read_metadata(info_path).num_rows - 1
-        except Exception:
-            n_items = None
+    n_items = _n_items(paths)
+    loaded = {}
     for table in C.ALL_TABLES:
         if not paths.table(table).is_file():
             if table not in C.OPTIONAL_TABLES:
-                out.append(Violation(table.relpath, None, (), 0, "file missing"))
+                out.append(Problem(table.relpath, None, (), 0, "file missing"))
             continue
-        violations, data = check_table(paths, table, n_items)
-        out.extend(violations)
+        problems, data = check_table(paths, table, n_items)
+        out.extend(problems)
         if data is None:
             continue
         chk = _Checker(table.relpath)
         if table is C.ITEM_INFO:
             _check_item_info(data, chk)
-        elif table is C.ITEM_FEATURE and C.ITEM_ID in data.column_names:
+            loaded[table.name] = data
+        elif table is C.ITEM_FEATURE and C.ITEM_ID in data.column_names \
+                and pa.types.is_integer(data.column(C.ITEM_ID).type):
             _check_item_ids_unique(data, chk, n_items)
+            loaded[table.name] = data
         out.extend(chk.out)
+    if n_items is not None and len(loaded) == 2:
+        out.extend(_check_tags_agree(loaded[C.ITEM_INFO.name], loaded[C.ITEM_FEATURE.name], n_items))
     if images and n_items is not None:
-        out.extend(_check_images(paths, n_items, range(1, n_items + 1)))
+        out.extend(_check_images(paths, n_items, range(1, n_items + 1), progress=progress))
     return out
