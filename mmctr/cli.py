@@ -1,8 +1,14 @@
 """`python -m mmctr`: make sample data, validate a data directory."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 
 import click
 from tqdm import tqdm
@@ -10,19 +16,88 @@ from tqdm import tqdm
 from .errors import KitError
 
 
-def run(group: click.Group) -> None:
-    """Run a click CLI, turning KitError into a one-line message and exit status 2."""
+ENV_ERRORS = (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+              FileExistsError)
+OS_WHY = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+          errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+          errno.EPERM: "operation not permitted", errno.ENOENT: "no such file or directory",
+          errno.EISDIR: "is a folder, not a file", errno.ENOTDIR: "not a folder",
+          errno.EEXIST: "already exists", errno.EMFILE: "too many open files"}
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {_one_line(message)}", err=True)
+    sys.exit(code)
+
+
+def _os_message(exc: OSError) -> str:
+    why = OS_WHY.get(exc.errno) or exc.strerror or str(exc)
+    paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{why}: {' -> '.join(map(str, paths))}" if paths else why
+
+
+def write_traceback_log(exc: BaseException) -> Path:
+    """Write the traceback of `exc` (with argv) to $MMCTR_LOG_DIR or the temp dir; return the path."""
+    folder = Path(os.environ.get("MMCTR_LOG_DIR") or tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    fd, name = tempfile.mkstemp(prefix=f"mmctr-error-{stamp}-", suffix=".log", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"argv: {sys.argv!r}\npython: {sys.version.split()[0]}\n\n")
+        f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    return Path(name)
+
+
+def _unexpected(exc: BaseException) -> None:
+    head = f"unexpected {type(exc).__name__}: {_one_line(exc) or '(no message)'}"
+    if os.environ.get("MMCTR_DEBUG", "") not in ("", "0"):
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        _fail(head)
     try:
-        group(standalone_mode=False)
+        log = write_traceback_log(exc)
+    except OSError as log_exc:
+        _fail(f"{head} (the traceback could not be written: {_os_message(log_exc)}; "
+              "rerun with MMCTR_DEBUG=1 to see it)")
+    _fail(f"{head} (traceback in {log}; MMCTR_DEBUG=1 shows it inline)")
+
+
+def run(group: click.Command, args=None) -> None:
+    """Run a click CLI; every failure ends as ONE `error: ...` line on stderr and exit status 2.
+
+    KitError and click usage errors print their message; common environment errors
+    (permissions, missing paths, a full disk, memory) name the path or the cause; anything
+    unexpected prints its type and message plus the path of a log holding the traceback
+    (MMCTR_DEBUG=1 prints the traceback inline instead). Ctrl-C exits 130.
+    """
+    try:
+        rv = group.main(args=args, standalone_mode=False)
     except KitError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except click.exceptions.Abort:
+        _fail(str(exc))
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        hint = f" (try '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        _fail(exc.format_message() + hint)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        _fail(exc.format_message())
+    except ENV_ERRORS as exc:
+        _fail(_os_message(exc))
+    except MemoryError:
+        _fail("out of memory: the data or a setting (batch size, dimensions) needs more RAM than "
+              "this machine has; use smaller settings or a larger machine")
+    except OSError as exc:
+        if exc.errno in OS_WHY:
+            _fail(_os_message(exc))
+        _unexpected(exc)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into one line + a log
+        _unexpected(exc)
+    if isinstance(rv, int) and rv != 0:  # click's Exit(code), e.g. from ctx.exit(1)
+        sys.exit(rv)
 
 
 @click.group(help=__doc__)
