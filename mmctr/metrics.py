@@ -1,18 +1,44 @@
-"""AUC and log loss, numpy only (ties get the average rank, as sklearn's roc_auc_score)."""
+"""AUC and log loss, numpy only (ties get the average rank, as sklearn's roc_auc_score).
+
+Both refuse what would make the number meaningless (NaN/inf scores, non-0/1 labels, one class)
+with a MetricError, so a diverged model can never report "AUC 0.54".
+"""
 from __future__ import annotations
 
 import numpy as np
 
+from .errors import KitError
 
-def roc_auc(labels, scores) -> float:
+
+class MetricError(KitError, ValueError):
+    """Inputs a metric cannot score; a KitError (one line) and a ValueError (old callers)."""
+
+
+def _inputs(labels, scores, what: str) -> tuple:
     y = np.asarray(labels, dtype=np.float64).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     if y.shape != s.shape:
-        raise ValueError(f"labels and scores differ in length: {y.size} vs {s.size}")
-    pos = y > 0.5
+        raise MetricError(f"labels and {what} differ in length: {y.size} vs {s.size}")
+    if y.size == 0:
+        raise MetricError(f"no labels and {what} to score (empty input)")
+    for name, v in (("labels", y), (what, s)):
+        bad = np.flatnonzero(~np.isfinite(v))
+        if bad.size:
+            raise MetricError(f"{bad.size} of {v.size} {name} are NaN or infinite (first at index "
+                              f"{bad[0]}: {v[bad[0]]}); a diverged model or corrupt input cannot be scored")
+    bad = np.flatnonzero((y != 0) & (y != 1))
+    if bad.size:
+        raise MetricError(f"labels must be 0 or 1: {bad.size} are not (first at index {bad[0]}: {y[bad[0]]})")
+    return y, s
+
+
+def roc_auc(labels, scores) -> float:
+    y, s = _inputs(labels, scores, "scores")
+    pos = y == 1
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
-        raise ValueError("AUC needs both positive and negative labels")
+        only = "positive (1)" if n_neg == 0 else "negative (0)"
+        raise MetricError(f"AUC needs both positive and negative labels: all {y.size} labels are {only}")
     order = np.argsort(s, kind="mergesort")
     s_sorted = s[order]
     ranks = np.empty_like(s)
@@ -26,6 +52,10 @@ def roc_auc(labels, scores) -> float:
 
 
 def log_loss(labels, probs, eps: float = 1e-7) -> float:
-    y = np.asarray(labels, dtype=np.float64).ravel()
-    p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), eps, 1 - eps)
+    y, p = _inputs(labels, probs, "probabilities")
+    bad = np.flatnonzero((p < 0) | (p > 1))
+    if bad.size:
+        raise MetricError(f"probabilities must be in [0, 1]: {bad.size} are not "
+                          f"(first at index {bad[0]}: {p[bad[0]]})")
+    p = np.clip(p, eps, 1 - eps)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
