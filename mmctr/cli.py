@@ -135,11 +135,14 @@ def sample(out, size, items, users, n_train, n_valid, n_test, image_size, seed, 
 @main.command()
 @click.option("--data-dir", required=True, type=click.Path(), help="organisers' data root")
 @click.option("--no-images", is_flag=True, help="skip the cover image check")
-def validate(data_dir, no_images):
-    """Check every file against the data contract; exit 1 listing each violation."""
+@click.option("--decode-covers", is_flag=True,
+              help="decode every cover (slower) instead of checking header, size and completeness")
+def validate(data_dir, no_images, decode_covers):
+    """Check every file against the data contract; exit 1 listing each violation. Read-only."""
     from .validate import validate as run_validate
 
-    problems = run_validate(data_dir, images=not no_images)
+    bar = (lambda it, **kw: tqdm(it, **kw)) if sys.stderr.isatty() else None
+    problems = run_validate(data_dir, images=not no_images, decode_covers=decode_covers, progress=bar)
     for p in problems:
         click.echo(str(p), err=True)
     if problems:

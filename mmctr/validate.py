@@ -1,6 +1,7 @@
 """Check a data directory against the contract; report every violation with file, column, row."""
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from .io import read_parquet, read_parquet_metadata, read_parquet_schema
 from .paths import DataPaths
 
 SHOW_ROWS = 5
-COVER_CHECK_SIDE = 32  # covers are fully decoded (JPEG at 1/8 scale) down to this size
+COVER_DECODE_SIDE = 32  # with decode=True covers are fully decoded (JPEG at 1/8 scale) to this size
 
 
 @dataclass(frozen=True)
@@ -240,19 +241,24 @@ def check_table(paths: DataPaths, table: C.Table, n_items: Optional[int]) -> tup
     return _read_checked(paths.table(table), table, n_items, table.relpath)
 
 
-def _cover_problem(path: Path) -> Optional[str]:
-    from .images import CoverError, open_cover
+def _cover_problem(path: Path, decode: bool = False) -> Optional[str]:
+    from .images import CoverError, check_cover, open_cover
 
     try:
-        open_cover(path, COVER_CHECK_SIDE)
-    except CoverError as exc:
-        return str(exc)
+        if decode:
+            open_cover(path, COVER_DECODE_SIDE)
+        else:
+            check_cover(path)
+    except CoverError as exc:  # "cover /long/path/7.jpg is ..." -> "7.jpg is ..."
+        return str(exc).replace(f"cover {path}", path.name, 1)
     return None
 
 
-def check_covers(image_dir, item_ids: Iterable[int], workers: Optional[int] = None,
-                 progress=None) -> tuple:
-    """Decode every cover in parallel threads (PIL releases the GIL while decoding).
+def check_covers(image_dir, item_ids: Iterable[int], decode: bool = False,
+                 workers: Optional[int] = None, progress=None) -> tuple:
+    """Check every cover in parallel threads: its header, size guards and completeness
+    (mmctr.images.check_cover), or with decode=True a full decode (open_cover; PIL releases
+    the GIL while decoding).
 
     Returns (missing item ids, [(item id, why)] for covers present but unusable).
     """
@@ -266,7 +272,8 @@ def check_covers(image_dir, item_ids: Iterable[int], workers: Optional[int] = No
     workers = workers or min(8, max(1, len(os.sched_getaffinity(0))))
     bad = []
     with ThreadPoolExecutor(workers) as ex:
-        results = ex.map(_cover_problem, [d / C.image_name(i) for i in todo])
+        results = ex.map(functools.partial(_cover_problem, decode=decode),
+                         [d / C.image_name(i) for i in todo])
         if progress is not None:
             results = progress(results, total=len(todo), desc="covers")
         for i, why in zip(todo, results):
@@ -275,7 +282,7 @@ def check_covers(image_dir, item_ids: Iterable[int], workers: Optional[int] = No
     return missing, bad
 
 
-def _check_images(paths: DataPaths, n_items: int, item_ids: Iterable[int], decode: bool = True,
+def _check_images(paths: DataPaths, n_items: int, item_ids: Iterable[int], decode: bool = False,
                   progress=None) -> list:
     chk = _Checker(C.IMAGES_DIR)
     d = paths.images_dir
@@ -284,12 +291,7 @@ def _check_images(paths: DataPaths, n_items: int, item_ids: Iterable[int], decod
         hint = f" ({rar} must be extracted)" if rar.exists() else ""
         chk.file_error(f"folder missing{hint}")
         return chk.out
-    if decode:
-        missing, bad = check_covers(d, item_ids, progress=progress)
-    else:
-        have = {p.name for p in d.iterdir()}
-        ids = np.fromiter(item_ids, dtype=np.int64)
-        missing, bad = ids[[C.image_name(i) not in have for i in ids]], []
+    missing, bad = check_covers(d, item_ids, decode=decode, progress=progress)
     if len(missing):
         shown = ", ".join(C.image_name(i) for i in missing[:SHOW_ROWS])
         chk.out.append(Problem(C.IMAGES_DIR, None, (), int(len(missing)),
@@ -297,7 +299,7 @@ def _check_images(paths: DataPaths, n_items: int, item_ids: Iterable[int], decod
     if bad:
         shown = "; ".join(why for _, why in bad[:SHOW_ROWS])
         chk.out.append(Problem(C.IMAGES_DIR, None, (), len(bad),
-                               f"{len(bad)} of {n_items} cover images unusable (first: {shown})"))
+                               f"{len(bad)} of {n_items} cover images unusable: {shown}"))
     return chk.out
 
 
@@ -313,8 +315,12 @@ def _n_items(paths: DataPaths) -> Optional[int]:
     return rows - 1 if rows > 1 else None
 
 
-def validate(data_dir, images: bool = True, progress=None) -> list:
-    """Check every file of the layout; return the list of Problems (empty = valid). Read-only."""
+def validate(data_dir, images: bool = True, decode_covers: bool = False, progress=None) -> list:
+    """Check every file of the layout; return the list of Problems (empty = valid). Read-only.
+
+    images=False skips the covers; decode_covers=True decodes each one instead of checking its
+    header, size and completeness.
+    """
     paths = DataPaths.resolve(data_dir)
     out: list = []
     n_items = _n_items(paths)
@@ -340,5 +346,6 @@ def validate(data_dir, images: bool = True, progress=None) -> list:
     if n_items is not None and len(loaded) == 2:
         out.extend(_check_tags_agree(loaded[C.ITEM_INFO.name], loaded[C.ITEM_FEATURE.name], n_items))
     if images and n_items is not None:
-        out.extend(_check_images(paths, n_items, range(1, n_items + 1), progress=progress))
+        out.extend(_check_images(paths, n_items, range(1, n_items + 1), decode=decode_covers,
+                                 progress=progress))
     return out

@@ -83,6 +83,21 @@ def test_open_cover_bad_file_is_one_cover_error_naming_it(tmp_path, kind):
     assert "\n" not in str(exc.value)
 
 
+@pytest.mark.parametrize("cut", [0.99, 0.7, 0.3])
+def test_check_cover_catches_truncation_without_decoding(tmp_path, cut):
+    from mmctr.images import check_cover
+
+    full = tmp_path / "full.jpg"
+    Image.effect_noise((300, 200), 40).convert("RGB").save(full, quality=90)
+    assert check_cover(full) == (300, 200)
+    p = tmp_path / "11.jpg"
+    p.write_bytes(full.read_bytes()[:int(full.stat().st_size * cut)])
+    with pytest.raises(CoverError, match=r"11\.jpg is (truncated|corrupt)"):
+        check_cover(p)
+    with pytest.raises(CoverError, match=r"11\.jpg is corrupt or truncated"):
+        open_cover(p, 64)
+
+
 def test_open_cover_refuses_huge_header_before_decoding(tmp_path):
     p = patch_jpeg_size(make_jpeg(tmp_path / "3.jpg", 64, 64), 10_000, 9_000)  # claims 90 MP
     assert 10_000 * 9_000 > MAX_PIXELS
@@ -317,3 +332,112 @@ def test_write_item_info_bounds_tags(tmp_path):
     with pytest.raises(KitError, match=r"item_tags row 2 has tag id 2000000"):
         write_item_info(tmp_path / "x.parquet", tags, emb)
     assert not (tmp_path / "x.parquet").exists()
+
+
+# ---------- validate: the issue's gaps ----------
+
+def msgs(data, **kw):
+    return [str(p) for p in validate(data, **kw)]
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_validate_checks_covers(data, decode):
+    d = data / C.IMAGES_DIR
+    (d / "3.jpg").write_bytes(b"")
+    (d / "4.jpg").write_text("not an image")
+    (d / "5.jpg").write_bytes((d / "5.jpg").read_bytes()[:200])
+    (d / "7.jpg").unlink()
+    (d / "7.jpg").mkdir()
+    patch_jpeg_size(d / "8.jpg", 20_000, 1)
+    (d / "9.jpg").unlink()
+    (d / "10.jpg").write_bytes((d / "10.jpg").read_bytes()[:-300])  # cut copy: header intact
+    out = msgs(data, decode_covers=decode)
+    assert len(out) == 2, out
+    assert out[0] == "item_images: 1 of 300 cover images missing (first: 9.jpg)"
+    assert out[1].startswith("item_images: 6 of 300 cover images unusable: 3.jpg is empty (0 bytes); ")
+    for name, why in (("3.jpg", "is empty (0 bytes)"), ("4.jpg", "is not an image"),
+                      ("5.jpg", "is corrupt or truncated"), ("7.jpg", "is a folder"),
+                      ("8.jpg", "is 20000x1 pixels")):  # 10.jpg is the 6th, not shown
+        assert f"{name} {why}" in out[1], (name, out[1])
+    assert msgs(data, images=False) == []
+
+
+def test_validate_flags_float64_embeddings(data):
+    rewrite(data / C.ITEM_INFO.relpath, lambda t: set_column(
+        t, C.ITEM_EMB, t.column(C.ITEM_EMB).cast(pa.list_(pa.float64()))))
+    assert msgs(data, images=False) == [
+        "MicroLens_1M_x1/item_info.parquet:item_emb_d128: values are float64, expected exactly float32 "
+        "(the contract's list<float> of float32: cast before writing)"]
+
+
+def test_validate_catches_shuffled_item_info_renumbered(data):
+    def shuffle(t):
+        order = np.r_[0, np.random.default_rng(0).permutation(np.arange(1, t.num_rows))]
+        t = t.take(order)
+        return set_column(t, C.ITEM_ID, pa.array(np.arange(t.num_rows), type=pa.int64()))
+    rewrite(data / C.ITEM_INFO.relpath, shuffle)
+    out = msgs(data, images=False)
+    assert len(out) == 1 and out[0].startswith("MicroLens_1M_x1/item_info.parquet:item_tags row ")
+    assert "item_tags differ from item_feature.parquet's tags of that item_id" in out[0]
+
+
+def test_validate_flags_float_item_ids(data):
+    rewrite(data / C.TRAIN.relpath, lambda t: set_column(t, C.ITEM_ID, pa.array(
+        t.column(C.ITEM_ID).to_numpy().astype(np.float64) + 0.5)))
+    rewrite(data / C.ITEM_INFO.relpath, lambda t: set_column(t, C.ITEM_ID, pa.array(
+        np.arange(t.num_rows, dtype=np.float64))))
+    out = msgs(data, images=False)
+    assert "MicroLens_1M_x1/train.parquet:item_id: has type double, expected int (float ids are " \
+           "refused, not truncated: write integers)" in out
+    assert any(m.startswith("MicroLens_1M_x1/item_info.parquet:item_id: has type double") for m in out)
+
+
+@pytest.mark.parametrize("table", [C.TRAIN, C.VALID, C.TEST, C.ITEM_SEQ_TABLE])
+def test_validate_flags_negative_sequence_ids(data, table):
+    def corrupt(t):
+        seqs = t.column(C.ITEM_SEQ).to_pylist()
+        seqs[6][-2] = -3
+        return set_column(t, C.ITEM_SEQ, pa.array(seqs, type=pa.list_(pa.int64())))
+    rewrite(data / table.relpath, corrupt)
+    assert msgs(data, images=False) == [
+        f"{table.relpath}:item_seq row 6: value outside [0, 300] or not finite"]
+
+
+def test_validate_negative_ids_flagged_without_item_info(data):
+    def corrupt(t):
+        seqs = t.column(C.ITEM_SEQ).to_pylist()
+        seqs[2][-1] = -1
+        return set_column(t, C.ITEM_SEQ, pa.array(seqs, type=pa.list_(pa.int64())))
+    rewrite(data / C.ITEM_SEQ_TABLE.relpath, corrupt)
+    problems = validate_table(data / C.ITEM_SEQ_TABLE.relpath, C.ITEM_SEQ_TABLE)
+    assert [str(p) for p in problems] == ["item_seq.parquet:item_seq row 2: value outside [0, None] or not finite"]
+
+
+@pytest.mark.parametrize("table", [C.ITEM_INFO, C.ITEM_FEATURE])
+def test_validate_bounds_tag_ids(data, table):
+    rewrite(data / table.relpath, lambda t: with_list_value(t, C.ITEM_TAGS, 4, 4, 2_000_000, pa.int64()))
+    out = msgs(data, images=False)
+    assert f"{table.relpath}:item_tags row 4: value outside [0, {C.TAG_VOCAB}] or not finite" in out
+    assert len(out) == 2  # and the two files' tags no longer agree on that item
+    assert any("item_tags differ from item_feature" in m for m in out)
+
+
+@pytest.mark.parametrize("rows", [0, 1])
+def test_validate_empty_item_info_is_one_clear_message(data, rows):
+    rewrite(data / C.ITEM_INFO.relpath, lambda t: t.slice(0, rows))
+    assert msgs(data) == [f"MicroLens_1M_x1/item_info.parquet: has no items ({rows} row(s); row 0 is "
+                          "padding, items start at row 1)"]
+
+
+def snapshot(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns, p.stat().st_size)
+                  for p in root.rglob("*"))
+
+
+def test_validate_cli_never_writes_into_the_data_dir(data):
+    (data / C.IMAGES_DIR / "3.jpg").write_bytes(b"")
+    before = snapshot(data)
+    r = subprocess.run([sys.executable, "-m", "mmctr", "validate", "--data-dir", str(data)],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 1 and "3.jpg is empty (0 bytes)" in r.stderr
+    assert snapshot(data) == before
