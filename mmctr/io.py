@@ -12,12 +12,28 @@ import time
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask is racy)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
+    """Yield a temporary path beside `path`; move it into place only if the block succeeds.
+
+    The file ends up with the mode a plain open() would give (0666 & ~umask, so 0644 under
+    the usual umask), not mkstemp's 0600: a container running as another uid can read it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     try:
         yield Path(tmp)
@@ -93,6 +109,53 @@ def check_writable(path, what: str = "output") -> Path:
 
         raise KitError(f"{what} {p} is not writable (no write permission on {folder if not p.exists() else p})")
     return p
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: MemAvailable, capped by a cgroup memory limit;
+    None where neither can be read (non-Linux)."""
+    avail = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+                break
+    if avail is None:
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        with contextlib.suppress(OSError, ValueError):
+            limit = int(Path(limit_file).read_text().strip())  # "max" (no limit) -> ValueError
+            left = max(limit - int(Path(usage_file).read_text().strip()), 0)
+            if limit < 1 << 60:  # cgroup v1 writes a huge number for "no limit"
+                avail = left if avail is None else min(avail, left)
+            break
+    return avail
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def check_alloc(n_bytes, what: str) -> None:
+    """Refuse, before allocating, `n_bytes` for `what` when this machine has not that much
+    memory available (KitError naming what, the size and what is free). Call it with the
+    size computed from user settings (table rows x dim x itemsize, batch x width...)."""
+    from .errors import KitError
+
+    n_bytes = int(n_bytes)
+    if n_bytes < 0:
+        raise KitError(f"{what}: negative size {n_bytes} bytes (a setting is negative?)")
+    avail = available_memory()
+    if avail is not None and n_bytes > avail:
+        raise KitError(f"{what} needs {_human(n_bytes)} but only {_human(avail)} of memory is "
+                       "available: lower the setting that sizes it or use a larger machine")
 
 
 def _parquet_call(fn, path, what, **kw):
