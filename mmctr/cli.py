@@ -119,7 +119,8 @@ def main() -> None:
 @click.option("--workers", type=int)
 def sample(out, size, items, users, n_train, n_valid, n_test, image_size, seed, workers):
     """Write a MicroLens-shaped sample with a planted click signal."""
-    from .sample import SampleConfig, generate
+    from .io import check_writable
+    from .sample import SampleConfig, generate, refuse_overwrite
 
     over = {k: v for k, v in dict(n_items=items, n_users=users, n_train=n_train, n_valid=n_valid,
                                  n_test=n_test, image_size=image_size, seed=seed,
@@ -128,6 +129,8 @@ def sample(out, size, items, users, n_train, n_valid, n_test, image_size, seed, 
         if k != "seed" and v <= 0:
             raise KitError(f"--{k.removeprefix('n_').replace('_', '-')} must be positive, got {v}")
     cfg = SampleConfig.full(**over) if size == "full" else SampleConfig(**over)
+    refuse_overwrite(out)
+    check_writable(out, "--out")
     summary = generate(out, cfg, progress=lambda it, **kw: tqdm(it, **kw))
     click.echo(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
 

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import contract as C
+from .errors import KitError
 from .io import write_json, write_parquet
 from .metrics import roc_auc
 
@@ -45,6 +46,7 @@ TOPIC_WORDS = {
 FILLER = "my new best today video vlog wow part day first life top ultimate".split()
 SHAPES = ("circle", "square", "triangle", "stripes")
 TRUTH_DIR = "sample_truth"  # side files: true p_click and labels of valid/test, summary.json
+MARKER = ".mmctr-sample"  # written first into every sample root: only such a folder may be overwritten
 
 
 @dataclass(frozen=True)
@@ -318,12 +320,36 @@ def _split_table(users, seqs, targets, labels, world: World, with_label: bool) -
     return pa.table(cols)
 
 
+def refuse_overwrite(out) -> Path:
+    """The sampler writes only into a new or empty folder, or over a previous sample (one that
+    holds MARKER); never into or over a real data set or any other folder's files."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise KitError(f"--out {out} is a file, not a folder")
+    resolved = out.resolve()
+    for parent in resolved.parents:
+        if (parent / C.CTR_DIR).is_dir() and not (parent / MARKER).is_file():
+            raise KitError(f"--out {out} is inside the data set {parent} (it holds {C.CTR_DIR}/): "
+                           "the sampler never writes into a data set; choose a new folder")
+    if out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir()):
+        what = (f"a data set (it holds {C.CTR_DIR}/)" if (out / C.CTR_DIR).exists()
+                else "a non-empty folder that the sampler did not make")
+        raise KitError(f"--out {out} is {what}: the sampler writes only into a new or empty "
+                       f"folder, or over a previous sample (marked by {MARKER}); choose a new folder")
+    return out
+
+
 def generate(out, cfg: SampleConfig = SampleConfig(), progress=None) -> dict:
-    """Write the sample in the organisers' layout under `out`; return its summary."""
+    """Write the sample in the organisers' layout under `out`; return its summary.
+
+    Refuses (KitError) an `out` that is not new, empty, or a previous sample (refuse_overwrite).
+    """
     if progress is None:
         def progress(it, **_):
             return it
-    out = Path(out)
+    out = refuse_overwrite(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by `python -m mmctr sample`: synthetic data, safe to overwrite\n")
     (out / C.CTR_DIR).mkdir(parents=True, exist_ok=True)
     world = World(cfg)
     rng = np.random.default_rng(cfg.seed + 1)
