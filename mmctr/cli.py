@@ -16,6 +16,7 @@ from tqdm import tqdm
 from .errors import KitError
 
 
+NO_ARGS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 ENV_ERRORS = (PermissionError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
               FileExistsError)
 OS_WHY = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
@@ -80,6 +81,9 @@ def run(group: click.Command, args=None) -> None:
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("aborted", err=True)
         sys.exit(130)
+    except NO_ARGS_HELP as exc:  # a bare `python -m mmctr`: its help, not an error
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message())
+        sys.exit(0)
     except click.UsageError as exc:
         hint = f" (try '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         _fail(exc.format_message() + hint)

@@ -15,8 +15,11 @@ class MetricError(KitError, ValueError):
 
 
 def _inputs(labels, scores, what: str) -> tuple:
-    y = np.asarray(labels, dtype=np.float64).ravel()
-    s = np.asarray(scores, dtype=np.float64).ravel()
+    try:
+        y = np.asarray(labels, dtype=np.float64).ravel()
+        s = np.asarray(scores, dtype=np.float64).ravel()
+    except (TypeError, ValueError) as exc:
+        raise MetricError(f"labels and {what} must be numbers ({exc})") from None
     if y.shape != s.shape:
         raise MetricError(f"labels and {what} differ in length: {y.size} vs {s.size}")
     if y.size == 0:

@@ -211,6 +211,10 @@ def test_run_usage_errors_are_one_line_exit_2(capsys):
         assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), (args, err)
     assert "'abc' is not a valid integer" in run_demo(capsys, "boom", "x", "--n", "abc")[1]
     assert run_demo(capsys, "boom", "exit1")[0] == 1
+    with pytest.raises(SystemExit) as exc:
+        run(demo_cli, [])  # bare group: its help on stdout, not an error
+    out = capsys.readouterr()
+    assert exc.value.code == 0 and "Commands:" in out.out and out.err == ""
 
 
 def test_run_unexpected_error_one_line_and_traceback_log(capsys, tmp_path, monkeypatch):

@@ -56,3 +56,5 @@ def test_metrics_single_class_and_bad_labels_are_clear():
         log_loss([0, 1], [0.2, 1.5])
     with pytest.raises(KitError, match="empty input"):
         roc_auc([], [])
+    with pytest.raises(KitError, match="labels and scores must be numbers"):
+        roc_auc([0, 1], ["a", "0.3"])
