@@ -107,4 +107,4 @@ def _to_matrix(col, width: int, value_ok, value_kind: str, path, name: str) -> n
         parents = pc.list_parent_indices(col).to_numpy()
         row = int(parents[values.is_null().to_numpy(zero_copy_only=False)][0])
         raise KitError(f"{path}:{name} row {row} holds a null value")
-    return values.to_numpy(zero_copy_only=False).reshape(-1, width)
+    return np.array(values.to_numpy(zero_copy_only=False)).reshape(-1, width)  # a writable copy

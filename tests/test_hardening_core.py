@@ -281,6 +281,7 @@ def with_list_value(t, name, row, pos, value, value_type):
 def test_read_item_info_ok(tiny_data):
     tags, emb = read_item_info(tiny_data / C.ITEM_INFO.relpath)
     assert tags.dtype == np.int64 and emb.dtype == np.float32 and len(tags) == len(emb) == 301
+    assert tags.flags.writeable and emb.flags.writeable  # callers edit them
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
