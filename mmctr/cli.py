@@ -1,6 +1,7 @@
 """`python -m mmctr`: make sample data, validate a data directory."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -89,6 +90,10 @@ def run(group: click.Command, args=None) -> None:
         _fail(exc.format_message() + hint)
     except click.ClickException as exc:
         _fail(exc.format_message())
+    except BrokenPipeError:  # `mmctr validate ... | head`: the reader left; nothing to report
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except ENV_ERRORS as exc:
         _fail(_os_message(exc))
     except MemoryError:

@@ -100,8 +100,9 @@ def check_cover(path) -> tuple:
     a complete file (a JPEG must end with its end-of-image marker after its last scan; other
     formats are walked by PIL's verify). Returns (width, height); raises CoverError.
 
-    A truncated download or a cut copy fails here; a file damaged in the middle of its scan
-    data may only fail on a full decode (open_cover).
+    A JPEG without its end marker near the end (a cut copy, or data appended after the image)
+    is decoded in full to decide. A file damaged in the middle of its scan data may only fail
+    on a full decode (open_cover).
     """
     path = Path(path)
     with _guarded(path) as img:
@@ -112,10 +113,12 @@ def check_cover(path) -> tuple:
                 f.seek(max(0, n - TAIL_BYTES))
                 tail = f.read()
             eoi = tail.rfind(b"\xff\xd9")
-            if eoi < 0 or (n <= TAIL_BYTES and eoi < tail.rfind(b"\xff\xda")):
-                raise CoverError(f"cover {path} is truncated (no JPEG end-of-image marker)")
+            complete = eoi >= 0 and not (n <= TAIL_BYTES and eoi < tail.rfind(b"\xff\xda"))
         else:
             img.verify()
+            complete = True
+    if not complete:  # no end marker near the end: truncated, or trailing data; decode to decide
+        open_cover(path, 32)
     return size
 
 

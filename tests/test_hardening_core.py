@@ -92,10 +92,19 @@ def test_check_cover_catches_truncation_without_decoding(tmp_path, cut):
     assert check_cover(full) == (300, 200)
     p = tmp_path / "11.jpg"
     p.write_bytes(full.read_bytes()[:int(full.stat().st_size * cut)])
-    with pytest.raises(CoverError, match=r"11\.jpg is (truncated|corrupt)"):
+    with pytest.raises(CoverError, match=r"11\.jpg is corrupt or truncated"):
         check_cover(p)
     with pytest.raises(CoverError, match=r"11\.jpg is corrupt or truncated"):
         open_cover(p, 64)
+
+
+def test_check_cover_accepts_trailing_data_after_the_image(tmp_path):
+    from mmctr.images import check_cover
+
+    p = tmp_path / "12.jpg"
+    Image.effect_noise((300, 200), 40).convert("RGB").save(p, quality=90)
+    p.write_bytes(p.read_bytes() + os.urandom(8000).replace(b"\xff", b"\x00"))  # a camera trailer
+    assert check_cover(p) == (300, 200)
 
 
 def test_open_cover_refuses_huge_header_before_decoding(tmp_path):
