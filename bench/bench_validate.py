@@ -9,7 +9,6 @@ Not a test: prints figures. Runs on whatever cores it gets; say how many when yo
 """
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -51,11 +50,11 @@ def make_covers(folder: Path, n: int, width: int, height: int, distinct: int, no
 @click.option("--height", default=1280, show_default=True)
 @click.option("--distinct", default=50, show_default=True, help="distinct images among the N")
 @click.option("--noise", default=18.0, show_default=True, help="pixel noise sd: sets the file size")
-@click.option("--workers", type=int, default=None, help="threads (default: usable cores, max 8)")
+@click.option("--workers", type=int, default=None, help="threads (default: 2 x usable cores, max 8)")
 @click.option("--decode", is_flag=True, help="full decode (validate --decode-covers) instead of header checks")
 @click.option("--keep", type=click.Path(file_okay=False), help="generate here and keep the covers")
 def main(n, width, height, distinct, noise, workers, decode, keep):
-    from mmctr.validate import check_covers
+    from mmctr.validate import check_covers, usable_cores
 
     folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="bench-validate-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -69,7 +68,7 @@ def main(n, width, height, distinct, noise, workers, decode, keep):
         assert len(missing) == 0 and not bad, (missing[:3], bad[:3])
         rate = n / t_check
         print(f"covers: {n} x {width}x{height} JPEG (mean {mean_bytes / 1024:.0f} KiB), generated in {t_make:.1f} s")
-        print(f"check_covers: {t_check:.2f} s = {rate:.0f} covers/s on {len(os.sched_getaffinity(0))} "
+        print(f"check_covers: {t_check:.2f} s = {rate:.0f} covers/s on {usable_cores()} "
               f"usable cores, workers={workers or 'default'}, "
               f"{'full decode' if decode else 'header + completeness'}")
         print(f"real set ({REAL_COVERS} covers): {REAL_COVERS / rate:.1f} s"

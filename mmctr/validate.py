@@ -241,6 +241,12 @@ def check_table(paths: DataPaths, table: C.Table, n_items: Optional[int]) -> tup
     return _read_checked(paths.table(table), table, n_items, table.relpath)
 
 
+def usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def _cover_problem(path: Path, decode: bool = False) -> Optional[str]:
     from .images import CoverError, check_cover, open_cover
 
@@ -269,7 +275,7 @@ def check_covers(image_dir, item_ids: Iterable[int], decode: bool = False,
     present = np.array([C.image_name(i) in have for i in ids], dtype=bool)
     missing = ids[~present]
     todo = ids[present]
-    workers = workers or min(8, max(1, len(os.sched_getaffinity(0))))
+    workers = workers or min(8, 2 * usable_cores())  # 2x: reads wait on the disk too
     bad = []
     with ThreadPoolExecutor(workers) as ex:
         results = ex.map(functools.partial(_cover_problem, decode=decode),
