@@ -277,9 +277,11 @@ def check_covers(image_dir, item_ids: Iterable[int], decode: bool = False,
     todo = ids[present]
     workers = workers or min(8, 2 * usable_cores())  # 2x: reads wait on the disk too
     bad = []
+    check = functools.partial(_cover_problem, decode=decode)
     with ThreadPoolExecutor(workers) as ex:
-        results = ex.map(functools.partial(_cover_problem, decode=decode),
-                         [d / C.image_name(i) for i in todo])
+        # batches keep the number of pending futures small on 91,717 covers
+        results = (why for start in range(0, len(todo), 4096)
+                   for why in ex.map(check, [d / C.image_name(i) for i in todo[start:start + 4096]]))
         if progress is not None:
             results = progress(results, total=len(todo), desc="covers")
         for i, why in zip(todo, results):
