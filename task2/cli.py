@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
@@ -32,7 +33,14 @@ def train(data_dir, config, item_info, out, sets, max_epochs, device, resume):
     if max_epochs is not None:
         overrides["max_epochs"] = max_epochs
     cfg = load_config(config, overrides)
+    from mmctr import runs
+
+    results = runs.runs_root_for(out)
+    runs.check_results(results)
+    t0 = time.perf_counter()
     summary = train_model(cfg, data_dir, item_info, out, device=device, resume=resume)
+    if runs.is_main_process():
+        runs.after_train(out, data_dir, item_info, time.perf_counter() - t0, results)
     click.echo(json.dumps({k: summary[k] for k in ("best_valid_auc", "best_epoch", "params", "samples_per_s")}))
 
 
