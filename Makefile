@@ -18,6 +18,8 @@ DEVICE  ?=## auto when empty | cpu | cuda | cuda:N (task1 build/evaluate, task2 
 RESULTS_ROOT ?= runs## folder whose results.csv `make runs` and `make report` read
 SAMPLE_ARGS ?=## extra `mmctr sample` options, e.g. --size full
 IMAGE   ?= mmctr-kit:latest## docker image tag
+BENCH1_ARGS ?= --make-sample /tmp/mmctr-bench1 --items 800 --users 1600 --train 16000 --valid 2000 --image-size 96 --max-epochs 4## bench_task1 options of `make docs-tables`
+BENCH2_ARGS ?= --data-dir $(DATA) --max-epochs 3## bench_task2 options of `make docs-tables`
 OFFICIAL_ITEM_INFO = $(DATA)/MicroLens_1M_x1/item_info.parquet
 DEVICE_ARG = $(if $(strip $(DEVICE)),--device $(strip $(DEVICE)))
 
@@ -134,6 +136,10 @@ bench-task2: setup-runtime  ## task2 samples/s and valid AUC vs the baseline DIN
 	$(PY) bench/bench_task2.py --data-dir $(DATA)
 
 bench: bench-task1 bench-task2
+
+docs-tables: sample  ## rerun both benchmarks and rewrite the marked tables in docs/ (tens of minutes on CPU)
+	$(PY) docs/bench_tables.py task1 -- $(BENCH1_ARGS)
+	$(PY) docs/bench_tables.py task2 -- $(BENCH2_ARGS)
 
 notebook: setup-runtime  ## export a self-contained notebook that runs TRACK end to end
 	$(PY) -m submission notebook --track $(TRACK) --out $(RUNS)/mmctr_$(TRACK).ipynb

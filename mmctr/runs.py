@@ -103,7 +103,7 @@ def append_result(runs_root, **fields) -> dict:
 
 
 def _check_header(path: Path, first_line: str) -> None:
-    if first_line.rstrip("\r") != _header_line().rstrip("\n"):
+    if first_line.rstrip("\r\n") != _header_line().rstrip("\n"):
         raise KitError(f"{path} has header {first_line!r}, expected {','.join(COLUMNS)}; "
                        f"move it aside to start a new table")
 

@@ -37,6 +37,7 @@ def test_append_writes_one_header_and_typed_rows(tmp_path):
     R.append_result(tmp_path, **_row(track="task1", model="din", best_valid_auc=0.71, best_epoch=None))
     lines = (tmp_path / "results.csv").read_text().splitlines()
     assert lines[0] == ",".join(R.COLUMNS) and len(lines) == 3
+    R.check_results(tmp_path)  # a table this kit wrote takes more rows
     rows = R.read_results(tmp_path)
     assert rows[0]["best_valid_auc"] == 0.7 and rows[0]["epochs"] == 3 and rows[0]["time"]
     assert rows[1]["best_epoch"] is None and rows[1]["track"] == "task1"
