@@ -78,7 +78,7 @@ def plot_history(run_dir, out=None) -> Path:
             ax.set_xticks(epochs)
     name = manifest.get("model") or run_dir.name
     extra = f", {manifest['samples_per_s']:,.0f} samples/s" if _finite(manifest.get("samples_per_s")) else ""
-    fig.suptitle(f"{name}: {run_dir}{extra}", fontsize=10)
+    fig.suptitle(f"{name}: {run_dir}{extra}", fontsize=10, y=1.02)
     return _save(fig, Path(out) if out else run_dir / TRAINING_PNG)
 
 
@@ -218,6 +218,9 @@ def plot_results(runs_root, out=None, track: str | None = None, model: str | Non
             ax2.annotate(f"{r['model']}{' ' + r['label'] if r['label'] else ''}", pts[-1], fontsize=6,
                          xytext=(3, 0), textcoords="offset points")
             drawn += 1
+    from matplotlib.ticker import MaxNLocator
+
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax2.set_title(f"valid AUC per epoch ({drawn} runs with history.jsonl)")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("valid AUC")

@@ -88,17 +88,20 @@ def append_result(runs_root, **fields) -> dict:
     line = buf.getvalue()
 
     root = Path(runs_root)
-    root.mkdir(parents=True, exist_ok=True)
     path = root / RESULTS_NAME
-    with open(root / f".{RESULTS_NAME}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        old = path.read_text() if path.is_file() else ""
-        if old:
-            _check_header(path, old.splitlines()[0])
-            if not old.endswith("\n"):
-                raise KitError(f"{path} ends in a partial row; repair or move it aside")
-        with atomic_path(path) as tmp:
-            tmp.write_text((old or _header_line()) + line)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with open(root / f".{RESULTS_NAME}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            old = path.read_text() if path.is_file() else ""
+            if old:
+                _check_header(path, old.splitlines()[0])
+                if not old.endswith("\n"):
+                    raise KitError(f"{path} ends in a partial row; repair or move it aside")
+            with atomic_path(path) as tmp:
+                tmp.write_text((old or _header_line()) + line)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KitError(f"results table {path}: cannot append a row: {exc}") from None
     return row
 
 
@@ -108,15 +111,22 @@ def _check_header(path: Path, first_line: str) -> None:
                        f"move it aside to start a new table")
 
 
-def check_results(runs_root) -> None:
-    """Before a run starts: KitError if `<runs_root>/results.csv` could not take its row."""
+def check_results(runs_root, data_dir=None) -> None:
+    """Before a run starts: KitError if `<runs_root>/results.csv` could not take its row
+    (another header, not writable, or inside the organisers' data dir)."""
     from .io import check_writable
+    from .paths import refuse_data_write
 
     path = Path(runs_root) / RESULTS_NAME
-    if path.is_file():
-        with open(path) as f:
-            _check_header(path, f.readline())
+    refuse_data_write(path, data_dir, what="results table")
     check_writable(path, "results table")
+    if path.is_file():
+        try:
+            with open(path) as f:
+                first = f.readline()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KitError(f"results table {path} cannot be read: {exc}") from None
+        _check_header(path, first)
 
 
 def read_results(runs_root, track: str | None = None, model: str | None = None) -> list[dict]:
@@ -252,7 +262,7 @@ def record_train(run_dir, track: str, wall_s: float, runs_root=None, kind: str =
 
 def record_evaluate(report: dict, out, wall_s: float, runs_root=None) -> list[dict]:
     """Append one row per DIN of a `task1 evaluate` report (new / provided / random item_info)."""
-    from .manifest import TASK2_MANIFEST, TIMINGS, git_commit
+    from .manifest import CONFIG, TASK2_MANIFEST, TIMINGS, git_commit, read_manifest
 
     out = Path(out)
     root = Path(runs_root) if runs_root else runs_root_for(out)
@@ -263,12 +273,15 @@ def record_evaluate(report: dict, out, wall_s: float, runs_root=None) -> list[di
         history = run.get("history") or []
         run_dir = out / f"din_{name}" if (out / f"din_{name}").is_dir() else out
         seconds = wall_s / max(len(runs), 1)  # a share of the command's time, unless the run timed itself
-        if (run_dir / TASK2_MANIFEST).is_file():
-            timings = json.loads((run_dir / TASK2_MANIFEST).read_text()).get(TIMINGS) or {}
+        config = report.get("din_config") or {}
+        if (run_dir / TASK2_MANIFEST).is_file():  # the run's own model config and timings
+            manifest = read_manifest(run_dir / TASK2_MANIFEST)
+            timings = manifest.get(TIMINGS) or {}
             seconds = sum(v for v in timings.values() if isinstance(v, (int, float))) or seconds
+            config = manifest.get(CONFIG) or config
         rows.append(append_result(
             root, kind="evaluate", track="task1", model="din", label=f"item_info={name}", git_commit=commit,
-            config_hash=config_hash(report.get("din_config") or {}), item_info_sha256=run.get("sha256"),
+            config_hash=config_hash(config), item_info_sha256=run.get("sha256"),
             epochs=run.get("epochs", len(history)), best_epoch=run.get("best_epoch"),
             best_valid_auc=run.get("best_valid_auc"),
             valid_logloss=best_row(history, run.get("best_epoch")).get("valid_logloss"),

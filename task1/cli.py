@@ -68,7 +68,7 @@ def evaluate(data_dir, item_info, out, baseline, with_random, sets, max_epochs, 
     from mmctr import runs
 
     results = runs.runs_root_for(out)
-    runs.check_results(results)
+    runs.check_results(results, data_dir)
     t0 = time.perf_counter()
     report = run_evaluate(data_dir, item_info, out, baseline=baseline, with_random=with_random,
                           sets=sets, max_epochs=max_epochs, device=device, quiet=quiet)

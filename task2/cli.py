@@ -36,7 +36,7 @@ def train(data_dir, config, item_info, out, sets, max_epochs, device, resume):
     from mmctr import runs
 
     results = runs.runs_root_for(out)
-    runs.check_results(results)
+    runs.check_results(results, data_dir)
     t0 = time.perf_counter()
     summary = train_model(cfg, data_dir, item_info, out, device=device, resume=resume)
     if runs.is_main_process():

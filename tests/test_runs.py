@@ -154,6 +154,17 @@ def test_record_evaluate_writes_one_row_per_din(tmp_path):
     assert rows[0]["wall_s"] == "10.0" and rows[1]["wall_s"] == "25.0"  # own timings, else a share
     assert rows[0]["run_dir"] == "t/task1-eval/din_new" and rows[1]["run_dir"] == "t/task1-eval"
     assert rows[0]["valid_logloss"] == "0.490000" and rows[1]["samples_per_s"] == "1000.0"
+    # the hash of the model config the run recorded (as a train row), else the report's
+    assert rows[0]["config_hash"] == R.config_hash({"model": "transformer_dcn", "d_model": 64})
+    assert rows[1]["config_hash"] == R.config_hash({"model": "din"})
+
+
+def test_results_table_never_lands_in_the_data_dir(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv(R.RUNS_ROOT_ENV, str(tiny_data / "MicroLens_1M_x1"))
+    with pytest.raises(KitError, match="results table .* is inside the data directory"):
+        R.check_results(R.runs_root_for(tmp_path / "r"), tiny_data)
+    R.check_results(tmp_path, tiny_data)  # elsewhere: fine
+    assert not (tiny_data / "MicroLens_1M_x1" / "results.csv").exists()
 
 
 def test_infer_track_from_the_item_info_used(tiny_data, tmp_path):
