@@ -247,3 +247,24 @@ def test_train_cli_records_a_row_and_draws_its_picture(tiny_data, tmp_path):
                                                       abs=1e-6)
     assert (out / "training.png").read_bytes()[:8] == PNG_MAGIC
     assert np.isfinite(rows[0]["wall_s"]) and rows[0]["wall_s"] > 0
+
+
+def test_evaluate_cli_records_one_row_per_din(tiny_data, tmp_path):
+    new = tmp_path / "item_info.parquet"
+    new.write_bytes((tiny_data / "MicroLens_1M_x1" / "item_info.parquet").read_bytes())
+    out = tmp_path / "runs" / "t" / "task1-eval"
+    r = subprocess.run([sys.executable, "-m", "task1", "evaluate", "--data-dir", str(tiny_data), "--item-info",
+                        str(new), "--out", str(out), "--max-epochs", "1", "--set", "batch_size=1024",
+                        "--set", "num_threads=1", "--device", "cpu", "--quiet"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300,
+                       env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = R.read_results(tmp_path / "runs")
+    assert sorted(r["label"] for r in rows) == ["item_info=new", "item_info=provided"]
+    assert {(r["kind"], r["track"], r["model"], r["epochs"]) for r in rows} == {("evaluate", "task1", "din", 1)}
+    assert rows[0]["item_info_sha256"] == rows[1]["item_info_sha256"]  # the same bytes, hashed alike
+    report = json.loads((out / "report.json").read_text())
+    assert {r["label"]: r["best_valid_auc"] for r in rows} == pytest.approx(
+        {f"item_info={k}": v["best_valid_auc"] for k, v in report["runs"].items()}, abs=1e-6)
+    for name in ("new", "provided"):
+        assert (out / f"din_{name}" / "training.png").read_bytes()[:8] == PNG_MAGIC
