@@ -411,6 +411,8 @@ def summary_block(runs_dir, data_dir, zip_path=None, track: str = "task1_2", ste
     if pictures:
         lines.append("pictures         " + "\n                 ".join(str(p) for p in pictures))
     results = runs_root_for(runs_dir / TASK2_DIR) / RESULTS_NAME
+    if results.is_relative_to(Path.cwd()):
+        results = results.relative_to(Path.cwd())
     if results.is_file():
         lines.append(f"results table    {results}  (python -m mmctr runs --runs-root {results.parent})")
     return "\n".join(lines)
