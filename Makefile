@@ -4,24 +4,40 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON  ?= python3## interpreter that creates the venv (3.11 or newer)
-VENV    ?= .venv## the kit's virtual environment
-PY      ?= $(VENV)/bin/python## the venv's python
-DATA    ?= data/sample## data root holding MicroLens_1M_x1/ (the generated sample by default)
-TRACK   ?= task1_2## task1 | task2 | task1_2: the rules checked and the score column written
-RUNS    ?= runs/$(TRACK)## track folder: task1/, task2/, submission.zip
-T1_CONFIG ?= task1/configs/default.yaml## task1 build config (a path or a name in task1/configs)
-T2_CONFIG ?= task2/configs/transformer_dcn.yaml## task2 config of track2 / track12
-DEMO_T2_CONFIG ?= task2/configs/transformer_dcn_small.yaml## task2 config of `make demo` (CPU-sized)
-DIN_CONFIG ?= task2/configs/din_baseline.yaml## the fixed baseline DIN of track1
-DEVICE  ?=## auto when empty | cpu | cuda | cuda:N (task1 build/evaluate, task2 train/predict)
-RESULTS_ROOT ?= runs## folder whose results.csv `make runs` and `make report` read
-SAMPLE_ARGS ?=## extra `mmctr sample` options, e.g. --size full
-IMAGE   ?= mmctr-kit:latest## docker image tag
-BENCH1_ARGS ?= --make-sample /tmp/mmctr-bench1 --items 800 --users 1600 --train 16000 --valid 2000 --image-size 96 --max-epochs 4## bench_task1 options of `make docs-tables`
-BENCH2_ARGS ?= --data-dir $(DATA) --max-epochs 3## bench_task2 options of `make docs-tables`
+#: interpreter that creates the venv (3.11 or newer)
+PYTHON  ?= python3
+#: the kit's virtual environment
+VENV    ?= .venv
+#: the venv's python
+PY      ?= $(VENV)/bin/python
+#: data root holding MicroLens_1M_x1/ (the generated sample by default)
+DATA    ?= data/sample
+#: task1 | task2 | task1_2: the rules checked and the score column written
+TRACK   ?= task1_2
+#: track folder: task1/, task2/, submission.zip
+RUNS    ?= runs/$(TRACK)
+#: task1 build config (a path or a name in task1/configs)
+T1_CONFIG ?= task1/configs/default.yaml
+#: task2 config of track2 / track12
+T2_CONFIG ?= task2/configs/transformer_dcn.yaml
+#: task2 config of `make demo` (CPU-sized)
+DEMO_T2_CONFIG ?= task2/configs/transformer_dcn_small.yaml
+#: the fixed baseline DIN of track1
+DIN_CONFIG ?= task2/configs/din_baseline.yaml
+#: auto | cpu | cuda | cuda:N for task1 build/evaluate and task2 train/predict (auto: the configs decide)
+DEVICE  ?= auto
+#: folder whose results.csv `make runs` and `make report` read
+RESULTS_ROOT ?= runs
+#: `mmctr sample` options, e.g. --size full
+SAMPLE_ARGS ?= --size small
+#: docker image tag
+IMAGE   ?= mmctr-kit:latest
+#: bench_task1 options of `make docs-tables`
+BENCH1_ARGS ?= --make-sample /tmp/mmctr-bench1 --items 800 --users 1600 --train 16000 --valid 2000 --image-size 96 --max-epochs 4
+#: bench_task2 options of `make docs-tables`
+BENCH2_ARGS ?= --data-dir $(DATA) --max-epochs 3
 OFFICIAL_ITEM_INFO = $(DATA)/MicroLens_1M_x1/item_info.parquet
-DEVICE_ARG = $(if $(strip $(DEVICE)),--device $(strip $(DEVICE)))
+DEVICE_ARG = $(if $(filter-out auto,$(strip $(DEVICE))),--device $(strip $(DEVICE)))
 
 .PHONY: help setup setup-runtime lock sample validate task1 task1-eval task2 submit track1 track2 track12 \
         demo runs report test bench bench-task1 bench-task2 docs-tables notebook lint-docker docker-build \
@@ -31,9 +47,8 @@ help:  ## list the targets and the variables (with their defaults)
 	@echo "targets:"
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 	@echo "variables (make TARGET VAR=value), default in brackets:"
-	@grep -E '^[A-Z0-9_]+ +\?=[^#]*## ' $(MAKEFILE_LIST) | \
-	  sed -E 's/^([A-Z0-9_]+) +\?= *([^#]*)## (.*)$$/\1\t\2\t\3/' | \
-	  awk -F'\t' '{printf "  %-15s %s [%s]\n", $$1, $$3, $$2}'
+	@awk '/^#: /{d = substr($$0, 4); next} d != "" && /^[A-Z0-9_]+ *\?=/{v = $$0; sub(/^[A-Z0-9_]+ *\?= */, "", v); \
+	  printf "  %-15s %s [%s]\n", $$1, d, v} {d = ""}' $(MAKEFILE_LIST)
 
 setup: setup-runtime $(VENV)/.installed-dev  ## the venv: runtime pins (requirements.lock) + test tools (requirements-dev.lock)
 setup-runtime: $(VENV)/.installed  ## the venv with the runtime pins only (what the Docker image holds)
