@@ -307,8 +307,9 @@ def _draw(fn, *args) -> Path | None:
     """A picture is a by-product: failing to draw one warns and keeps the run's exit status."""
     try:
         return fn(*args)
-    except (KitError, ImportError, OSError, ValueError) as exc:
-        _note(f"warning: no picture from {fn.__name__}({', '.join(map(str, args))}): {exc}")
+    except Exception as exc:  # noqa: BLE001 - any drawing failure: one warning line, the run stands
+        _note(f"warning: no picture from {fn.__name__}({', '.join(map(str, args))}): "
+              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         return None
 
 
