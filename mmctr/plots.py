@@ -211,7 +211,10 @@ def plot_results(runs_root, out=None, track: str | None = None, model: str | Non
 
     drawn = 0
     for r in rows:
-        hist = read_history(root / r["run_dir"]) if r["run_dir"] else []
+        try:
+            hist = read_history(root / r["run_dir"]) if r["run_dir"] else []
+        except KitError:  # one damaged history.jsonl costs its curve, not the whole report
+            hist = []
         pts = [(h["epoch"], h["valid_auc"]) for h in hist if _finite(h.get("valid_auc"))]
         if pts:
             ax2.plot(*zip(*pts), marker="o", ms=3, lw=1.2, color=colors[r["track"]], alpha=0.8)

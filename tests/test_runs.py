@@ -189,6 +189,9 @@ def test_pictures_are_pngs(tmp_path):
     R.append_result(tmp_path / "runs", **_row(run_dir="gone/run"))  # no history left: bar only
     report = plots.plot_results(tmp_path / "runs")
     assert report.read_bytes()[:8] == PNG_MAGIC
+    (run / "history.jsonl").write_text("{not json\n")  # a damaged history: that run's curve only
+    assert plots.plot_results(tmp_path / "runs", out=tmp_path / "r2.png").read_bytes()[:8] == PNG_MAGIC
+    assert R._draw(plots.plot_history, run) is None  # a warning line, no exception
     with pytest.raises(KitError, match="history.jsonl is missing or empty"):
         plots.plot_history(tmp_path / "runs")
 
