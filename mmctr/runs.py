@@ -269,6 +269,7 @@ def record_evaluate(report: dict, out, wall_s: float, runs_root=None) -> list[di
     runs = report.get("runs") or {}
     rows = []
     commit = git_commit()
+    engine = report.get("engine")  # task1 evaluate --engine kit|fuxictr, when the report says
     for name, run in runs.items():
         history = run.get("history") or []
         run_dir = out / f"din_{name}" if (out / f"din_{name}").is_dir() else out
@@ -280,7 +281,8 @@ def record_evaluate(report: dict, out, wall_s: float, runs_root=None) -> list[di
             seconds = sum(v for v in timings.values() if isinstance(v, (int, float))) or seconds
             config = manifest.get(CONFIG) or config
         rows.append(append_result(
-            root, kind="evaluate", track="task1", model="din", label=f"item_info={name}", git_commit=commit,
+            root, kind="evaluate", track="task1", model="din", git_commit=commit,
+            label=f"item_info={name}" + (f" engine={engine}" if engine not in (None, "kit") else ""),
             config_hash=config_hash(config), item_info_sha256=run.get("sha256"),
             epochs=run.get("epochs", len(history)), best_epoch=run.get("best_epoch"),
             best_valid_auc=run.get("best_valid_auc"),

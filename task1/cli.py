@@ -39,13 +39,12 @@ def build(data_dir, config, out, sets, cache_dir, no_cache, device, quiet):
         over.setdefault("runtime", {})["device"] = device
     cfg = load_config(config, over)
     m = run_build(data_dir, cfg, out, cache_dir=cache_dir, use_cache=not no_cache, progress=not quiet)
-    from mmctr import runs
-
-    runs.after_build(out)
     click.echo(json.dumps({"item_info": next(iter(m["outputs"])), "n_items": m["n_items"],
                            "missing_images": m["missing_images"], "timings": m["timings"],
                            "explained_variance": m["explained_variance"],
                            "fusion": m["parts"]["fusion"]}, indent=2))
+    from mmctr import runs
+    runs.after_build(out)  # <out>/item_info.report.png
 
 
 @main.command()
@@ -64,16 +63,15 @@ def build(data_dir, config, out, sets, cache_dir, no_cache, device, quiet):
 def evaluate(data_dir, item_info, out, baseline, with_random, sets, max_epochs, device, quiet):
     """Train the fixed baseline DIN on the new and the provided item_info; report validation AUCs."""
     from .evaluate import evaluate as run_evaluate
-
     from mmctr import runs
-
-    results = runs.runs_root_for(out)
+    results = runs.runs_root_for(out)  # runs/results.csv gets one row per DIN
     runs.check_results(results, data_dir)
     t0 = time.perf_counter()
+
     report = run_evaluate(data_dir, item_info, out, baseline=baseline, with_random=with_random,
                           sets=sets, max_epochs=max_epochs, device=device, quiet=quiet)
-    runs.after_evaluate(report, out, time.perf_counter() - t0, results)
     click.echo(json.dumps(report["summary"], indent=2))
+    runs.after_evaluate(report, out, time.perf_counter() - t0, results)
 
 
 def entry() -> None:
