@@ -1,55 +1,117 @@
-# mmctr-kit: `make demo` (set up + sample data + Task 1 & 2 + submission zip), `make test`.
+# mmctr-kit: `make demo` (set up + sample data + Task 1 & 2 + submission zip + summary), `make test`.
 # Point at the real data with DATA=/path/to/data (the folder holding MicroLens_1M_x1/).
+# `make help` lists the targets, and the variables below with their defaults.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
+#: interpreter that creates the venv (3.11 or newer)
+PYTHON  ?= python3
+#: the kit's virtual environment
 VENV    ?= .venv
+#: the venv's python
 PY      ?= $(VENV)/bin/python
+#: data root holding MicroLens_1M_x1/ (the generated sample by default)
 DATA    ?= data/sample
+#: task1 | task2 | task1_2: the rules checked and the score column written
 TRACK   ?= task1_2
+#: track folder: task1/, task2/, submission.zip
 RUNS    ?= runs/$(TRACK)
+#: task1 build config (a path or a name in task1/configs)
 T1_CONFIG ?= task1/configs/default.yaml
+#: task2 config of track2 / track12
 T2_CONFIG ?= task2/configs/transformer_dcn.yaml
+#: task2 config of `make demo` (CPU-sized)
 DEMO_T2_CONFIG ?= task2/configs/transformer_dcn_small.yaml
+#: the fixed baseline DIN of track1
 DIN_CONFIG ?= task2/configs/din_baseline.yaml
-OFFICIAL_ITEM_INFO = $(DATA)/MicroLens_1M_x1/item_info.parquet
-SAMPLE_ARGS ?=
+#: auto | cpu | cuda | cuda:N for task1 build/evaluate and task2 train/predict (auto: the configs decide)
+DEVICE  ?= auto
+#: folder whose results.csv `make runs` and `make report` read
+RESULTS_ROOT ?= runs
+#: `mmctr sample` options, e.g. --size full
+SAMPLE_ARGS ?= --size small
+#: docker image tag
 IMAGE   ?= mmctr-kit:latest
+#: bench_task1 options of `make docs-tables`
+BENCH1_ARGS ?= --make-sample /tmp/mmctr-bench1 --items 800 --users 1600 --train 16000 --valid 2000 --image-size 96 --max-epochs 4
+#: bench_task2 options of `make docs-tables`
+BENCH2_ARGS ?= --data-dir $(DATA) --max-epochs 3
+OFFICIAL_ITEM_INFO = $(DATA)/MicroLens_1M_x1/item_info.parquet
+DEVICE_ARG = $(if $(filter-out auto,$(strip $(DEVICE))),--device $(strip $(DEVICE)))
 
-.PHONY: help setup sample validate task1 task1-eval task2 submit track1 track2 track12 demo test \
-        bench bench-task1 bench-task2 notebook lint-docker docker-build docker-smoke clean
+.PHONY: help setup setup-runtime lock sample validate task1 task1-eval task2 submit track1 track2 track12 \
+        demo runs report test bench bench-task1 bench-task2 docs-tables notebook lint-docker docker-build \
+        docker-smoke clean
 
-help:  ## list the targets
+help:  ## list the targets and the variables (with their defaults)
+	@echo "targets:"
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@echo "variables (make TARGET VAR=value), default in brackets:"
+	@awk '/^#: /{d = substr($$0, 4); next} d != "" && /^[A-Z0-9_]+ *\?=/{v = $$0; sub(/^[A-Z0-9_]+ *\?= */, "", v); \
+	  printf "  %-15s %s [%s]\n", $$1, d, v} {d = ""}' $(MAKEFILE_LIST)
 
-setup: $(VENV)/.installed  ## create the venv with the pinned deps (requirements.lock)
+setup: setup-runtime $(VENV)/.installed-dev  ## the venv: runtime pins (requirements.lock) + test tools (requirements-dev.lock)
+setup-runtime: $(VENV)/.installed  ## the venv with the runtime pins only (what the Docker image holds)
 $(VENV)/.installed: requirements.lock pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	@test -x $(PY) || $(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else \
+	  "error: mmctr-kit needs Python >= 3.11; $(PYTHON) is " + sys.version.split()[0] + " (try PYTHON=python3.11)")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip "setuptools>=68"
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+$(VENV)/.installed-dev: requirements-dev.lock $(VENV)/.installed
+	$(PY) -m pip install -q -r requirements-dev.lock
+	touch $@
 
-$(DATA)/MicroLens_1M_x1/train.parquet: | setup
+# `make lock` re-resolves the pins with pip's own resolver, installing nothing:
+# requirements.in -> requirements.lock (runtime), requirements-dev.in -> requirements-dev.lock
+# (test tools only; it starts with `-r requirements.lock`). Pins already in requirements.lock are
+# kept (-c) unless UPGRADE=1. Markers resolve for the machine it runs on: run it on Linux
+# x86_64 with Python 3.11, the image's platform.
+LOCK_TMP := /tmp/mmctr-lock-$(shell echo $$PPID)
+LOCK_KEEP = $(if $(UPGRADE),,-c requirements.lock)
+define LOCK_PY
+import json, sys
+report, out, skip = sys.argv[1], sys.argv[2], sys.argv[3:]
+norm = lambda n: n.lower().replace("_", "-").replace(".", "-")
+drop = {norm(l.split("==")[0]) for f in skip for l in open(f) if "==" in l}
+pins = [(i["metadata"]["name"], i["metadata"]["version"]) for i in json.load(open(report))["install"]]
+body = "".join(f"{n}=={v}\n" for n, v in sorted(pins, key=lambda t: norm(t[0])) if norm(n) not in drop)
+head = f"# generated by `make lock` from {out[:-5]}.in; edit the .in file, not this one\n"
+open(out, "w").write(head + "".join(f"-r {f}\n" for f in skip) + body)
+endef
+export LOCK_PY
+lock:  ## regenerate requirements.lock + requirements-dev.lock from the .in files (UPGRADE=1: newest)
+	rm -rf $(LOCK_TMP) && mkdir -p $(LOCK_TMP)
+	$(PY) -m pip install --dry-run --ignore-installed -q --report $(LOCK_TMP)/runtime.json \
+	  -r requirements.in $(LOCK_KEEP)
+	$(PY) -c "$$LOCK_PY" $(LOCK_TMP)/runtime.json requirements.lock
+	$(PY) -m pip install --dry-run --ignore-installed -q --report $(LOCK_TMP)/dev.json \
+	  -r requirements-dev.in -c requirements.lock
+	$(PY) -c "$$LOCK_PY" $(LOCK_TMP)/dev.json requirements-dev.lock requirements.lock
+	rm -rf $(LOCK_TMP)
+
+$(DATA)/MicroLens_1M_x1/train.parquet: | setup-runtime
 	$(PY) -m mmctr sample --out $(DATA) $(SAMPLE_ARGS)
 
 sample: $(DATA)/MicroLens_1M_x1/train.parquet  ## write the MicroLens-shaped sample data (DATA=...)
 
-validate: setup  ## check DATA against the data contract
+validate: setup-runtime  ## check DATA against the data contract
 	$(PY) -m mmctr validate --data-dir $(DATA)
 
-task1: setup  ## Task 1: build item_info.parquet with new 128-D embeddings into $(RUNS)/task1
-	$(PY) -m task1 build --data-dir $(DATA) --config $(T1_CONFIG) --out $(RUNS)/task1
+task1: setup-runtime  ## Task 1: build item_info.parquet with new 128-D embeddings into $(RUNS)/task1
+	$(PY) -m task1 build --data-dir $(DATA) --config $(T1_CONFIG) --out $(RUNS)/task1 $(DEVICE_ARG)
 
-task1-eval: setup  ## fixed baseline DIN on the new item_info vs the provided one
-	$(PY) -m task1 evaluate --data-dir $(DATA) --item-info $(RUNS)/task1/item_info.parquet --out $(RUNS)/task1-eval
+task1-eval: setup-runtime  ## fixed baseline DIN on the new item_info vs the provided one
+	$(PY) -m task1 evaluate --data-dir $(DATA) --item-info $(RUNS)/task1/item_info.parquet --out $(RUNS)/task1-eval $(DEVICE_ARG)
 
-task2: setup  ## Task 2: train the CTR model on $(RUNS)/task1's item_info (or the provided one) and predict test
-	$(PY) -m task2 train --data-dir $(DATA) --config $(T2_CONFIG) --out $(RUNS)/task2 \
+task2: setup-runtime  ## Task 2: train the CTR model on $(RUNS)/task1's item_info (or the provided one) and predict test
+	$(PY) -m task2 train --data-dir $(DATA) --config $(T2_CONFIG) --out $(RUNS)/task2 $(DEVICE_ARG) \
 	  --item-info $$( [ -f $(RUNS)/task1/item_info.parquet ] && echo $(RUNS)/task1/item_info.parquet || echo $(OFFICIAL_ITEM_INFO) )
-	$(PY) -m task2 predict --run $(RUNS)/task2 --data-dir $(DATA) --track $(TRACK)
+	$(PY) -m task2 predict --run $(RUNS)/task2 --data-dir $(DATA) --track $(TRACK) $(DEVICE_ARG)
 
-submit: setup  ## check the rules for TRACK and pack $(RUNS)/submission.zip
+submit: setup-runtime  ## check the rules for TRACK and pack $(RUNS)/submission.zip
 	$(PY) -m submission check --track $(TRACK) --runs $(RUNS) --data-dir $(DATA)
 	$(PY) -m submission pack --track $(TRACK) --runs $(RUNS) --data-dir $(DATA) --out $(RUNS)/submission.zip
 
@@ -62,22 +124,39 @@ track2:  ## Task 2 only: provided embeddings + our CTR model
 track12:  ## Task 1 & 2: new embeddings + our CTR model
 	$(MAKE) task1 task2 submit TRACK=task1_2
 
-demo: sample  ## fresh machine: set up, make sample data, run Task 1 & 2, pack the zip
-	$(MAKE) track12 DATA=$(DATA) T2_CONFIG=$(DEMO_T2_CONFIG)
-	@echo "demo done: $(RUNS)/submission.zip"
+demo:  ## fresh machine: set up, sample data, Task 1 & 2, the zip, then a summary (AUCs, times, files)
+	@mkdir -p $(RUNS) && : > $(RUNS)/demo_steps.txt
+	@for step in setup-runtime sample task1 task2 submit; do \
+	  t0=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$step DATA=$(DATA) TRACK=task1_2 RUNS=$(RUNS) T2_CONFIG=$(DEMO_T2_CONFIG) \
+	    || exit $$?; \
+	  echo "$$step $$(( $$(date +%s) - t0 ))" >> $(RUNS)/demo_steps.txt; \
+	done
+	@$(PY) -m mmctr summary --runs $(RUNS) --data-dir $(DATA) --track task1_2 --zip $(RUNS)/submission.zip \
+	  --steps $(RUNS)/demo_steps.txt
 
-test: setup  ## run the test suite
+runs: setup-runtime  ## print $(RESULTS_ROOT)/results.csv: one row per train/evaluate/tune run, best per track first
+	$(PY) -m mmctr runs --runs-root $(RESULTS_ROOT)
+
+report: setup-runtime  ## draw every run of results.csv side by side into $(RESULTS_ROOT)/report.png
+	$(PY) -m mmctr report --runs-root $(RESULTS_ROOT)
+
+test: setup  ## run the test suite (needs the dev pins: pytest)
 	$(PY) -m pytest -q
 
-bench-task1: setup  ## task1 throughput (items/s, images/s) and AUC vs random/text-only
+bench-task1: setup-runtime  ## task1 throughput (items/s, images/s) and AUC vs random/text-only
 	$(PY) bench/bench_task1.py --data-dir $(DATA)
 
-bench-task2: setup  ## task2 samples/s and valid AUC vs the baseline DIN and the oracle
+bench-task2: setup-runtime  ## task2 samples/s and valid AUC vs the baseline DIN and the oracle
 	$(PY) bench/bench_task2.py --data-dir $(DATA)
 
 bench: bench-task1 bench-task2
 
-notebook: setup  ## export a self-contained notebook that runs TRACK end to end
+docs-tables: sample  ## rerun both benchmarks and rewrite the marked tables in docs/ (tens of minutes on CPU)
+	$(PY) docs/bench_tables.py task1 -- $(BENCH1_ARGS)
+	$(PY) docs/bench_tables.py task2 -- $(BENCH2_ARGS)
+
+notebook: setup-runtime  ## export a self-contained notebook that runs TRACK end to end
 	$(PY) -m submission notebook --track $(TRACK) --out $(RUNS)/mmctr_$(TRACK).ipynb
 
 lint-docker: setup  ## hadolint the Dockerfile

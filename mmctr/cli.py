@@ -1,4 +1,4 @@
-"""`python -m mmctr`: make sample data, validate a data directory."""
+"""`python -m mmctr`: make sample data, validate a data directory, compare runs."""
 from __future__ import annotations
 
 import contextlib
@@ -161,6 +161,56 @@ def validate(data_dir, no_images, decode_covers):
         click.echo(f"{len(problems)} problem(s) in {data_dir}", err=True)
         sys.exit(1)
     click.echo(f"ok: {data_dir} follows the data contract")
+
+
+@main.command("runs")
+@click.option("--runs-root", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="folder holding results.csv")
+@click.option("--track", help="only this track (task1 | task2 | task1_2)")
+@click.option("--model", help="only this model (din, transformer_dcn, ...)")
+@click.option("--csv", "as_csv", is_flag=True, help="print the rows as CSV instead of a table")
+def runs_table(runs_root, track, model, as_csv):
+    """Print results.csv, one row per train / evaluate / tune run, best per track first."""
+    from . import runs
+
+    rows = runs.read_results(runs_root, track=track, model=model)
+    if not rows:
+        raise KitError(f"{runs_root}/{runs.RESULTS_NAME} has no row"
+                       + (f" for track={track}" if track else "") + (f" model={model}" if model else ""))
+    if as_csv:
+        import csv
+
+        w = csv.DictWriter(sys.stdout, fieldnames=runs.COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(runs.ranked(rows))
+    else:
+        click.echo(runs.format_table(rows))
+
+
+@main.command()
+@click.option("--runs-root", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="default: RUNS_ROOT/report.png")
+@click.option("--track")
+@click.option("--model")
+def report(runs_root, out, track, model):
+    """Draw every run of results.csv side by side (best valid AUC, AUC per epoch) into a PNG."""
+    from .plots import plot_results
+
+    click.echo(f"ok: {plot_results(runs_root, out, track=track, model=model)}")
+
+
+@main.command()
+@click.option("--runs", "runs_dir", required=True, type=click.Path(file_okay=False),
+              help="a track folder (holds task1/ and task2/)")
+@click.option("--data-dir", required=True, type=click.Path())
+@click.option("--zip", "zip_path", type=click.Path(dir_okay=False), help="the packed submission zip")
+@click.option("--track", default="task1_2", show_default=True)
+@click.option("--steps", type=click.Path(dir_okay=False), help="'step seconds' lines (the Makefile writes them)")
+def summary(runs_dir, data_dir, zip_path, track, steps):
+    """Summarise a finished track: valid AUC, sample test AUC vs the oracles, times, files."""
+    from .runs import summary_block
+
+    click.echo(summary_block(runs_dir, data_dir, zip_path, track, steps))
 
 
 def entry() -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
@@ -42,6 +43,8 @@ def build(data_dir, config, out, sets, cache_dir, no_cache, device, quiet):
                            "missing_images": m["missing_images"], "timings": m["timings"],
                            "explained_variance": m["explained_variance"],
                            "fusion": m["parts"]["fusion"]}, indent=2))
+    from mmctr import runs
+    runs.after_build(out)  # <out>/item_info.report.png
 
 
 @main.command()
@@ -60,10 +63,15 @@ def build(data_dir, config, out, sets, cache_dir, no_cache, device, quiet):
 def evaluate(data_dir, item_info, out, baseline, with_random, sets, max_epochs, device, quiet):
     """Train the fixed baseline DIN on the new and the provided item_info; report validation AUCs."""
     from .evaluate import evaluate as run_evaluate
+    from mmctr import runs
+    results = runs.runs_root_for(out)  # runs/results.csv gets one row per DIN
+    runs.check_results(results, data_dir)
+    t0 = time.perf_counter()
 
     report = run_evaluate(data_dir, item_info, out, baseline=baseline, with_random=with_random,
                           sets=sets, max_epochs=max_epochs, device=device, quiet=quiet)
     click.echo(json.dumps(report["summary"], indent=2))
+    runs.after_evaluate(report, out, time.perf_counter() - t0, results)
 
 
 def entry() -> None:

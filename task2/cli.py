@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
@@ -27,6 +28,10 @@ def train(data_dir, config, item_info, out, sets, max_epochs, device, resume):
     """Train, validate every epoch, keep the best checkpoint, stop early."""
     from .config import load_config, parse_overrides
     from .train import train_model
+    from mmctr import runs
+    results = runs.runs_root_for(out)  # runs/results.csv gets this run's row
+    runs.check_results(results, data_dir)
+    t0 = time.perf_counter()
 
     overrides = parse_overrides(sets)
     if max_epochs is not None:
@@ -34,6 +39,8 @@ def train(data_dir, config, item_info, out, sets, max_epochs, device, resume):
     cfg = load_config(config, overrides)
     summary = train_model(cfg, data_dir, item_info, out, device=device, resume=resume)
     click.echo(json.dumps({k: summary[k] for k in ("best_valid_auc", "best_epoch", "params", "samples_per_s")}))
+    if runs.is_main_process():
+        runs.after_train(out, data_dir, item_info, time.perf_counter() - t0, results)
 
 
 @main.command()

@@ -1,0 +1,134 @@
+"""Rewrite the measured tables in docs/ from benchmark output, so no figure is typed by hand.
+
+    python docs/bench_tables.py task1 -- --make-sample /tmp/b1 --items 800 --max-epochs 4
+    python docs/bench_tables.py task2 -- --data-dir data/sample --max-epochs 3
+    python docs/bench_tables.py task1 --json runs/bench_task1/bench_task1.json   # render only
+
+The first form runs bench/bench_<task>.py with the arguments after `--`, then rewrites the
+block between `<!-- bench:<task> -->` and `<!-- /bench:<task> -->` in its page (task1 ->
+docs/task1.md, task2 -> docs/benchmarks.md), stamped with the date, the commit, the machine
+and the command. `make docs-tables` runs both.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = {"task1": ROOT / "docs" / "task1.md", "task2": ROOT / "docs" / "benchmarks.md"}
+LABELS = {"provided": "provided (the sample's own content embedding)", "random": "random 128-D",
+          "text_only": "task1 text only (PCA)", "content_pca": "task1 text + image + tags (PCA)",
+          "multimodal_pca": "task1 text + image + tags + behaviour (PCA)",
+          "multimodal_contrastive": "task1 default (contrastive fusion)"}
+
+
+def _git(*args) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _f(v, fmt="{:.4f}") -> str:
+    return "-" if v is None else fmt.format(v)
+
+
+def render_task1(rep: dict) -> list[str]:
+    t = rep.get("throughput") or {}
+    lines = ["| throughput | value |", "|---|---|",
+             f"| text (MiniLM, encode only) | {_f(t.get('text_items_per_s'), '{:,.1f}')} items/s |",
+             f"| text model load | {_f(t.get('text_load_s'), '{:.1f}')} s |",
+             f"| images (EfficientNet-Lite0, {t.get('image_size', '?')} px, 2 decode workers) | "
+             f"{_f(t.get('images_per_s'), '{:,.1f}')} images/s |", ""]
+    for name, b in (rep.get("builds") or {}).items():
+        f = b.get("fusion") or {}
+        if f.get("holdout_recall_at_10") is not None:
+            lines += [f"Contrastive fusion ({name}): held-out content -> behaviour recall@10 "
+                      f"{f['holdout_recall_at_10']:.3f} against {f.get('holdout_recall_at_10_chance', 0):.3f} chance.", ""]
+    auc = rep.get("auc") or {}
+    if auc:
+        lines += ["| item_info (fixed DIN) | valid AUC | best epoch | seconds |", "|---|---|---|---|"]
+        for name, a in auc.items():
+            lines.append(f"| {LABELS.get(name, name)} | {a['valid_auc']:.4f} | {a.get('best_epoch')} | "
+                         f"{_f(a.get('seconds'), '{:.0f}')} |")
+        if rep.get("oracle_valid_auc") is not None:
+            lines.append(f"| oracle (true click probability) | {rep['oracle_valid_auc']:.4f} | | |")
+    r2 = rep.get("latent_r2") or {}
+    if r2:
+        lines += ["", "| item_info | R² item latent | R² topic | R² style |", "|---|---|---|---|"]
+        lines += [f"| {LABELS.get(k, k)} | {v['item']:.3f} | {v['topic']:.3f} | {v['style']:.3f} |" for k, v in r2.items()]
+    return lines
+
+
+def render_task2(rep: dict) -> list[str]:
+    lines = [f"Oracle valid AUC {_f(rep.get('oracle_valid_auc'))}, sequence-only oracle "
+             f"{_f(rep.get('seq_oracle_valid_auc'))}.", "",
+             "| config | valid AUC | best epoch / epochs | samples/s | first epoch s | wall s | params |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rep.get("rows") or []:
+        lines.append(f"| {r['config']} | {r['valid_auc']:.4f} | {r['best_epoch']} / {r['epochs']} | "
+                     f"{r['samples_per_s']:,.0f} | {_f(r.get('first_epoch_s'), '{:.1f}')} | "
+                     f"{_f(r.get('wall_s'), '{:.0f}')} | {r['params']:,} |")
+    return lines
+
+
+def rewrite(page: Path, name: str, body: list[str]) -> None:
+    """Replace the marked block of `page` (which must already hold both markers)."""
+    text = page.read_text()
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        sys.exit(f"error: {page} has no block {begin} ... {end}")
+    new = begin + "\n" + "\n".join(body).rstrip() + "\n" + end
+    page.write_text(pattern.sub(lambda _: new, text, count=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 usage="%(prog)s {task1,task2} [--json FILE] [-- BENCH ARGS]")
+    ap.add_argument("task", choices=sorted(PAGES))
+    ap.add_argument("--json", help="render this bench output instead of running the bench")
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = ap.parse_args(argv[:cut])  # after `--`: the bench's own arguments
+    bench_args = argv[cut + 1:]
+    commit = _git("rev-parse", "--short", "HEAD") or os.environ.get("MMCTR_GIT_COMMIT", "unknown")
+    dirty = " (uncommitted changes)" if _git("status", "--porcelain", "--untracked-files=no") else ""
+    if args.json:
+        path = Path(args.json)
+        stamp = (f"Rendered from `{path.name}` (written {dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc):%Y-%m-%d %H:%M} UTC); "
+                 f"the commit it was measured at is not recorded in the file.")
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            cmd = [sys.executable, str(ROOT / "bench" / f"bench_{args.task}.py"), *bench_args]
+            cmd += ["--out", tmp] if args.task == "task1" else ["--json", str(Path(tmp) / "bench.json")]
+            subprocess.run(cmd, check=True, cwd=ROOT)
+            path = Path(tmp) / ("bench_task1.json" if args.task == "task1" else "bench.json")
+            rep = json.loads(path.read_text())
+        shown = " ".join(shlex.quote(a) for a in [f"bench/bench_{args.task}.py", *bench_args])
+        stamp = (f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC at commit {commit}{dirty}: "
+                 f"`python {shown}`.")
+        sys.path.insert(0, str(ROOT))
+        from mmctr.io import environment
+
+        env = environment()
+        stamp += (f" Machine: {env.get('platform')}, python {env.get('python')}, torch {env.get('torch')}, "
+                  f"{os.cpu_count()} CPU cores visible, GPU {env.get('cuda') or 'none'}.")
+    if args.json:
+        rep = json.loads(path.read_text())
+    body = [f"_Generated by `docs/bench_tables.py {args.task}`; do not edit by hand. {stamp}_", ""]
+    body += render_task1(rep) if args.task == "task1" else render_task2(rep)
+    rewrite(PAGES[args.task], args.task, body)
+    print(f"ok: {PAGES[args.task]} <- {args.task} bench")
+
+
+if __name__ == "__main__":
+    main()
