@@ -15,8 +15,9 @@ from mmctr.manifest import read_manifest
 from mmctr.paths import DataPaths
 from mmctr.tracks import get_track
 
+from .config import split_keys
 from .data import ItemTable, load_split
-from .models import create_model
+from .models import create_model, model_config_class
 from .train import BEST, MANIFEST, predict_split, resolve_device
 
 
@@ -42,8 +43,10 @@ def predict_run(run_dir, data_dir, track: str, out=None, device: str | None = No
         raise KitError(f"{run / BEST} missing: train first (`python -m task2 train --out {run}`)")
     column = get_track(track).column
     paths = DataPaths.resolve(data_dir)
-    cfg = {**manifest[M.CONFIG], **manifest.get(M.RUNTIME, {})}
-    dev = resolve_device(device or cfg.get("device", "auto"))
+    flat = {**manifest[M.CONFIG], **manifest.get(M.RUNTIME, {})}
+    flat.pop(M.CONFIG_SOURCE, None)
+    cfg = split_keys(flat, model_config_class(flat.get("model")), str(run / MANIFEST))
+    dev = resolve_device(device or cfg["device"])
     items = ItemTable.load(manifest[M.ITEM_INFO][M.PATH])
     if file_sha256(items.path) != manifest[M.ITEM_INFO][M.SHA256]:
         raise KitError(f"{items.path} changed since training (sha256 differs from {run / MANIFEST})")
@@ -54,7 +57,7 @@ def predict_run(run_dir, data_dir, track: str, out=None, device: str | None = No
     model = create_model(cfg, items.tags.to(dev), items.emb.to(dev)).to(dev)
     state = torch.load(run / BEST, map_location=dev, weights_only=False)
     model.load_state_dict(state["model"])
-    probs = predict_split(model, test, batch_size or cfg.get("eval_batch_size", 16384), dev, cfg.get("amp", True))
+    probs = predict_split(model, test, batch_size or cfg["eval_batch_size"], dev, cfg["amp"])
     out = Path(out) if out else run / C.SUBMISSION_FILE
     write_prediction(out, probs, column)
     manifest[M.PREDICTION] = {

@@ -113,7 +113,7 @@ def predict_split(model: torch.nn.Module, split: Split, batch_size: int, device:
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
-def regularization(model, cfg: dict) -> torch.Tensor | float:
+def regularization(model, cfg) -> torch.Tensor | float:
     """FuxiCTR 2.3.7 L2 terms, (lambda/2)*||w||^2: embedding_regularizer on embedding tables,
     net_regularizer on the other weight matrices."""
     emb_params = list(model.embedding_parameters())
@@ -132,7 +132,7 @@ def _save(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
-def train_model(cfg: dict, data_dir, item_info_path=None, out_dir="runs/task2", device=None,
+def train_model(cfg, data_dir, item_info_path=None, out_dir="runs/task2", device=None,
                 max_epochs: int | None = None, quiet: bool = False, resume: bool = False) -> dict:
     """Train cfg['model'] on train.parquet, select on valid AUC; return the run's summary.
 
@@ -143,7 +143,7 @@ def train_model(cfg: dict, data_dir, item_info_path=None, out_dir="runs/task2", 
     item_info_path = Path(item_info_path) if item_info_path else paths.require(C.ITEM_INFO)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.get("num_threads"):
+    if cfg["num_threads"]:
         torch.set_num_threads(cfg["num_threads"])
     dist = Dist(resolve_device(device or cfg["device"]))
     dev = dist.device
@@ -257,7 +257,7 @@ def train_model(cfg: dict, data_dir, item_info_path=None, out_dir="runs/task2", 
         info = str(item_info_path.resolve())
         best = {M.PATH: str((out / BEST).resolve()), M.SHA256: file_sha256(out / BEST)} if (out / BEST).is_file() else None
         write_manifest(out / MANIFEST, "task2", **{
-            M.CONFIG: model_config(cfg), M.RUNTIME: {k: cfg[k] for k in cfg if k not in model_config(cfg)},
+            M.CONFIG: model_config(cfg), M.RUNTIME: cfg.runtime.model_dump(),
             M.N_MODELS: 1, M.PRETRAINED: [], M.INPUTS: inputs, M.TIMINGS: timer.seconds,
             M.ITEM_INFO: {M.PATH: info, M.SHA256: inputs[info]}, M.CHECKPOINT: best},
             model=cfg["model"], data_dir=str(paths.root), device=str(dev), world_size=dist.world, **summary)

@@ -31,11 +31,11 @@ def test_config_errors(tmp_path):
         load_config("din_baseline", {"dnn_hiden_units": [1]})
     with pytest.raises(KitError, match="unknown model 'xgboost'"):
         load_config("din_baseline", {"model": "xgboost"})
-    with pytest.raises(KitError, match="'batch_size' must be a positive integer"):
+    with pytest.raises(KitError, match="'batch_size' = 0: Input should be greater than or equal to 1"):
         load_config("din_baseline", {"batch_size": 0})
     with pytest.raises(KitError, match="config 'nope' not found"):
         load_config("nope")
-    with pytest.raises(KitError, match="'net_regularizer' must be a non-negative number, got 'lots'"):
+    with pytest.raises(KitError, match="'net_regularizer' = 'lots': Input should be a valid number"):
         load_config("din_baseline", {"net_regularizer": "lots"})
     assert load_config("din_baseline", parse_overrides(["embedding_regularizer=1e-5"]))["embedding_regularizer"] == 1e-5
     bad = tmp_path / "bad.yaml"
