@@ -98,15 +98,19 @@ class ItemEncoder(nn.Module):
         parts += [emb(self.codes[ids, j]) for j, emb in enumerate(self.code_embs)]
         return torch.cat(parts, -1)
 
-    def encode(self, target: torch.Tensor, seq: torch.Tensor, proj: nn.Module | None = None):
+    def encode(self, target: torch.Tensor, seq: torch.Tensor, proj: nn.Module | None = None,
+               dedup: bool | None = None):
         """Embed targets (b,) and sequences (b, l). Returns (b, d) and (b, l, d).
 
         On the CPU each distinct item is embedded once (a batch holds far fewer distinct items
         than positions). On a GPU `torch.unique` would force a host sync per step (its output
         size is data-dependent), and embedding every position is cheap there, so no dedup.
+        `dedup` forces either path (both give the same result).
         """
         ids = torch.cat([target, seq.flatten()])
-        if ids.is_cuda:
+        if dedup is None:
+            dedup = not ids.is_cuda
+        if not dedup:
             vec = self(ids)
             if proj is not None:
                 vec = proj(vec)
@@ -132,9 +136,10 @@ class TargetAttention(nn.Module):
         self.score = mlp(4 * dim, hidden, dropout=dropout, out_dim=1)
         self.use_softmax = use_softmax
 
-    def forward(self, target: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, target: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor,
+                dense: bool | None = None) -> torch.Tensor:
         b, l, d = seq.shape
-        if seq.is_cuda:  # dense: nonzero() would sync the host every step
+        if seq.is_cuda if dense is None else dense:  # dense: nonzero() would sync the host every step
             q = target.unsqueeze(1).expand_as(seq)
             scores = self.score(torch.cat([q, seq, q - seq, q * seq], -1)).squeeze(-1) * mask
         else:
