@@ -10,16 +10,17 @@ import sys
 import click
 
 from mmctr.cli import run
-from mmctr.tracks import TRACKS
+from mmctr.tracks import TRACKS, get_track
 
 TRACK = click.option("--track", required=True, type=click.Choice(list(TRACKS)),
                      help="task1 (column Task1), task2 (Task2) or task1_2 (Task1&2)")
 RUNS = click.option("--runs", required=True, type=click.Path(), help="run directory (holds task1/ and task2/)")
 CODE = click.option("--code", "code_dirs", multiple=True, type=click.Path(),
-                    help="training/inference code to scan for tree libraries (repeatable; default: "
-                         "the repo's packages beside submission/)")
+                    help="more code to scan for tree libraries (repeatable); every git-tracked .py/.ipynb "
+                         "of the repo is scanned regardless, and the report records this option")
 TASK2_CODE = click.option("--task2-code", multiple=True, type=click.Path(),
-                          help="CTR model code, also scanned for pretrained models (default: the kit's task2/)")
+                          help="more CTR model code to scan for pretrained models too (repeatable; the kit's "
+                               "task2/ is scanned regardless)")
 DATA = click.option("--data-dir", required=True, type=click.Path(), help="organisers' data root")
 
 
@@ -34,13 +35,14 @@ def main() -> None:
 @DATA
 @CODE
 @TASK2_CODE
-@click.option("--din-config", type=click.Path(), help="the fixed DIN config (default: task2/configs/din_baseline.yaml)")
+@click.option("--din-config", type=click.Path(),
+              help="ignored (recorded as a warning): the fixed DIN's values are frozen in mmctr/tracks.py")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def check(track, runs, data_dir, code_dirs, task2_code, din_config, as_json):
     """Check the challenge rules on a run; exit 1 listing every broken rule."""
     from .rules import check as run_check
 
-    report = run_check(track, runs, data_dir, code_dirs=list(code_dirs) or None,
+    report = run_check(get_track(track), runs, data_dir, code_dirs=list(code_dirs) or None,
                        task2_code=list(task2_code) or None, din_config=din_config)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -57,20 +59,23 @@ def check(track, runs, data_dir, code_dirs, task2_code, din_config, as_json):
 @DATA
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="submission zip to write")
 @click.option("--prediction", type=click.Path(dir_okay=False),
-              help="prediction.csv to pack (default: RUNS/task2/prediction.csv)")
-@click.option("--no-check", is_flag=True, help="pack without re-checking the rules")
+              help="prediction.csv to pack; must be byte-identical to RUNS/task2/prediction.csv (the default)")
 @CODE
 @TASK2_CODE
-def pack(track, runs, data_dir, out, prediction, no_check, code_dirs, task2_code):
-    """Validate prediction.csv, write the zip and the reproducibility bundle."""
+def pack(track, runs, data_dir, out, prediction, code_dirs, task2_code):
+    """Check the rules, then write the zip (the checked prediction, rewritten canonically) and the
+    reproducibility bundle, both or neither."""
     from .pack import pack as run_pack
 
-    s = run_pack(track, runs, data_dir, out, prediction=prediction, run_check=not no_check,
+    s = run_pack(get_track(track), runs, data_dir, out, prediction=prediction,
                  code_dirs=list(code_dirs) or None, task2_code=list(task2_code) or None)
     b = s["repro_bundle"]
     click.echo(f"ok: {s['zip']} ({s['rows']} rows, column {s['column']}, sha256 {s['zip_sha256'][:12]})")
     click.echo(f"repro bundle: {b['path']} ({b['files']} files, git {(b['git']['commit'] or 'unknown')[:12]}"
                + (", uncommitted changes included" if b["git"]["dirty"] else "") + ")")
+    if b["left_out"]:
+        click.echo(f"left out of the bundle: " + ", ".join(f"{n} ({why})" for n, why in sorted(b["left_out"].items())),
+                   err=True)
 
 
 @main.command()
