@@ -34,7 +34,7 @@ class PredictionSummary:
 
 
 _ID = re.compile(r"0|[1-9][0-9]*")
-_SCORE = re.compile(r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|[0-9]+\.")
+_SCORE = re.compile(r"[-+]?(?:[0-9]*\.?[0-9]+|[0-9]+\.)(?:[eE][-+]?[0-9]+)?")
 SCORE_FORMAT = "%.8f"  # the canonical file's probabilities (FuxiCTR-level precision, 10 bytes a row)
 
 

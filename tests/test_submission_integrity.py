@@ -65,8 +65,12 @@ def _predict(model, data: Path, n_items: int) -> np.ndarray:
     return predict_split(model, test, 4096, torch.device("cpu"), False)
 
 
-def make_run(root: Path, data: Path, track: str, state_hook=None) -> Path:
-    """A run directory as `task1 build` + `task2 train` + `task2 predict` write it."""
+def make_run(root: Path, data: Path, track: str, state_hook=None, config=None, models=None) -> Path:
+    """A run directory as `task1 build` + `task2 train` + `task2 predict` write it.
+
+    config: the task2 manifest's config (default: the fixed DIN's); models: task1's declared
+    pretrained weights ([{"name", "source", "path", "sha256"}]).
+    """
     from task2.checkpoint import save_checkpoint
     from task2.data import ItemTable
     from task2.models import create_model
@@ -85,7 +89,8 @@ def make_run(root: Path, data: Path, track: str, state_hook=None) -> Path:
         new[0] = 0
         write_item_info(lay.item_info, tags, new)
         write_manifest(lay.task1_manifest, "task1", config={"text_encoder": "none", "dim": C.EMB_DIM},
-                       inputs={C.ITEM_FEATURE.relpath: file_sha256(paths.table(C.ITEM_FEATURE))}, models=[],
+                       inputs={C.ITEM_FEATURE.relpath: file_sha256(paths.table(C.ITEM_FEATURE)),
+                               **{m["path"]: m["sha256"] for m in models or ()}}, models=models or [],
                        timings={"encode": 1.0}, outputs={L.TASK1_ITEM_INFO: file_sha256(lay.item_info)})
         item_info, info_entry = lay.item_info, {"path": f"../{L.TASK1_DIR}/{L.TASK1_ITEM_INFO}", "root": "run"}
     else:
@@ -98,21 +103,22 @@ def make_run(root: Path, data: Path, track: str, state_hook=None) -> Path:
     if state_hook:
         state_hook(state, model)
     ck_sha = save_checkpoint(run2 / "best.pt", state)
-    write_prediction(lay.prediction, _predict(model, data, items.n_items), t.column)
+    probs = _predict(model, data, items.n_items)
+    write_prediction(lay.prediction, probs, t.column)
     info_sha = file_sha256(item_info)
     data_files = {C.TRAIN.relpath: file_sha256(paths.table(C.TRAIN)),
                   C.VALID.relpath: file_sha256(paths.table(C.VALID))}
     if not t.new_embeddings:
         data_files[C.ITEM_INFO.relpath] = info_sha
     fixed = fixed_din_config()
-    config = {"model": "din", **fixed["net"], **fixed["train"]}
+    config = config if config is not None else {"model": "din", **fixed["net"], **fixed["train"]}
     test = paths.table(C.TEST)
     write_manifest(
         lay.task2_manifest, "task2", config=config, runtime={"device": "cpu", "max_epochs": 1},
         n_models=1, pretrained=[], inputs={**data_files, info_entry["path"]: info_sha}, data_files=data_files,
         item_info={**info_entry, "sha256": info_sha}, best_epoch=1, best_valid_auc=0.6, history=[],
         checkpoint={"path": "best.pt", "sha256": ck_sha},
-        prediction={"path": C.SUBMISSION_FILE, "sha256": file_sha256(lay.prediction), "rows": 400,
+        prediction={"path": C.SUBMISSION_FILE, "sha256": file_sha256(lay.prediction), "rows": len(probs),
                     "column": t.column, "track": t.name, "test_path": C.TEST.relpath,
                     "test_sha256": file_sha256(test), "checkpoint_epoch": 1,
                     "checkpoints_loaded": [{"path": "best.pt", "sha256": ck_sha}], "checkpoints_used": 1})
