@@ -111,6 +111,35 @@ def score(zip_path, data_dir, track):
     click.echo(f"AUC {run_score(zip_path, labels, track):.6f}")
 
 
+@main.command()
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@DATA
+@click.option("--track", type=click.Choice(list(TRACKS)), help="the bundle's track (default: from run/submission.json)")
+@click.option("--tol", type=float, default=None, help="max |new - shipped| allowed (default 1e-3)")
+@click.option("--timeout", type=float, default=None, help="seconds allowed for run.sh")
+def reproduce(bundle, data_dir, track, tol, timeout):
+    """Re-run a repro bundle in a temp dir; exit 1 when its prediction differs beyond --tol."""
+    import zipfile
+
+    from mmctr.errors import KitError
+
+    from .reproduce import REPRODUCE_TOL, reproduce as run_reproduce
+
+    if track is None:
+        try:
+            with zipfile.ZipFile(bundle) as zf:
+                track = json.loads(zf.read("run/submission.json"))["track"]
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+            raise KitError(f"{bundle}: cannot read run/submission.json for the track ({exc}); pass --track") from None
+    res = run_reproduce(bundle, data_dir, get_track(track), tol=REPRODUCE_TOL if tol is None else tol,
+                        timeout=timeout)
+    click.echo(f"{'ok' if res['ok'] else 'FAIL'}: {res['rows']} rows, max |diff| {res['max_abs_diff']:.3g} "
+               f"(tol {res['tol']:g}), mean |diff| {res['mean_abs_diff']:.3g}, Spearman {res['spearman']:.6f}, "
+               f"AUC vs shipped ranking {res['auc_vs_shipped_ranking']:.6f}")
+    if not res["ok"]:
+        sys.exit(1)
+
+
 def entry() -> None:
     """Console-script entry point (mmctr-submission)."""
     run(main)

@@ -190,6 +190,7 @@ def _reproduce_md(track, test_sha, git, configs, summary, t1, t2, left_out) -> s
     lines += ["", "## Contents", "",
               "- `code/`: the kit's code as packed (git-tracked files only; no symlinks, no secret-like names)",
               "- `run/`: the run manifests, the exact configs (`run/configs/`), the rule-check report, "
+              "the packed `prediction.csv`, "
               "`pip-freeze.txt` of the packing environment",
               "- `requirements.lock`, `environment.yml`: the pinned environment "
               "(`pip install -r requirements.lock && pip install --no-deps -e code/`)",
@@ -201,7 +202,7 @@ def _reproduce_md(track, test_sha, git, configs, summary, t1, t2, left_out) -> s
 
 
 def write_bundle(out: Path, track, runs: Path, data_root: Path, summary: dict, report: dict,
-                 rel: Relative) -> dict:
+                 rel: Relative, canonical: bytes) -> dict:
     """Write the reproducibility bundle to `out` (a staging path); return what went in."""
     t = get_track(track)
     run = L.RunLayout.of(runs)
@@ -242,6 +243,7 @@ def write_bundle(out: Path, track, runs: Path, data_root: Path, summary: dict, r
             runtime = t2.get(L.RUNTIME) if isinstance(t2.get(L.RUNTIME), dict) else {}
             full = {**t2[M.CONFIG], **runtime}  # task2 keeps speed/budget keys apart
             add(configs[var], _yaml(rel.doc({k: v for k, v in full.items() if k != L.CONFIG_SOURCE})))
+        add("run/prediction.csv", canonical)  # what submission.zip holds (for `submission reproduce`)
         add_json("run/check_report.json", report)
         add_json("run/left_out.json", left_out)
         freeze = _pip_freeze()
@@ -349,7 +351,7 @@ def pack(track, runs, data_dir, out, prediction=None, code_dirs=None, task2_code
                    "zip_sha256": file_sha256(tmp_zip), "prediction": str(src), "prediction_sha256": raw_sha,
                    "canonical_sha256": hashlib.sha256(canonical).hexdigest(),
                    "score_min": ps.min, "score_max": ps.max, "score_mean": ps.mean}
-        info = write_bundle(tmp_bundle, t, runs, paths.root, summary, rep.to_dict(), rel)
+        info = write_bundle(tmp_bundle, t, runs, paths.root, summary, rep.to_dict(), rel, canonical)
         for tmp in (tmp_zip, tmp_bundle):
             os.chmod(tmp, 0o644)
         replace_together([(tmp_bundle, bundle), (tmp_zip, out)])
