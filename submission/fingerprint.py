@@ -15,7 +15,8 @@ import numpy as np
 
 from mmctr.tracks import fixed_din_config
 
-RESCORE_ROWS = 2000  # test rows re-scored with the checkpoint (deterministic sample)
+RESCORE_ROWS = 2000  # test rows re-scored with the checkpoint (a fresh random sample per check:
+# a fixed sample would tell a participant which rows may be edited unnoticed; the seed is reported)
 RESCORE_TOL = 1e-4  # max |diff| allowed: prediction.csv keeps 8 decimals; fp32 CPU/GPU noise ~1e-6
 RESCORE_TOL_AMP = 2e-2  # when predict ran under bf16 autocast on CUDA (bf16 keeps ~3 digits)
 
@@ -55,8 +56,8 @@ def build_fixed_din(items, net_dropout: float = 0.1):
                         derive=False)
 
 
-def rescore(state: dict, items, test_path, rows: int = RESCORE_ROWS) -> tuple:
-    """(row indices, probabilities) of a deterministic sample of test rows, from a checkpoint."""
+def rescore(state: dict, items, test_path, seed: int, rows: int = RESCORE_ROWS) -> tuple:
+    """(row indices, probabilities) of a sample of test rows (fixed by `seed`), from a checkpoint."""
     import torch
 
     from task2.data import load_split
@@ -67,7 +68,7 @@ def rescore(state: dict, items, test_path, rows: int = RESCORE_ROWS) -> tuple:
     model.load_state_dict(state["model"])
     test = load_split(test_path, state["model_args"]["max_len"], items.n_items, need_label=False)
     n = len(test)
-    idx = np.sort(np.random.default_rng(20242025).choice(n, size=min(rows, n), replace=False))
+    idx = np.sort(np.random.default_rng(seed).choice(n, size=min(rows, n), replace=False))
     t = torch.from_numpy(idx)
     sub = dataclasses.replace(test, seq=test.seq[t], item=test.item[t], likes=test.likes[t],
                               views=test.views[t], label=None, lengths=test.lengths[t])

@@ -8,6 +8,7 @@ Violation(rule, where, reason); the report lists them all rather than stopping a
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class Report:
     checked: list = field(default_factory=list)
     violations: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    rescored: dict = field(default_factory=dict)  # {"rows", "seed", "max_abs_diff", "tol"}
 
     @property
     def ok(self) -> bool:
@@ -83,12 +85,16 @@ class Report:
         return {"track": self.track, "runs": self.runs, "data_dir": self.data_dir, "ok": self.ok,
                 "checked": self.checked, "broken": self.broken,
                 "violations": [asdict(v) for v in self.violations],
-                "warnings": [asdict(v) for v in self.warnings]}
+                "warnings": [asdict(v) for v in self.warnings], "rescored": self.rescored}
 
     def lines(self) -> list:
         out = [f"check track {self.track}: runs {self.runs}, data {self.data_dir}"]
         out += [f"FAIL {v}" for v in self.violations]
         out += [f"warn {w}" for w in self.warnings]
+        if self.rescored:
+            rs = self.rescored
+            out.append(f"info re-scored {rs['rows']} test rows with the checkpoint (seed {rs['seed']}): "
+                       f"max |diff| {rs['max_abs_diff']:.2e} (tol {rs['tol']:g})")
         passed = [r for r in self.checked if r not in self.broken]
         if passed:
             out.append(f"pass {', '.join(passed)}")
@@ -637,8 +643,9 @@ def _check_rescored(ctx: _Ctx, t2: dict, scores, where: str) -> None:
     if state is None:
         ctx.report.warn("provenance", where, f"not re-scored with the checkpoint: {why}")
         return
+    seed = secrets.randbits(31)
     try:
-        idx, probs = rescore(state, items, ctx.paths.table(C.TEST))
+        idx, probs = rescore(state, items, ctx.paths.table(C.TEST), seed)
     except (KitError, RuntimeError, KeyError, ValueError) as exc:
         ctx.report.add("provenance", where, f"the checkpoint cannot re-score test rows: "
                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
@@ -647,9 +654,11 @@ def _check_rescored(ctx: _Ctx, t2: dict, scores, where: str) -> None:
     amp_cuda = bool(runtime.get("amp", False)) and "cuda" in str(t2.get("device", runtime.get("device", "")))
     tol = RESCORE_TOL_AMP if amp_cuda else RESCORE_TOL
     diff = np.abs(probs - scores[idx])
+    ctx.report.rescored = {"rows": int(len(idx)), "seed": seed, "max_abs_diff": float(diff.max(initial=0.0)),
+                           "tol": tol}
     if diff.size and diff.max() > tol:
         i = int(idx[int(diff.argmax())])
         ctx.report.add("provenance", where,
                        f"re-scored {len(idx)} test rows with the checkpoint: row {i} is {scores[i]:.6f} in "
                        f"the file, {probs[int(diff.argmax())]:.6f} from the model (max |diff| {diff.max():.2e} > "
-                       f"{tol:g}): the prediction is not the checkpoint's")
+                       f"{tol:g}, sample seed {seed}): the prediction is not the checkpoint's")

@@ -222,6 +222,19 @@ class _Visitor(ast.NodeVisitor):
     def visit_Call(self, node):
         name = _dotted(node.func) or ""
         last = name.rsplit(".", 1)[-1] if name else getattr(node.func, "attr", "")
+        # getattr(importlib, "import_module")(...), getattr(builtins, "exec")(...)
+        if isinstance(node.func, ast.Call) and _dotted(node.func.func) == "getattr" and len(node.func.args) >= 2:
+            got = self.names.values(node.func.args[1])
+            if got is None or set(got) & {"__import__", "import_module", "run_module", "exec", "eval"}:
+                if node.args:
+                    self._dynamic(node, node.args[0], "getattr()-calls", as_code=bool(got and set(got) & {"exec", "eval"}))
+                else:
+                    self.hits.append(Hit("tree", self.file, node.lineno + self.off,
+                                         "calls a function fetched by getattr() that the check cannot resolve"))
+        if name.split(".")[0] in ("subprocess", "os") and last in _SHELL_CALLS:
+            self._shell(node)
+        if name in ("builtins.exec", "builtins.eval", "__builtins__.exec", "__builtins__.eval") and node.args:
+            self._dynamic(node, node.args[0], f"{last}()s", as_code=True)
         # __import__("xgboost"), importlib.import_module("light" + "gbm"), __import__(name)
         if last in ("__import__", "import_module", "run_module") and node.args:
             self._dynamic(node, node.args[0], "dynamically imports", as_code=False)
@@ -249,6 +262,21 @@ class _Visitor(ast.NodeVisitor):
                                          f"calls {name or last}(weights={shown}) (pretrained weights)"))
         self.generic_visit(node)
 
+    def _shell(self, node) -> None:
+        """subprocess.run([..., "-c", "import xgboost"]), os.system("pip install lightgbm")."""
+        texts = []
+        for a in list(node.args) + [k.value for k in node.keywords]:
+            elts = a.elts if isinstance(a, (ast.List, ast.Tuple)) else [a]
+            texts += [v for e in elts for v in (self.names.values(e) or [])]
+        for text in texts:
+            words = set(re.findall(r"[A-Za-z0-9_.-]+", text.lower()))
+            banned = sorted({m for m in TREE_MODULES + TREE_PACKAGES if m.split(".")[0] in words and "." not in m}
+                            | {m for m in TREE_MODULES if m in words})
+            if banned:
+                self.hits.append(Hit("tree", self.file, node.lineno + self.off,
+                                     f"runs a command naming {banned[0]} (tree/boosting library)"))
+                return
+
     def _dynamic(self, node, arg, how: str, as_code: bool) -> None:
         values = self.names.values(arg)
         line = node.lineno + self.off
@@ -267,6 +295,8 @@ class _Visitor(ast.NodeVisitor):
                 self._module(v, node, how)
 
 
+_SHELL_CALLS = ("run", "call", "check_call", "check_output", "Popen", "getoutput", "getstatusoutput",
+                "system", "popen", "execv", "execvp", "execl", "execlp", "spawnv", "spawnl")
 _PIP_LINE = re.compile(r"^\s*[!%]+\s*(?:python\s+-m\s+)?pip3?\s+install\b(.*)$")
 
 
@@ -328,20 +358,22 @@ def scan_file(path, pretrained: bool, display: str | None = None) -> list:
 
 
 def tracked_sources(repo) -> tuple:
-    """(git-tracked .py/.ipynb paths relative to `repo`, the symlinks among them, not followed).
+    """(git-tracked and untracked-not-ignored .py/.ipynb paths relative to `repo`, the symlinks
+    among them, not followed).
 
     Outside a git checkout (a copied kit, the Docker image) every such file under `repo` is
     taken, venvs and caches aside.
     """
     repo = Path(repo)
-    try:
-        res = subprocess.run(["git", "ls-files", "-z", "--cached"], cwd=repo, capture_output=True, timeout=60)
+    try:  # untracked files that git does not ignore are scanned too (a scan never hurts)
+        res = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                             capture_output=True, timeout=60)
         names = [n for n in res.stdout.decode("utf-8", "replace").split("\0") if n] if res.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         names = None
     if names is None:
         names = [str(p.relative_to(repo)) for p in iter_sources(repo)]
-    names = sorted(n for n in names if n.endswith(SCAN_SUFFIXES))
+    names = sorted(set(n for n in names if n.endswith(SCAN_SUFFIXES)))
     links = [n for n in names if (repo / n).is_symlink()]
     return [n for n in names if n not in links and (repo / n).is_file()], links
 

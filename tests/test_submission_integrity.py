@@ -584,3 +584,37 @@ def test_prediction_edited_and_restamped_is_caught_by_rescoring(run12, data, cle
     report = run_check(run12, data, "task1_2", clean_code)
     assert "provenance" in report.broken, report.lines()
     assert any("re-scored" in v.reason for v in report.violations)
+
+
+@pytest.mark.parametrize("source", [
+    "import importlib\nm = getattr(importlib, 'import_module')('xgboost')\n",
+    "import builtins\nbuiltins.exec('import lightgbm')\n",
+    "import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'import xgboost; print(1)'])\n",
+    "import os\nos.system('pip install catboost')\n",
+])
+def test_more_evasions_are_flagged(run12, data, clean_code, source):
+    (clean_code / "sneaky2.py").write_text(source)
+    assert "no-trees" in run_check(run12, data, "task1_2", clean_code).broken
+
+
+def test_untracked_file_beside_tracked_code_is_scanned(run12, data, clean_code, tmp_path, monkeypatch):
+    import submission.rules as rules_mod
+
+    repo = _tracked_repo(tmp_path)
+    (repo / "helper_untracked.py").write_text("import xgboost\n")  # not added: imported by tracked code
+    monkeypatch.setattr(rules_mod, "REPO_ROOT", repo)
+    report = check("task1_2", run12, data)
+    assert any(v.where.startswith("helper_untracked.py") for v in report.violations), report.lines()
+
+
+def test_tokenizer_code_is_packed_but_token_files_are_not(tmp_path):
+    from submission.pack import code_files
+
+    repo = tmp_path / "r"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (repo / "tokenizer.py").write_text("x = 1\n")
+    (repo / "token.txt").write_text("t")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    kept, left_out = code_files(repo)
+    assert kept == ["tokenizer.py"] and list(left_out) == ["token.txt"]
