@@ -25,7 +25,6 @@ from .scan import iter_sources, scan_file, tracked_sources
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TASK2_CODE = "task2"  # the kit's CTR model code (repo-relative): also scanned for pretrained models
 CHECKPOINTS_LOADED = "checkpoints_loaded"  # task2 predict: [{"path", "sha256"}] what it loaded
-DATA_FILES = "data_files"  # task2 train: {path relative to the data root: sha256}
 # Config keys that would mean more than one model or averaged predictions.
 ENSEMBLE_KEYS = ("ensemble", "n_ensemble", "ensemble_size", "num_models", "n_models", "n_seeds",
                  "snapshot_ensemble", "average_checkpoints", "avg_checkpoints", "bagging", "swa")

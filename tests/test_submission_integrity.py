@@ -618,3 +618,17 @@ def test_tokenizer_code_is_packed_but_token_files_are_not(tmp_path):
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
     kept, left_out = code_files(repo)
     assert kept == ["tokenizer.py"] and list(left_out) == ["token.txt"]
+
+
+# ------------------------------------------------------------------ track -> configs, declared in Python
+
+def test_track_configs_do_not_depend_on_the_makefile(tmp_path, monkeypatch):
+    """pipeline used to parse the Makefile, falling back to a config that does not exist."""
+    from submission import pipeline as P
+
+    monkeypatch.setattr(P, "REPO_ROOT", tmp_path)  # no Makefile here
+    for name, t in TRACKS.items():
+        cfg = P.config_vars(name)
+        assert (REPO / cfg["T2_CONFIG"]).is_file() and (REPO / cfg["T1_CONFIG"]).is_file(), cfg
+        assert P.make_target(t) == t.make_target
+    assert P.config_vars("task1")["T2_CONFIG"] == "task2/configs/din_baseline.yaml"
