@@ -15,6 +15,7 @@ from pathlib import Path
 from mmctr import contract as C
 from mmctr.errors import KitError
 from mmctr.io import atomic_path
+from mmctr.paths import refuse_data_write
 from mmctr.tracks import get_track
 
 from . import layout as L
@@ -154,6 +155,7 @@ def write(track: str, out, data: str = "data/sample", embed: bool = True) -> Pat
     out = Path(out).expanduser()
     if out.suffix != ".ipynb":
         raise KitError(f"--out must end in .ipynb, got {out}")
+    refuse_data_write(out, data if Path(data).expanduser().is_dir() else None, "--out")
     nb = build(track, data=data, embed=embed)
     with atomic_path(out) as tmp:
         nbformat.write(nb, str(tmp))

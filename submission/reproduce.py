@@ -8,6 +8,9 @@ Agreement: max |new - shipped| <= tol (default REPRODUCE_TOL = 1e-3: CPU float s
 order and thread counts move probabilities by ~1e-6..1e-4; bf16 autocast on CUDA by more, pass
 a larger --tol when the original run used a GPU). Also reported: the Spearman correlation, and
 the AUC of the new scores against "shipped score above its median" (1.0 = same ranking).
+
+It runs the bundle's own code (that is the point): do it where you would run the participant's
+code. Entries that would land outside the temp dir, and symlink entries, are refused.
 """
 from __future__ import annotations
 

@@ -632,3 +632,9 @@ def test_track_configs_do_not_depend_on_the_makefile(tmp_path, monkeypatch):
         assert (REPO / cfg["T2_CONFIG"]).is_file() and (REPO / cfg["T1_CONFIG"]).is_file(), cfg
         assert P.make_target(t) == t.make_target
     assert P.config_vars("task1")["T2_CONFIG"] == "task2/configs/din_baseline.yaml"
+
+
+def test_notebook_refuses_an_output_inside_the_data_dir(data, monkeypatch, capsys):
+    out = DataPaths.resolve(data).ctr_dir / "track.ipynb"
+    code, _, err = cli(monkeypatch, capsys, "notebook", "--track", "task1", "--out", out, "--data", data)
+    assert code == 2 and "inside the data directory" in err and not out.exists()
