@@ -22,18 +22,16 @@ import yaml
 from mmctr import contract as C
 from mmctr.io import file_sha256
 from mmctr.item_info import read_item_info, write_item_info
-from mmctr.manifest import hash_inputs, read_manifest, write_manifest
+from mmctr.manifest import read_manifest
 from mmctr.metrics import roc_auc
 from mmctr.paths import DataPaths
 from mmctr.sample import SampleConfig, generate, read_truth
-from mmctr.tracks import TASK1_TUNABLE, TRACKS, get_track
+from mmctr.tracks import TASK1_TUNABLE, TRACKS, fixed_din_config, get_track
 from submission import layout as L
 from submission.cli import entry
 from submission.prediction import score
 from submission.rules import RULES, check
-from test_submission_integrity import make_run as _make_run
-
-from mmctr.tracks import fixed_din_config
+from test_submission_integrity import make_run as _make_run  # tests/ is on sys.path under pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
