@@ -93,3 +93,34 @@ def test_bundle_symlink_entry_refused(tmp_path):
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(KitError, match="symlink"):
         safe_extract(z, tmp_path / "x")
+
+
+def test_real_task1_track_run_passes_check(tmp_path, tiny_data):
+    """No false alarm on what task2 really writes: the fixed DIN (din_baseline, 1 epoch) trained on a
+    new item_info, predicted, then checked under the Task-1 track (architecture, re-scoring...)."""
+    from mmctr import contract as C
+    from mmctr.io import file_sha256
+    from mmctr.item_info import read_item_info, write_item_info
+    from mmctr.manifest import write_manifest
+    from mmctr.paths import DataPaths
+    from submission import layout as L
+    from submission.rules import check
+    from task2.config import load_config
+    from task2.predict import predict_run
+    from task2.train import train_model
+
+    paths = DataPaths.resolve(tiny_data)
+    runs = L.RunLayout.of(tmp_path / "runs" / "task1")
+    tags, emb = read_item_info(paths.table(C.ITEM_INFO))
+    new = np.random.default_rng(0).normal(size=emb.shape).astype(np.float32)
+    new[0] = 0
+    write_item_info(runs.item_info, tags, new)
+    write_manifest(runs.task1_manifest, "task1", config={"dim": 128}, models=[], timings={},
+                   inputs={C.ITEM_FEATURE.relpath: file_sha256(paths.table(C.ITEM_FEATURE))},
+                   outputs={L.TASK1_ITEM_INFO: file_sha256(runs.item_info)})
+    cfg = load_config("din_baseline", {"device": "cpu", "amp": False, "max_epochs": 1, "num_threads": 1})
+    train_model(cfg, tiny_data, runs.item_info, out_dir=runs.runs / "task2", device="cpu", quiet=True)
+    predict_run(runs.runs / "task2", tiny_data, "task1")
+    report = check("task1", runs.runs, tiny_data)
+    assert report.ok, report.lines()
+    assert report.rescored["max_abs_diff"] < 1e-6 and report.rescored["rows"] == 900
