@@ -32,9 +32,10 @@ TASK2_MANIFEST = "manifest.json"
 N_MODELS = "n_models"
 ITEM_INFO = "item_info"  # {"path", "sha256"}: the item_info task2 trained on
 PRETRAINED = "pretrained"  # [] pretrained weights used by the CTR model (must stay empty)
-CHECKPOINT = "checkpoint"  # {"path", "sha256"}
-PREDICTION = "prediction"  # {"path", "sha256", "rows", "column", "track", "test_path", "test_sha256",
-#                             "checkpoints_used"}
+CHECKPOINT = "checkpoint"  # {"path" (relative to the run dir, e.g. "best.pt"), "sha256"}
+PREDICTION = "prediction"  # the run's own RUN/prediction.csv: {"path", "sha256", "rows", "column", "track",
+#   "test_path", "test_sha256", "checkpoints_loaded": [{"path", "sha256"}] (what predict actually
+#   loaded), "checkpoints_used" (= len(checkpoints_loaded))}; other --out files go to "side_predictions"
 CHECKPOINTS_USED = "checkpoints_used"
 RUNTIME = "runtime"  # runtime-only config keys (device, epochs budget...), kept apart from "config"
 CONFIG_SOURCE = "config_source"  # task2 config's own bookkeeping key, not a hyperparameter

@@ -1,6 +1,7 @@
 """Resolve a user's --data-dir to the files of the organisers' layout."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,21 +58,46 @@ class DataPaths:
         raise KitError(f"missing cover images folder: {d} (one {{item_id}}.jpg per item)")
 
 
+def data_locations(data_dir) -> tuple:
+    """Where the data's bytes live: the data root (as given and resolved) and the resolved target
+    of every symlink in it and in its MicroLens_1M_x1/ (a data dir made of links into a store)."""
+    root = Path(data_dir).expanduser()
+    try:
+        root = DataPaths.resolve(root).root
+    except KitError:
+        pass
+    locs = {Path(os.path.abspath(root)), root.resolve()}
+    for folder in (root, root / C.CTR_DIR):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for e in entries:
+            if e.is_symlink():
+                locs.add(Path(e.path).resolve())
+    return tuple(sorted(locs))
+
+
+def is_inside(path, locations) -> bool:
+    """Whether `path` (as written, or with its symlinks followed) lies in one of `locations`."""
+    p = Path(path).expanduser()
+    for candidate in (Path(os.path.abspath(p)), p.resolve()):
+        if any(candidate == loc or loc in candidate.parents for loc in locations):
+            return True
+    return False
+
+
 def refuse_data_write(out, data_dir, what: str = "--out") -> None:
     """The organisers' data is read-only to every command: refuse an output inside it.
 
-    Compares resolved paths (symlinks followed), so a link into the data dir is caught too.
+    Compares the path as written and with symlinks followed, against the data root and the
+    targets of the links a data dir may be made of, so a link into the data is caught too.
     """
     if data_dir is None:
         return
     root = Path(data_dir).expanduser()
     if not root.exists():
         return
-    try:
-        root = DataPaths.resolve(root).root
-    except KitError:
-        root = root.resolve()
-    target = Path(out).expanduser().resolve()
-    if target == root or root in target.parents:
+    if is_inside(out, data_locations(root)):
         raise KitError(f"{what} {out} is inside the data directory {root}: the data is read-only "
                        f"to the kit; write outputs elsewhere (e.g. runs/)")

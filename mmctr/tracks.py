@@ -1,6 +1,13 @@
-"""The challenge's three tracks: score column, which parts may change (challenge.md)."""
+"""The challenge's three tracks (score column, which parts may change) and the fixed Task-1 DIN.
+
+The fixed DIN's values are frozen here, with their sha256, so that the rule check compares a
+run against the challenge (challenge.md: "The fixed Task-1 CTR model"), never against a YAML
+file or a model default that a participant can edit.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from . import contract as C
@@ -13,20 +20,66 @@ class Track:
     column: str  # score column of prediction.csv
     new_embeddings: bool  # item_emb_d128 comes from task1
     custom_model: bool  # the CTR model may differ from the fixed baseline DIN
+    make_target: str  # the Makefile target that runs the track end to end
+    t2_config: str  # task2 config the track trains with (repo-relative)
+    t1_config: str = "task1/configs/default.yaml"
 
 
 TRACKS = {
-    "task1": Track("task1", C.TRACK_COLUMNS["task1"], new_embeddings=True, custom_model=False),
-    "task2": Track("task2", C.TRACK_COLUMNS["task2"], new_embeddings=False, custom_model=True),
-    "task1_2": Track("task1_2", C.TRACK_COLUMNS["task1_2"], new_embeddings=True, custom_model=True),
+    "task1": Track("task1", C.TRACK_COLUMNS["task1"], new_embeddings=True, custom_model=False,
+                   make_target="track1", t2_config="task2/configs/din_baseline.yaml"),
+    "task2": Track("task2", C.TRACK_COLUMNS["task2"], new_embeddings=False, custom_model=True,
+                   make_target="track2", t2_config="task2/configs/transformer_dcn.yaml"),
+    "task1_2": Track("task1_2", C.TRACK_COLUMNS["task1_2"], new_embeddings=True, custom_model=True,
+                     make_target="track12", t2_config="task2/configs/transformer_dcn.yaml"),
 }
 
+
+@dataclass(frozen=True)
+class FixedDIN:
+    """The official DIN baseline (FuxiCTR 2.3.7): architecture + training values, frozen."""
+
+    model: str
+    net: tuple  # ((key, value), ...): the DIN's own keys
+    train: tuple  # ((key, value), ...): how it is fitted
+    tunable: tuple  # the keys the Task-1 track may change
+    sha256: str  # of the values above (canonical JSON): a guard against edits of this file
+
+
+def _canonical(model: str, net: dict, train: dict, tunable: tuple) -> str:
+    doc = {"model": model, "net": net, "train": train, "tunable": list(tunable)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+_NET = {"embedding_dim": 64, "dnn_hidden_units": [1024, 512, 256], "dnn_activations": "relu",
+        "attention_hidden_units": [512, 256], "attention_activation": "relu", "attention_dropout": 0.1,
+        "din_use_softmax": False, "batch_norm": True, "net_dropout": 0.1}
+_TRAIN = {"learning_rate": 1e-3, "batch_size": 8192, "embedding_regularizer": 1e-6, "net_regularizer": 0.0,
+          "max_len": 64, "early_stop_patience": 3, "lr_decay_factor": 0.1, "grad_clip_norm": 10.0,
+          "seed": 20242025}
 # Of the fixed DIN, the Task-1 track may change only these (challenge.md: Tracks and rules).
 TASK1_TUNABLE = ("embedding_regularizer", "net_regularizer", "net_dropout", "learning_rate", "batch_size")
+FIXED_DIN_SHA256 = "95e369ead74ec008b127326c0fd576add78a6ef05d871afd971ed7815de04526"
+FIXED_DIN = FixedDIN("din", tuple(_NET.items()), tuple(_TRAIN.items()), TASK1_TUNABLE, FIXED_DIN_SHA256)
+# Architecture of the fixed DIN built by task2's code: sha256 of its module types and of its
+# parameter/buffer names and shapes, the item-table dimensions written symbolically (see
+# submission.fingerprint). A din.py edit that changes the network changes this hash.
+FIXED_DIN_ARCH_SHA256 = "593a2bb0e9a67c6a3fbf04b697c07d67e3b955e9ca20aef4363d440f8e14b06a"
 
 
-def get_track(name: str) -> Track:
-    key = name.lower().replace("&", "_").replace("-", "_")
+def fixed_din_config() -> dict:
+    """{"model", "net", "train"}: fresh copies of the frozen values (after checking their hash)."""
+    if _canonical(FIXED_DIN.model, dict(FIXED_DIN.net), dict(FIXED_DIN.train), FIXED_DIN.tunable) != FIXED_DIN.sha256:
+        raise KitError("mmctr/tracks.py: the frozen fixed-DIN values do not match their sha256 (edited?)")
+    copy = json.loads(json.dumps({"net": dict(FIXED_DIN.net), "train": dict(FIXED_DIN.train)}))
+    return {"model": FIXED_DIN.model, **copy}
+
+
+def get_track(name) -> Track:
+    """A Track from its name (task1, task2, task1_2; 'Task1&2' and 'task1-2' too) or a Track."""
+    if isinstance(name, Track):
+        return name
+    key = str(name).lower().replace("&", "_").replace("-", "_")
     if key not in TRACKS:
         raise KitError(f"unknown track '{name}': choose one of {', '.join(TRACKS)}")
     return TRACKS[key]

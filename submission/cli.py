@@ -10,16 +10,17 @@ import sys
 import click
 
 from mmctr.cli import run
-from mmctr.tracks import TRACKS
+from mmctr.tracks import TRACKS, get_track
 
 TRACK = click.option("--track", required=True, type=click.Choice(list(TRACKS)),
                      help="task1 (column Task1), task2 (Task2) or task1_2 (Task1&2)")
 RUNS = click.option("--runs", required=True, type=click.Path(), help="run directory (holds task1/ and task2/)")
 CODE = click.option("--code", "code_dirs", multiple=True, type=click.Path(),
-                    help="training/inference code to scan for tree libraries (repeatable; default: "
-                         "the repo's packages beside submission/)")
+                    help="more code to scan for tree libraries (repeatable); every git-tracked .py/.ipynb "
+                         "of the repo is scanned regardless, and the report records this option")
 TASK2_CODE = click.option("--task2-code", multiple=True, type=click.Path(),
-                          help="CTR model code, also scanned for pretrained models (default: the kit's task2/)")
+                          help="more CTR model code to scan for pretrained models too (repeatable; the kit's "
+                               "task2/ is scanned regardless)")
 DATA = click.option("--data-dir", required=True, type=click.Path(), help="organisers' data root")
 
 
@@ -34,13 +35,14 @@ def main() -> None:
 @DATA
 @CODE
 @TASK2_CODE
-@click.option("--din-config", type=click.Path(), help="the fixed DIN config (default: task2/configs/din_baseline.yaml)")
+@click.option("--din-config", type=click.Path(),
+              help="ignored (recorded as a warning): the fixed DIN's values are frozen in mmctr/tracks.py")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def check(track, runs, data_dir, code_dirs, task2_code, din_config, as_json):
     """Check the challenge rules on a run; exit 1 listing every broken rule."""
     from .rules import check as run_check
 
-    report = run_check(track, runs, data_dir, code_dirs=list(code_dirs) or None,
+    report = run_check(get_track(track), runs, data_dir, code_dirs=list(code_dirs) or None,
                        task2_code=list(task2_code) or None, din_config=din_config)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -57,20 +59,23 @@ def check(track, runs, data_dir, code_dirs, task2_code, din_config, as_json):
 @DATA
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="submission zip to write")
 @click.option("--prediction", type=click.Path(dir_okay=False),
-              help="prediction.csv to pack (default: RUNS/task2/prediction.csv)")
-@click.option("--no-check", is_flag=True, help="pack without re-checking the rules")
+              help="prediction.csv to pack; must be byte-identical to RUNS/task2/prediction.csv (the default)")
 @CODE
 @TASK2_CODE
-def pack(track, runs, data_dir, out, prediction, no_check, code_dirs, task2_code):
-    """Validate prediction.csv, write the zip and the reproducibility bundle."""
+def pack(track, runs, data_dir, out, prediction, code_dirs, task2_code):
+    """Check the rules, then write the zip (the checked prediction, rewritten canonically) and the
+    reproducibility bundle, both or neither."""
     from .pack import pack as run_pack
 
-    s = run_pack(track, runs, data_dir, out, prediction=prediction, run_check=not no_check,
+    s = run_pack(get_track(track), runs, data_dir, out, prediction=prediction,
                  code_dirs=list(code_dirs) or None, task2_code=list(task2_code) or None)
     b = s["repro_bundle"]
     click.echo(f"ok: {s['zip']} ({s['rows']} rows, column {s['column']}, sha256 {s['zip_sha256'][:12]})")
     click.echo(f"repro bundle: {b['path']} ({b['files']} files, git {(b['git']['commit'] or 'unknown')[:12]}"
                + (", uncommitted changes included" if b["git"]["dirty"] else "") + ")")
+    if b["left_out"]:
+        click.echo(f"left out of the bundle: " + ", ".join(f"{n} ({why})" for n, why in sorted(b["left_out"].items())),
+                   err=True)
 
 
 @main.command()
@@ -104,6 +109,35 @@ def score(zip_path, data_dir, track):
     except (OSError, KeyError) as exc:
         raise KitError(f"{root} has no sample test labels (only generated samples do): {exc}") from None
     click.echo(f"AUC {run_score(zip_path, labels, track):.6f}")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@DATA
+@click.option("--track", type=click.Choice(list(TRACKS)), help="the bundle's track (default: from run/submission.json)")
+@click.option("--tol", type=float, default=None, help="max |new - shipped| allowed (default 1e-3)")
+@click.option("--timeout", type=float, default=None, help="seconds allowed for run.sh")
+def reproduce(bundle, data_dir, track, tol, timeout):
+    """Re-run a repro bundle in a temp dir; exit 1 when its prediction differs beyond --tol."""
+    import zipfile
+
+    from mmctr.errors import KitError
+
+    from .reproduce import REPRODUCE_TOL, reproduce as run_reproduce
+
+    if track is None:
+        try:
+            with zipfile.ZipFile(bundle) as zf:
+                track = json.loads(zf.read("run/submission.json"))["track"]
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+            raise KitError(f"{bundle}: cannot read run/submission.json for the track ({exc}); pass --track") from None
+    res = run_reproduce(bundle, data_dir, get_track(track), tol=REPRODUCE_TOL if tol is None else tol,
+                        timeout=timeout)
+    click.echo(f"{'ok' if res['ok'] else 'FAIL'}: {res['rows']} rows, max |diff| {res['max_abs_diff']:.3g} "
+               f"(tol {res['tol']:g}), mean |diff| {res['mean_abs_diff']:.3g}, Spearman {res['spearman']:.6f}, "
+               f"AUC vs shipped ranking {res['auc_vs_shipped_ranking']:.6f}")
+    if not res["ok"]:
+        sys.exit(1)
 
 
 def entry() -> None:

@@ -15,22 +15,25 @@ from pathlib import Path
 from mmctr import contract as C
 from mmctr.errors import KitError
 from mmctr.io import atomic_path
+from mmctr.paths import refuse_data_write
 from mmctr.tracks import get_track
 
 from . import layout as L
 from . import pipeline as P
-from .pack import MAX_CODE_FILE, REPO_ROOT, code_files
+from .pack import REPO_ROOT, code_files
 
 TAR_TIME = 315532800  # 1980-01-01: the same code gives the same notebook
 
 
 def kit_archive() -> str:
-    """base64 of a tar.gz of the kit's code (git's tracked and not-ignored files)."""
+    """base64 of a tar.gz of the kit's code (the repro bundle's selection: git-tracked files, no
+    symlinks, no secret-like names, nothing over MAX_CODE_FILE; notebooks left out)."""
     buf = io.BytesIO()
+    kept, _ = code_files()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=9) as tar:
-        for n in code_files():
+        for n in kept:
             p = REPO_ROOT / n
-            if p.stat().st_size > MAX_CODE_FILE or p.suffix == ".ipynb":
+            if p.suffix == ".ipynb":
                 continue
             data = p.read_bytes()
             info = tarfile.TarInfo(n)
@@ -152,6 +155,7 @@ def write(track: str, out, data: str = "data/sample", embed: bool = True) -> Pat
     out = Path(out).expanduser()
     if out.suffix != ".ipynb":
         raise KitError(f"--out must end in .ipynb, got {out}")
+    refuse_data_write(out, data if Path(data).expanduser().is_dir() else None, "--out")
     nb = build(track, data=data, embed=embed)
     with atomic_path(out) as tmp:
         nbformat.write(nb, str(tmp))

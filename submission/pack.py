@@ -3,30 +3,38 @@ reproducibility bundle for the final round (<out stem>_repro.zip)."""
 from __future__ import annotations
 
 import datetime as _dt
+import fnmatch
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
 from mmctr import contract as C
 from mmctr import manifest as M
 from mmctr.errors import KitError
-from mmctr.io import atomic_path, environment, file_sha256
-from mmctr.paths import DataPaths
+from mmctr.io import check_writable, environment, file_sha256
+from mmctr.paths import DataPaths, refuse_data_write
 from mmctr.tracks import get_track
 
 from . import layout as L
 from . import pipeline as P
-from .prediction import test_rows, validate_prediction
+from .prediction import canonical_csv, parse_prediction, summarize, test_rows
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed entry times: the same files give the same zip bytes
 MAX_CODE_FILE = 5 << 20  # code files above this size are left out of the bundle (and listed)
 WALK_EXCLUDE = {".git", ".venv", "venv", "data", "runs", "out", "cache", "__pycache__", "build",
                 "dist", ".pytest_cache", ".mypy_cache", ".ipynb_checkpoints", "node_modules"}
-ENV_FILES = ("requirements.lock", "environment.yml")
+ENV_FILES = ("requirements.lock", "environment.yml")  # the allowlist beside code/ (+ run/ files)
+# Names that may hold credentials: never packed, even when tracked (matched on each path part).
+SECRET_NAMES = (".env", ".env.*", "*.env", "*token*", "*secret*", "*.pem", "*.key", "*.p12", "*.pfx",
+                "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*credential*", ".netrc", ".pypirc",
+                ".git-credentials", "*.kdbx", ".htpasswd", "*password*", "*apikey*", "*api_key*")
 
 
 def _zip_write(zf: zipfile.ZipFile, name: str, data: bytes, executable: bool = False) -> None:
@@ -34,18 +42,6 @@ def _zip_write(zf: zipfile.ZipFile, name: str, data: bytes, executable: bool = F
     info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = (0o755 if executable else 0o644) << 16
     zf.writestr(info, data)
-
-
-def write_submission_zip(prediction: Path, out: Path) -> str:
-    """Write `out` atomically with prediction.csv (exact bytes) at its root; return its sha256."""
-    with atomic_path(out) as tmp:
-        with zipfile.ZipFile(tmp, "w") as zf:
-            _zip_write(zf, C.SUBMISSION_FILE, Path(prediction).read_bytes())
-        with zipfile.ZipFile(tmp) as zf:  # re-read before it replaces anything
-            if zf.namelist() != [C.SUBMISSION_FILE] or zf.testzip() is not None:
-                raise KitError(f"{out}: the written zip does not re-read cleanly")
-        os.chmod(tmp, 0o644)
-    return file_sha256(out)
 
 
 def _git(*args, cwd=REPO_ROOT) -> str | None:
@@ -56,18 +52,69 @@ def _git(*args, cwd=REPO_ROOT) -> str | None:
     return res.stdout.decode("utf-8", "replace") if res.returncode == 0 else None
 
 
-def code_files(root: Path = REPO_ROOT) -> list:
-    """The repo's code: git's tracked and not-ignored files, or a walk without venv/data/runs."""
-    listed = _git("ls-files", "-z", "--cached", "--others", "--exclude-standard", cwd=root)
+def _secret(name: str) -> bool:
+    parts = [p.lower().replace("tokeniz", "") for p in Path(name).parts]  # tokenizer.py is code
+    return any(fnmatch.fnmatch(part, pat) for part in parts for pat in SECRET_NAMES)
+
+
+def code_files(root: Path = REPO_ROOT) -> tuple:
+    """(files to pack, {left-out file: why}): git's tracked files only (no untracked ones),
+    never a symlink (its target could be anything), never a secret-like name, nothing over
+    MAX_CODE_FILE. Outside a git checkout: a walk without venv/data/runs/caches."""
+    root = Path(root)
+    listed = _git("ls-files", "-z", "--cached", cwd=root)
     if listed is not None:
         names = sorted({n for n in listed.split("\0") if n})
     else:
         names = []
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames in os.walk(root):  # os.walk does not follow dir links
             dirnames[:] = sorted(d for d in dirnames if d not in WALK_EXCLUDE and not d.endswith(".egg-info"))
             rel = Path(dirpath).relative_to(root)
             names += [str(rel / f) for f in sorted(filenames) if not f.endswith((".pyc", ".tmp"))]
-    return [n for n in names if (root / n).is_file()]
+    kept, left_out = [], {}
+    for n in names:
+        p = root / n
+        if any((root / Path(*Path(n).parts[:i])).is_symlink() for i in range(1, len(Path(n).parts) + 1)):
+            left_out[n] = "a symlink: not followed"
+        elif _secret(n):
+            left_out[n] = "a secret-like name"
+        elif not p.is_file():
+            continue  # tracked but deleted in the work tree
+        elif p.stat().st_size > MAX_CODE_FILE:
+            left_out[n] = f"over {MAX_CODE_FILE >> 20} MiB"
+        else:
+            kept.append(n)
+    return kept, left_out
+
+
+class Relative:
+    """Rewrites the packing machine's absolute paths (data root, runs dir, repo, home...) into
+    tokens such as $DATA/..., so nothing of the participant's file system goes into the bundle."""
+
+    def __init__(self, roots: dict):
+        pairs = {}
+        for path, token in roots.items():
+            if path is None:
+                continue
+            for variant in {str(Path(path).expanduser()), os.path.abspath(Path(path).expanduser()),
+                            str(Path(path).expanduser().resolve())}:
+                if variant not in ("/", ""):
+                    pairs.setdefault(variant, token)
+        self.pairs = sorted(pairs.items(), key=lambda kv: -len(kv[0]))  # longest first
+
+    def text(self, s: str) -> str:
+        for path, token in self.pairs:
+            s = s.replace(path, token)
+        return s
+
+    def doc(self, obj):
+        if isinstance(obj, str):
+            return self.text(obj)
+        if isinstance(obj, dict):
+            return {self.text(str(k)): self.doc(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [self.doc(v) for v in obj]
+        return obj
 
 
 def _yaml(obj) -> bytes:
@@ -85,17 +132,18 @@ def _pip_freeze() -> bytes | None:
     return res.stdout if res.returncode == 0 else None
 
 
-def _run_sh(track: str, data_root: Path, configs: dict) -> str:
+def _run_sh(track, configs: dict) -> str:
     t = get_track(track)
     target = P.make_target(t.name)
     overrides = [f'{var}="$HERE/{path}"' for var, path in configs.items()]
     cmds = "\n".join("  " + P.render_shell(s, "$PY") + " && \\" for s in P.steps(t.name))
     return f"""#!/usr/bin/env bash
 # Re-run track {t.name} end to end, as packed. Usage: DATA=/path/to/data ./run.sh [--no-make]
-# DATA is the folder holding {C.CTR_DIR}/ (packed with {data_root}).
+# DATA is the folder holding {C.CTR_DIR}/; RUNS (default: runs/ beside this file) gets the outputs;
+# PY (with --no-make) is the Python to run, default `python`.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-DATA="${{DATA:-{data_root}}}"
+: "${{DATA:?set DATA=/path/to/data (the folder holding {C.CTR_DIR}/)}}"
 RUNS="${{RUNS:-$HERE/runs/{t.name}}}"
 cd "$HERE/code"
 if [ "${{1:-}}" != "--no-make" ]; then
@@ -111,7 +159,7 @@ echo "submission: $RUNS/submission.zip"
 """
 
 
-def _reproduce_md(track, data_root, test_sha, git, configs, summary, t1, t2, skipped) -> str:
+def _reproduce_md(track, test_sha, git, configs, summary, t1, t2, left_out) -> str:
     t = get_track(track)
     target = P.make_target(t.name)
     lines = [f"# Reproduce the {t.column} submission (track {t.name})", "",
@@ -120,7 +168,9 @@ def _reproduce_md(track, data_root, test_sha, git, configs, summary, t1, t2, ski
                                                   if git["dirty"] else "") + ".", "",
              "## Exact commands", "",
              "From this folder, with the organisers' data (the folder holding "
-             f"`{C.CTR_DIR}/`):", "", "```bash", f"DATA={data_root} ./run.sh", "```", "",
+             f"`{C.CTR_DIR}/`):", "", "```bash", "DATA=/path/to/data ./run.sh", "```", "",
+             "or let the kit re-run it and compare the new prediction with the packed one:", "", "```bash",
+             "python -m submission reproduce THIS_BUNDLE.zip --data-dir /path/to/data", "```", "",
              "which runs, inside `code/`:", "", "```bash",
              f"make {target} DATA=$DATA RUNS=../runs/{t.name} " + " ".join(f"{k}=../{v}" for k, v in configs.items()),
              "```", "", "or, step by step (`./run.sh --no-make`, which sets `DATA`, `RUNS`, `T1_CONFIG` "
@@ -139,78 +189,119 @@ def _reproduce_md(track, data_root, test_sha, git, configs, summary, t1, t2, ski
                            if isinstance(m, dict)) or "none"
         lines.append(f"- Task-1 pretrained weights: {models}")
     lines += ["", "## Contents", "",
-              "- `code/`: the kit's code as packed (git's tracked and not-ignored files)",
+              "- `code/`: the kit's code as packed (git-tracked files only; no symlinks, no secret-like names)",
               "- `run/`: the run manifests, the exact configs (`run/configs/`), the rule-check report, "
+              "the packed `prediction.csv`, "
               "`pip-freeze.txt` of the packing environment",
               "- `requirements.lock`, `environment.yml`: the pinned environment "
               "(`pip install -r requirements.lock && pip install --no-deps -e code/`)",
               "- `run.sh`: the commands above"]
-    if skipped:
-        lines += ["", "Left out of code/ (over 5 MiB): " + ", ".join(f"`{s}`" for s in skipped)]
+    if left_out:
+        lines += ["", "Left out of code/ (see `run/left_out.json`): "
+                  + ", ".join(f"`{n}` ({why})" for n, why in sorted(left_out.items()))]
     return "\n".join(lines) + "\n"
 
 
-def write_bundle(out: Path, track: str, runs: Path, data_root: Path, summary: dict,
-                 report: dict | None) -> dict:
-    """Write the reproducibility bundle atomically; return what went in."""
+def write_bundle(out: Path, track, runs: Path, data_root: Path, summary: dict, report: dict,
+                 rel: Relative, canonical: bytes) -> dict:
+    """Write the reproducibility bundle to `out` (a staging path); return what went in."""
+    t = get_track(track)
     run = L.RunLayout.of(runs)
     t1 = M.read_manifest(run.task1_manifest) if run.task1_manifest.is_file() else None
     t2 = M.read_manifest(run.task2_manifest) if run.task2_manifest.is_file() else None
     head = M.git_commit()
-    status = _git("status", "--porcelain")
+    status = _git("status", "--porcelain", "--untracked-files=no")
     git = {"commit": head, "dirty": bool(status and status.strip())}
-    skipped, names = [], []
+    names = []
     configs = {}  # make variable -> path in the bundle
-    test_path = DataPaths.resolve(data_root).table(C.TEST)
-    test_sha = file_sha256(test_path)
-    with atomic_path(out) as tmp:
-        with zipfile.ZipFile(tmp, "w") as zf:
-            def add(name, data, executable=False):
-                _zip_write(zf, name, data, executable)
-                names.append(name)
+    test_sha = file_sha256(DataPaths.resolve(data_root).table(C.TEST))
+    kept, left_out = code_files()
+    with zipfile.ZipFile(out, "w") as zf:
+        def add(name, data, executable=False):
+            _zip_write(zf, name, data, executable)
+            names.append(name)
 
-            for n in code_files():
-                p = REPO_ROOT / n
-                if p.stat().st_size > MAX_CODE_FILE:
-                    skipped.append(n)
-                    continue
-                add(f"code/{n}", p.read_bytes(), executable=os.access(p, os.X_OK))
-            for n in ENV_FILES:
-                if (REPO_ROOT / n).is_file():
-                    add(n, (REPO_ROOT / n).read_bytes())
-            for doc, path, rel in ((t1, run.task1_manifest, f"run/{L.TASK1_DIR}/{L.TASK1_MANIFEST}"),
-                                   (t2, run.task2_manifest, f"run/{L.TASK2_DIR}/{L.TASK2_MANIFEST}")):
-                if doc is not None:
-                    add(rel, path.read_bytes())
-            if t1 is not None and isinstance(t1.get(M.CONFIG), dict):
-                configs["T1_CONFIG"] = "run/configs/task1.yaml"
-                add(configs["T1_CONFIG"], _yaml({k: v for k, v in t1[M.CONFIG].items()
-                                                 if k != L.CONFIG_SOURCE}))
-            if t2 is not None and isinstance(t2.get(M.CONFIG), dict):
-                var = P.t2_config_var(track)
-                configs[var] = "run/configs/task2.yaml"
-                runtime = t2.get(L.RUNTIME) if isinstance(t2.get(L.RUNTIME), dict) else {}
-                full = {**t2[M.CONFIG], **runtime}  # task2 keeps speed/budget keys apart
-                add(configs[var], _yaml({k: v for k, v in full.items() if k != L.CONFIG_SOURCE}))
-            if report is not None:
-                add("run/check_report.json", (json.dumps(report, indent=2) + "\n").encode())
-            freeze = _pip_freeze()
-            if freeze:
-                add("run/pip-freeze.txt", freeze)
-            add("run/environment.json", (json.dumps({"packed_with": environment(), "git": git,
-                                                     "argv": sys.argv}, indent=2) + "\n").encode())
-            add("run/submission.json", (json.dumps(summary, indent=2) + "\n").encode())
-            add("run.sh", _run_sh(track, data_root, configs).encode(), executable=True)
-            add("REPRODUCE.md", _reproduce_md(track, data_root, test_sha, git, configs, summary,
-                                              t1, t2, skipped).encode())
-        os.chmod(tmp, 0o644)
-    return {"path": str(out), "sha256": file_sha256(out), "files": len(names), "skipped": skipped,
-            "git": git}
+        def add_json(name, doc):
+            add(name, (json.dumps(rel.doc(doc), indent=2) + "\n").encode())
+
+        for n in kept:
+            p = REPO_ROOT / n
+            add(f"code/{n}", p.read_bytes(), executable=os.access(p, os.X_OK))
+        for n in ENV_FILES:
+            if n in kept:
+                add(n, (REPO_ROOT / n).read_bytes())
+        for doc, rel_name in ((t1, f"run/{L.TASK1_DIR}/{L.TASK1_MANIFEST}"),
+                              (t2, f"run/{L.TASK2_DIR}/{L.TASK2_MANIFEST}")):
+            if doc is not None:
+                add_json(rel_name, doc)
+        if t1 is not None and isinstance(t1.get(M.CONFIG), dict):
+            configs["T1_CONFIG"] = "run/configs/task1.yaml"
+            add(configs["T1_CONFIG"], _yaml(rel.doc({k: v for k, v in t1[M.CONFIG].items()
+                                                     if k != L.CONFIG_SOURCE})))
+        if t2 is not None and isinstance(t2.get(M.CONFIG), dict):
+            var = P.t2_config_var(t)
+            configs[var] = "run/configs/task2.yaml"
+            runtime = t2.get(L.RUNTIME) if isinstance(t2.get(L.RUNTIME), dict) else {}
+            full = {**t2[M.CONFIG], **runtime}  # task2 keeps speed/budget keys apart
+            add(configs[var], _yaml(rel.doc({k: v for k, v in full.items() if k != L.CONFIG_SOURCE})))
+        add("run/prediction.csv", canonical)  # what submission.zip holds (for `submission reproduce`)
+        add_json("run/check_report.json", report)
+        add_json("run/left_out.json", left_out)
+        freeze = _pip_freeze()
+        if freeze:
+            add("run/pip-freeze.txt", rel.text(freeze.decode("utf-8", "replace")).encode())
+        add_json("run/environment.json", {"packed_with": environment(), "git": git, "argv": sys.argv})
+        add_json("run/submission.json", summary)
+        add("run.sh", _run_sh(t, configs).encode(), executable=True)
+        add("REPRODUCE.md", rel.text(_reproduce_md(t, test_sha, git, configs, summary, t1, t2,
+                                                   left_out)).encode())
+    return {"files": len(names), "left_out": left_out, "git": git}
 
 
-def pack(track: str, runs, data_dir, out, prediction=None, run_check: bool = True,
-         code_dirs=None, task2_code=None) -> dict:
-    """Validate prediction.csv, check the rules, write submission.zip and its repro bundle."""
+def _stage(final: Path) -> Path:
+    """A fresh temp file beside `final` (same file system, so the rename is atomic)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def replace_together(pairs) -> None:
+    """Move each staged file onto its final name, all or none: the finals that existed are kept
+    as hard links (or copies) until every rename succeeded, and put back if one fails. Only a
+    kill between two renames (microseconds) can leave a mixed pair; the zip goes last."""
+    backups, done = {}, []
+    try:
+        for _, final in pairs:
+            if final.exists():
+                bak = _stage(final)
+                bak.unlink()
+                try:
+                    os.link(final, bak)
+                except OSError:
+                    shutil.copy2(final, bak)
+                backups[final] = bak
+        for tmp, final in pairs:
+            os.replace(tmp, final)
+            done.append(final)
+    except BaseException:
+        for final in done:
+            if final in backups:
+                os.replace(backups.pop(final), final)
+            else:
+                final.unlink(missing_ok=True)
+        raise
+    finally:
+        for bak in backups.values():
+            bak.unlink(missing_ok=True)
+
+
+def pack(track, runs, data_dir, out, prediction=None, code_dirs=None, task2_code=None) -> dict:
+    """Check the rules, then write submission.zip and its repro bundle, together or not at all.
+
+    Ships only the run's own prediction (RUNS/task2/prediction.csv as task2 predict wrote it,
+    sha256 in the run manifest), read once, parsed strictly and rewritten canonically. A
+    `prediction` path is accepted only when its bytes are that same prediction.
+    """
     from .rules import check
 
     t = get_track(track)
@@ -218,25 +309,55 @@ def pack(track: str, runs, data_dir, out, prediction=None, run_check: bool = Tru
     runs = Path(runs).expanduser()
     if not runs.is_dir():
         raise KitError(f"runs directory not found: {runs} (run `make task1 task2` first)")
-    pred = Path(prediction) if prediction else L.RunLayout.of(runs).prediction
-    _, n = test_rows(paths.root)
-    ps = validate_prediction(pred, n, t.name)
-    report = None
-    if run_check:
-        rep = check(t.name, runs, paths.root, code_dirs=code_dirs, task2_code=task2_code)
-        report = rep.to_dict()
-        if not rep.ok:
-            first = rep.violations[0]
-            raise KitError(f"{len(rep.violations)} rule violation(s) ({', '.join(rep.broken)}), first: "
-                           f"{first}; see `python -m submission check --track {t.name} --runs {runs} "
-                           f"--data-dir {data_dir}`")
     out = Path(out).expanduser()
     if out.suffix != ".zip":
         raise KitError(f"--out must end in .zip, got {out}")
-    zip_sha = write_submission_zip(pred, out)
-    summary = {"track": t.name, "column": ps.column, "rows": ps.rows, "zip": str(out), "zip_sha256": zip_sha,
-               "prediction": str(pred), "prediction_sha256": file_sha256(pred),
-               "score_min": ps.min, "score_max": ps.max, "score_mean": ps.mean}
-    bundle = write_bundle(out.with_name(out.stem + "_repro.zip"), t.name, runs, paths.root, summary, report)
-    summary["repro_bundle"] = bundle
+    bundle = out.with_name(out.stem + "_repro.zip")
+    refuse_data_write(out, paths.root, "--out")
+    refuse_data_write(bundle, paths.root, "the repro bundle")
+    check_writable(out, "--out")
+    check_writable(bundle, "the repro bundle")
+    run = L.RunLayout.of(runs)
+    src = Path(prediction).expanduser() if prediction else run.prediction
+    if not src.is_file():
+        raise KitError(f"{C.SUBMISSION_FILE} not found: {src}")
+    raw = src.read_bytes()  # read once: these bytes are what is checked, hashed and shipped
+    raw_sha = hashlib.sha256(raw).hexdigest()
+    _, n = test_rows(paths.root)
+    scores = parse_prediction(raw, n, t, str(src))
+    rep = check(t, runs, paths.root, code_dirs=code_dirs, task2_code=task2_code)
+    if not rep.ok:
+        first = rep.violations[0]
+        raise KitError(f"{len(rep.violations)} rule violation(s) ({', '.join(rep.broken)}), first: "
+                       f"{first}; see `python -m submission check --track {t.name} --runs {runs} "
+                       f"--data-dir {data_dir}`")
+    recorded = (M.read_manifest(run.task2_manifest).get(L.PREDICTION) or {}).get(L.SHA256)
+    if raw_sha != recorded:
+        raise KitError(f"{src} is not the prediction the checked run made (sha256 {raw_sha[:12]}, the run "
+                       f"manifest records {str(recorded)[:12]}): pack ships only {run.prediction} as "
+                       "`task2 predict` wrote it")
+    canonical = canonical_csv(scores, t)
+    ps = summarize(src, scores, t)
+    rel = Relative({str(runs): "$RUNS", str(paths.root): "$DATA", str(out.parent): "$OUT",
+                    str(REPO_ROOT): "$CODE", str(Path.home()): "~",
+                    **{str(d): f"$SCAN{i}" for i, d in enumerate([*(code_dirs or ()), *(task2_code or ())])}})
+    tmp_zip, tmp_bundle = _stage(out), _stage(bundle)
+    try:
+        with zipfile.ZipFile(tmp_zip, "w") as zf:
+            _zip_write(zf, C.SUBMISSION_FILE, canonical)
+        with zipfile.ZipFile(tmp_zip) as zf:  # re-read before it replaces anything
+            if zf.namelist() != [C.SUBMISSION_FILE] or zf.read(C.SUBMISSION_FILE) != canonical:
+                raise KitError(f"{out}: the written zip does not re-read cleanly")
+        summary = {"track": t.name, "column": ps.column, "rows": ps.rows, "zip": str(out),
+                   "zip_sha256": file_sha256(tmp_zip), "prediction": str(src), "prediction_sha256": raw_sha,
+                   "canonical_sha256": hashlib.sha256(canonical).hexdigest(),
+                   "score_min": ps.min, "score_max": ps.max, "score_mean": ps.mean}
+        info = write_bundle(tmp_bundle, t, runs, paths.root, summary, rep.to_dict(), rel, canonical)
+        for tmp in (tmp_zip, tmp_bundle):
+            os.chmod(tmp, 0o644)
+        replace_together([(tmp_bundle, bundle), (tmp_zip, out)])
+    finally:
+        tmp_zip.unlink(missing_ok=True)
+        tmp_bundle.unlink(missing_ok=True)
+    summary["repro_bundle"] = {"path": str(bundle), "sha256": file_sha256(bundle), **info}
     return summary

@@ -1,8 +1,8 @@
 """The commands that run a track end to end, as the Makefile runs them.
 
 The repro bundle (run.sh, REPRODUCE.md) and the notebook both render these steps, so the
-three stay one sequence. Config defaults and the track -> make target map are read from
-the Makefile itself; the constants below are only a fallback when it cannot be read.
+three stay one sequence. The track -> make target / config map is declared on each Track
+(mmctr.tracks); tests/test_submission_notebook.py checks that the Makefile agrees.
 """
 from __future__ import annotations
 
@@ -17,37 +17,17 @@ from mmctr.tracks import get_track
 from . import layout as L
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_FALLBACK_VARS = {"T1_CONFIG": "task1/configs/default.yaml", "T2_CONFIG": "task2/configs/mmctr.yaml",
-                  "DIN_CONFIG": "task2/configs/din_baseline.yaml"}
-_FALLBACK_TARGETS = {"task1": "track1", "task2": "track2", "task1_2": "track12"}
 
 
-def makefile_vars(makefile=None) -> dict:
-    """`NAME ?= value` assignments of the Makefile (config paths and the like)."""
-    path = Path(makefile or REPO_ROOT / "Makefile")
-    out = dict(_FALLBACK_VARS)
-    if path.is_file():
-        for m in re.finditer(r"^([A-Z0-9_]+)\s*\?=\s*(\S.*?)\s*$", path.read_text(), re.M):
-            out[m.group(1)] = m.group(2)
-    return out
-
-
-def make_target(track: str, makefile=None) -> str:
+def make_target(track) -> str:
     """The Makefile target that runs `track` end to end (track1, track2, track12)."""
-    name = get_track(track).name
-    path = Path(makefile or REPO_ROOT / "Makefile")
-    if path.is_file():
-        for m in re.finditer(r"^([a-z0-9-]+):[^\n]*\n\t\$\(MAKE\)[^\n]*\bTRACK=(\S+)", path.read_text(), re.M):
-            if m.group(2) == name:
-                return m.group(1)
-    return _FALLBACK_TARGETS[name]
+    return get_track(track).make_target
 
 
-def config_vars(track: str, makefile=None) -> dict:
-    """{"T1_CONFIG": ..., "T2_CONFIG": ...} as the track's make target sets them."""
-    v = makefile_vars(makefile)
+def config_vars(track) -> dict:
+    """{"T1_CONFIG": ..., "T2_CONFIG": ...}: the repo-relative configs the track runs with."""
     t = get_track(track)
-    return {"T1_CONFIG": v["T1_CONFIG"], "T2_CONFIG": v["T2_CONFIG"] if t.custom_model else v["DIN_CONFIG"]}
+    return {"T1_CONFIG": t.t1_config, "T2_CONFIG": t.t2_config}
 
 
 def t2_config_var(track: str) -> str:

@@ -1,8 +1,8 @@
 """prediction.csv: validate it against test.parquet, and score a zip as the organisers do."""
 from __future__ import annotations
 
-import csv
 import io
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +11,7 @@ import numpy as np
 
 from mmctr import contract as C
 from mmctr.errors import KitError
+from mmctr.io import read_parquet_metadata
 from mmctr.metrics import roc_auc
 from mmctr.paths import DataPaths
 from mmctr.tracks import get_track
@@ -18,13 +19,8 @@ from mmctr.tracks import get_track
 
 def test_rows(data_dir) -> tuple:
     """(path of test.parquet, its row count) from the parquet footer only."""
-    import pyarrow.parquet as pq
-
     path = DataPaths.resolve(data_dir).require(C.TEST)
-    try:
-        return path, pq.read_metadata(path).num_rows
-    except Exception as exc:
-        raise KitError(f"{path} cannot be read as parquet ({type(exc).__name__}: {exc})") from None
+    return path, read_parquet_metadata(path, what="test").num_rows
 
 
 @dataclass(frozen=True)
@@ -37,70 +33,89 @@ class PredictionSummary:
     mean: float
 
 
-def _header(path: Path) -> list:
-    with open(path, newline="", encoding="utf-8") as f:
-        try:
-            return next(csv.reader(f))
-        except StopIteration:
-            raise KitError(f"{path} is empty") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise KitError(f"{path}: cannot read the header ({exc})") from None
+_ID = re.compile(r"0|[1-9][0-9]*")
+_SCORE = re.compile(r"[-+]?(?:[0-9]*\.?[0-9]+|[0-9]+\.)(?:[eE][-+]?[0-9]+)?")
+SCORE_FORMAT = "%.8f"  # the canonical file's probabilities (FuxiCTR-level precision, 10 bytes a row)
 
 
-def _first(mask: np.ndarray) -> tuple:
-    idx = np.flatnonzero(mask)
-    return int(idx.size), int(idx[0]) if idx.size else -1
+def parse_prediction(raw: bytes, n_rows: int, track, where: str = C.SUBMISSION_FILE) -> np.ndarray:
+    """The scores of a prediction.csv, parsed strictly; KitError (one line) on anything else.
 
-
-def validate_prediction(path, n_rows: int, track: str) -> PredictionSummary:
-    """Raise KitError (one line) unless `path` is a valid prediction.csv for `track`.
-
-    Checks: exactly the columns ID and the track's score column; n_rows rows; ID = 0..N-1
-    in order; every score a finite number in [0, 1].
+    Accepted: UTF-8 text, the exact header `ID,<track column>`, then n_rows lines `i,score` with
+    i = 0..N-1 in order (plain integers), score a plain decimal number in [0, 1]; `\n` or `\r\n`
+    line ends, one final line end allowed. Refused: extra fields, blank lines, quotes, spaces,
+    `0.0` IDs, nan/inf, a byte-order mark.
     """
-    import pandas as pd
-
-    path = Path(path)
     col = get_track(track).column
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise KitError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    if not lines:
+        raise KitError(f"{where} is empty")
+    expected = f"{C.SUBMISSION_ID},{col}"
+    if lines[0] != expected:
+        others = {c: t for t, c in C.TRACK_COLUMNS.items()}
+        wrong = [h for h in lines[0].split(",") if h in others and h != col]
+        if wrong:
+            raise KitError(f"{where}: score column '{wrong[0]}' is the {others[wrong[0]]} track's; "
+                           f"track {get_track(track).name} needs the header {expected!r}, got {lines[0]!r}")
+        raise KitError(f"{where}: the header must be exactly {expected!r}, got {lines[0]!r}")
+    body = lines[1:]
+    if "" in body:
+        i = body.index("")
+        raise KitError(f"{where}: row {i} (line {i + 2}) is a blank line; blank lines are not allowed")
+    if len(body) != n_rows:
+        raise KitError(f"{where}: {len(body)} rows, but test.parquet has {n_rows} "
+                       "(one row per test row is required)")
+    scores = np.empty(n_rows, np.float64)
+    for i, line in enumerate(body):
+        fields = line.split(",")
+        if len(fields) != 2:
+            raise KitError(f"{where}: row {i} (line {i + 2}) has {len(fields)} fields, expected 2 "
+                           f"('ID,score'): {line[:60]!r}")
+        sid, sval = fields
+        if '"' in line or "'" in line:
+            raise KitError(f"{where}: row {i} holds quoted values ({line[:60]!r}); write plain numbers")
+        if not _ID.fullmatch(sid):
+            raise KitError(f"{where}: {C.SUBMISSION_ID} at row {i} is {sid!r}, not a plain integer")
+        if int(sid) != i:
+            raise KitError(f"{where}: {C.SUBMISSION_ID} at row {i} is {sid}, expected {i} "
+                           f"(IDs must be 0..{n_rows - 1} in test.parquet row order)")
+        if not _SCORE.fullmatch(sval):
+            raise KitError(f"{where}: {col} at row {i} is {sval!r}, not a finite number written plainly")
+        v = float(sval)
+        if not (0.0 <= v <= 1.0):
+            raise KitError(f"{where}: {col} at row {i} is {sval}, outside [0, 1]")
+        scores[i] = v
+    return scores
+
+
+def canonical_csv(scores: np.ndarray, track) -> bytes:
+    """The bytes pack ships: header `ID,<column>`, IDs 0..N-1, scores as SCORE_FORMAT, `\n` ends."""
+    buf = io.StringIO()
+    buf.write(f"{C.SUBMISSION_ID},{get_track(track).column}\n")
+    ids = np.arange(len(scores))
+    np.savetxt(buf, np.column_stack([ids, scores]), fmt=["%d", SCORE_FORMAT], delimiter=",", newline="\n")
+    return buf.getvalue().encode()
+
+
+def summarize(path, scores: np.ndarray, track) -> PredictionSummary:
+    n = len(scores)
+    return PredictionSummary(str(path), n, get_track(track).column, float(scores.min(initial=0.0)),
+                             float(scores.max(initial=0.0)), float(scores.mean()) if n else 0.0)
+
+
+def validate_prediction(path, n_rows: int, track) -> PredictionSummary:
+    """Raise KitError (one line) unless `path` is a valid prediction.csv for `track`."""
+    path = Path(path)
     if not path.is_file():
         raise KitError(f"{C.SUBMISSION_FILE} not found: {path}")
-    header = _header(path)
-    expected = [C.SUBMISSION_ID, col]
-    if header != expected:
-        others = {c: t for t, c in C.TRACK_COLUMNS.items()}
-        wrong = [h for h in header if h in others and h != col]
-        if wrong:
-            raise KitError(f"{path}: score column '{wrong[0]}' is the {others[wrong[0]]} track's; "
-                           f"track {get_track(track).name} needs columns {expected}, got {header}")
-        raise KitError(f"{path}: columns must be exactly {expected}, got {header}")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as exc:
-        raise KitError(f"{path}: cannot be read as CSV ({type(exc).__name__}: {exc})") from None
-    if len(df) != n_rows:
-        raise KitError(f"{path}: {len(df)} rows, but test.parquet has {n_rows} "
-                       "(one row per test row is required)")
-    ids = pd.to_numeric(df[C.SUBMISSION_ID].str.strip(), errors="coerce").to_numpy(dtype=np.float64)
-    n_bad, first = _first(~np.isfinite(ids) | (ids != np.round(ids)))
-    if n_bad:
-        raise KitError(f"{path}: {C.SUBMISSION_ID} at row {first} is {df[C.SUBMISSION_ID].iloc[first]!r}, "
-                       f"not an integer ({n_bad} such rows)")
-    n_bad, first = _first(ids != np.arange(n_rows))
-    if n_bad:
-        raise KitError(f"{path}: {C.SUBMISSION_ID} at row {first} is {int(ids[first])}, expected {first} "
-                       f"(IDs must be 0..{n_rows - 1} in test.parquet row order; {n_bad} rows differ)")
-    raw = df[col].str.strip()
-    scores = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
-    n_bad, first = _first(~np.isfinite(scores))
-    if n_bad:
-        raise KitError(f"{path}: {col} at row {first} is {raw.iloc[first]!r}, not a finite number "
-                       f"({n_bad} such rows)")
-    n_bad, first = _first((scores < 0) | (scores > 1))
-    if n_bad:
-        raise KitError(f"{path}: {col} at row {first} is {scores[first]:g}, outside [0, 1] "
-                       f"({n_bad} such rows)")
-    return PredictionSummary(str(path), n_rows, col, float(scores.min(initial=0.0)),
-                             float(scores.max(initial=0.0)), float(scores.mean()) if n_rows else 0.0)
+    return summarize(path, parse_prediction(path.read_bytes(), n_rows, track, str(path)), track)
 
 
 def score(zip_path, labels, track: str | None = None) -> float:

@@ -8,7 +8,7 @@ Violation(rule, where, reason); the report lists them all rather than stopping a
 from __future__ import annotations
 
 import math
-import types
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,18 +16,15 @@ from mmctr import contract as C
 from mmctr import manifest as M
 from mmctr.errors import KitError
 from mmctr.io import file_sha256
-from mmctr.paths import DataPaths
-from mmctr.tracks import TASK1_TUNABLE, get_track
+from mmctr.paths import DataPaths, data_locations, is_inside
+from mmctr.tracks import FIXED_DIN_ARCH_SHA256, TASK1_TUNABLE, Track, fixed_din_config, get_track
 
 from . import layout as L
-from .scan import iter_sources, scan_file
+from .scan import iter_sources, scan_file, tracked_sources
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DIN_CONFIG = REPO_ROOT / "task2" / "configs" / "din_baseline.yaml"
-TASK2_CODE = REPO_ROOT / "task2"
-# Runtime-only keys (speed and budget, not what is learned); task2.config declares its own.
-RUNTIME_KEYS = ("device", "amp", "compile", "max_epochs", "eval_batch_size", "num_workers",
-                "num_threads", "log_every")
+TASK2_CODE = "task2"  # the kit's CTR model code (repo-relative): also scanned for pretrained models
+CHECKPOINTS_LOADED = "checkpoints_loaded"  # task2 predict: [{"path", "sha256"}] what it loaded
 # Config keys that would mean more than one model or averaged predictions.
 ENSEMBLE_KEYS = ("ensemble", "n_ensemble", "ensemble_size", "num_models", "n_models", "n_seeds",
                  "snapshot_ensemble", "average_checkpoints", "avg_checkpoints", "bagging", "swa")
@@ -35,16 +32,16 @@ ENSEMBLE_KEYS = ("ensemble", "n_ensemble", "ensemble_size", "num_models", "n_mod
 RULES = {
     "manifest": "the run manifests exist, parse, and record what the rules need",
     "single-model": "one CTR model: the task2 manifest records n_models == 1",
-    "no-ensemble": "no averaging of predictions: prediction.csv comes from one checkpoint",
-    "no-trees": "no tree or boosting library in the training/inference code (.py and notebooks)",
+    "no-ensemble": "no averaging of predictions: predict loaded exactly one checkpoint, the trained one",
+    "no-trees": "no tree or boosting library (nor a dynamic import/exec hiding one) in any tracked .py/.ipynb",
     "no-pretrained-ctr": "no pretrained large model in the CTR model (task2 code and manifest)",
     "inputs-in-data": "every input lies in the data dir or the runs dir, or is declared model weights",
-    "no-test-in-training": "test rows and test labels are never training inputs",
+    "no-test-in-training": "test rows (by content) and test labels are never training inputs",
     "item-info": "the new item_info is 128-D, row i = item i, row 0 zero, items and tags as provided",
     "item-info-used": "task2 trained on the item_info that was checked (Task-1 tracks)",
-    "fixed-din": "Task-1 track: the baseline DIN config with only its five tunable hyperparameters changed",
+    "fixed-din": "Task-1 track: the frozen baseline DIN (config and architecture), only five hyperparameters tuned",
     "provided-embeddings": "Task-2 track: task2 trained on the provided item_info, unchanged",
-    "provenance": "files are the ones the recorded runs wrote (sha256 in the manifests)",
+    "provenance": "files are the ones the recorded runs wrote (sha256, re-scoring test rows with the checkpoint)",
     "prediction": "prediction.csv is complete and valid for the track and for this test set",
 }
 
@@ -67,6 +64,7 @@ class Report:
     checked: list = field(default_factory=list)
     violations: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    rescored: dict = field(default_factory=dict)  # {"rows", "seed", "max_abs_diff", "tol"}
 
     @property
     def ok(self) -> bool:
@@ -86,12 +84,16 @@ class Report:
         return {"track": self.track, "runs": self.runs, "data_dir": self.data_dir, "ok": self.ok,
                 "checked": self.checked, "broken": self.broken,
                 "violations": [asdict(v) for v in self.violations],
-                "warnings": [asdict(v) for v in self.warnings]}
+                "warnings": [asdict(v) for v in self.warnings], "rescored": self.rescored}
 
     def lines(self) -> list:
         out = [f"check track {self.track}: runs {self.runs}, data {self.data_dir}"]
         out += [f"FAIL {v}" for v in self.violations]
         out += [f"warn {w}" for w in self.warnings]
+        if self.rescored:
+            rs = self.rescored
+            out.append(f"info re-scored {rs['rows']} test rows with the checkpoint (seed {rs['seed']}): "
+                       f"max |diff| {rs['max_abs_diff']:.2e} (tol {rs['tol']:g})")
         passed = [r for r in self.checked if r not in self.broken]
         if passed:
             out.append(f"pass {', '.join(passed)}")
@@ -143,54 +145,29 @@ def _load(report: Report, path: Path, kind: str, rel) -> dict | None:
     return doc
 
 
-def _inputs(report: Report, doc: dict, rel, where: str) -> dict:
-    inputs = doc.get(M.INPUTS)
-    if not isinstance(inputs, dict):
-        report.add("manifest", where, f"'{M.INPUTS}' must map each file read to its sha256")
-        return {}
-    return inputs
-
-
 def _runtime_keys() -> set:
-    keys = set(RUNTIME_KEYS)
-    try:
-        from task2.config import RUNTIME_KEYS as declared
+    from task2.config import RUNTIME_KEYS
 
-        keys |= set(declared)
-    except Exception:  # task2 not importable here: the list above still applies
-        pass
-    return keys
-
-
-def _din_defaults() -> dict | None:
-    """The DIN model's own defaults from task2 (keys the fixed YAML leaves implicit)."""
-    try:
-        from task2.config import TRAIN_DEFAULTS
-        from task2.models import model_defaults
-
-        return {**TRAIN_DEFAULTS, **model_defaults("din")}
-    except Exception:
-        return None
-
-
-def default_code_dirs() -> list:
-    """The repo's own code: every top-level Python package beside submission/."""
-    return [p for p in sorted(REPO_ROOT.iterdir())
-            if p.is_dir() and (p / "__init__.py").is_file() and p.name != "submission"]
+    return set(RUNTIME_KEYS)
 
 
 # ---------------------------------------------------------------------------- the check
 
 class _Ctx:
     def __init__(self, track, runs, data_dir):
-        self.track = get_track(track)
+        self.track: Track = get_track(track)
         self.paths = DataPaths.resolve(data_dir)
+        self.data_locations = data_locations(self.paths.root)
         runs_path = Path(runs).expanduser()
         if not runs_path.is_dir():
             raise KitError(f"runs directory not found: {runs_path} (run `make task1 task2` first)")
         self.run = L.RunLayout.of(runs_path)
         self.report = Report(self.track.name, str(runs_path), str(data_dir))
         self._sha: dict = {}
+
+    @property
+    def run2(self) -> Path:
+        return self.run.runs / L.TASK2_DIR
 
     def rel(self, p) -> str:
         p = Path(p)
@@ -205,16 +182,40 @@ class _Ctx:
             self._sha[p] = file_sha256(p)
         return self._sha[p]
 
+    def in_data(self, p: Path) -> bool:
+        return is_inside(p, self.data_locations)
 
-def check(track: str, runs, data_dir, code_dirs=None, task2_code=None,
-          din_config=None) -> Report:
-    """Check every rule for `track` on the run directory `runs`; return the Report."""
+    def data_file(self, raw: str, base: Path) -> Path:
+        """A path recorded in a manifest: absolute (older runs), else relative to the data root
+        when it names a file there, else relative to `base` (the manifest's own folder)."""
+        p = Path(raw).expanduser()
+        if p.is_absolute():
+            return p
+        if (self.paths.root / p).exists():
+            return self.paths.root / p
+        return base / p
+
+
+def check(track, runs, data_dir, code_dirs=None, task2_code=None, din_config=None) -> Report:
+    """Check every rule for `track` (a Track or its name) on the run directory `runs`.
+
+    The scan always covers every git-tracked .py/.ipynb of the repo; `code_dirs` / `task2_code`
+    only add places, and are recorded as warnings (rule "scope") with `din_config`, which is
+    ignored: the fixed DIN is frozen in mmctr.tracks.
+    """
     ctx = _Ctx(track, runs, data_dir)
     r = ctx.report
     r.checked = [k for k in RULES if not (
         (k in ("item-info", "item-info-used", "fixed-din") and not ctx.track.new_embeddings) or
         (k == "fixed-din" and ctx.track.custom_model) or
         (k == "provided-embeddings" and ctx.track.new_embeddings))]
+    for opt, given in (("--code", code_dirs), ("--task2-code", task2_code)):
+        if given:
+            r.warn("scope", opt, f"scan also covers {', '.join(map(str, given))}; every tracked .py/.ipynb "
+                   "of the repo is scanned regardless")
+    if din_config:
+        r.warn("scope", "--din-config", f"{din_config} ignored: the fixed DIN's values are frozen in "
+               "mmctr/tracks.py")
 
     t2 = _load(r, ctx.run.task2_manifest, "task2", ctx.rel)
     t1 = _load(r, ctx.run.task1_manifest, "task1", ctx.rel) if ctx.track.new_embeddings else None
@@ -225,10 +226,11 @@ def check(track: str, runs, data_dir, code_dirs=None, task2_code=None,
         _check_inputs(ctx, t1, t2)
     elif t1 is not None:
         _check_inputs(ctx, t1, None)
+    _check_test_rows(ctx, t2)
     if ctx.track.new_embeddings:
         _check_item_info(ctx, t1, t2)
         if not ctx.track.custom_model and t2 is not None:
-            _check_fixed_din(ctx, t2, din_config or DIN_CONFIG)
+            _check_fixed_din(ctx, t2)
     elif t2 is not None:
         _check_provided_embeddings(ctx, t2)
     _check_prediction(ctx, t2)
@@ -238,20 +240,22 @@ def check(track: str, runs, data_dir, code_dirs=None, task2_code=None,
 def _check_code(ctx: _Ctx, code_dirs, task2_code) -> None:
     """Tree/boosting libraries anywhere in the code; pretrained models in the CTR code."""
     r = ctx.report
-    dirs = [Path(d) for d in (code_dirs if code_dirs else default_code_dirs())]
-    t2dirs = [Path(d) for d in (task2_code if task2_code else [TASK2_CODE])]
-    for d in dirs + t2dirs:
+    files: dict = {}  # resolved path -> (shown name, scan for pretrained models too)
+    tracked, links = tracked_sources(REPO_ROOT)
+    for link in links:
+        r.warn("no-trees", link, "a symlinked source file: not followed, not scanned")
+    for rel in tracked:
+        p = REPO_ROOT / rel
+        files[_resolve(p)] = (rel, rel.split("/")[0] == TASK2_CODE)
+    extra = [(Path(d), False) for d in code_dirs or ()] + [(Path(d), True) for d in task2_code or ()]
+    for d, ctr in extra:
         if not d.exists():
-            r.warn("no-trees", d, "code path does not exist; nothing scanned there")
-    files: dict = {}  # resolved path -> scan for pretrained models too
-    for d in dirs:
+            r.warn("scope", d, "code path does not exist; nothing scanned there")
         for p in iter_sources(d):
-            files.setdefault(_resolve(p), False)
-    for d in t2dirs:
-        for p in iter_sources(d):
-            files[_resolve(p)] = True
-    for p, ctr_code in files.items():
-        for h in scan_file(p, pretrained=ctr_code, display=_display(p)):
+            shown, was_ctr = files.get(_resolve(p), (_display(p), False))
+            files[_resolve(p)] = (shown, was_ctr or ctr)
+    for p, (shown, ctr_code) in files.items():
+        for h in scan_file(p, pretrained=ctr_code, display=shown):
             if h.kind == "tree":
                 r.add("no-trees", h.where, h.detail)
             elif h.kind == "pretrained":
@@ -297,19 +301,42 @@ def _check_task2_manifest(ctx: _Ctx, t2: dict) -> None:
               "the CTR run declares pretrained models; they are allowed in Task 1 only")
     ck = t2.get(L.CHECKPOINT)
     if isinstance(ck, dict) and ck.get(L.PATH):
-        p = Path(ck[L.PATH])
+        p = ctx.data_file(ck[L.PATH], ctx.run2)
         if not p.is_file():
-            r.warn("provenance", f"{where}:{L.CHECKPOINT}", f"checkpoint {p} is missing; cannot verify it")
-        elif ck.get(L.SHA256) and ctx.sha(p) != ck[L.SHA256]:
+            r.warn("provenance", f"{where}:{L.CHECKPOINT}", f"checkpoint {ctx.rel(p)} is missing; cannot verify it")
+        elif not ck.get(L.SHA256) or ctx.sha(p) != ck[L.SHA256]:
             r.add("provenance", ctx.rel(p), "checkpoint changed after training (sha256 differs from the manifest)")
     else:
         r.add("manifest", f"{where}:{L.CHECKPOINT}", "not recorded: task2 train did not finish")
 
 
+def _manifest_inputs(ctx: _Ctx, doc: dict, base: Path, where: str) -> dict:
+    """{resolved path: sha256} of every file a run read (its inputs and item_info entry)."""
+    inputs = doc.get(M.INPUTS)
+    if not isinstance(inputs, dict):
+        if where:
+            ctx.report.add("manifest", f"{where}:{M.INPUTS}", "must map each file read to its sha256")
+        inputs = {}
+    out = {}
+    for raw, sha in inputs.items():
+        out[str(raw)] = (ctx.data_file(str(raw), base), sha)
+    info = doc.get(L.ITEM_INFO)
+    if isinstance(info, dict) and info.get(L.PATH):
+        p = _item_info_path(ctx, info)
+        out.setdefault(str(info[L.PATH]), (p, info.get(L.SHA256)))
+    return out
+
+
+def _item_info_path(ctx: _Ctx, info: dict) -> Path:
+    p = Path(info[L.PATH])
+    if p.is_absolute():
+        return p
+    return (ctx.paths.root if info.get("root", "data") == "data" else ctx.run2) / p
+
+
 def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
     r = ctx.report
-    roots = (ctx.paths.root, ctx.run.runs)
-    test_path = _resolve(ctx.paths.table(C.TEST))
+    test_path = ctx.paths.table(C.TEST)
     test_sha = ctx.sha(test_path) if test_path.is_file() else None
     truth = ctx.paths.root / L.SAMPLE_TRUTH_DIR
     truth_shas = {ctx.sha(p) for p in truth.glob("*.parquet")} if truth.is_dir() else set()
@@ -332,68 +359,80 @@ def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
         if doc is None:
             continue
         where = ctx.rel(mpath)
-        entries = dict(_inputs(r, doc, ctx.rel, f"{where}:{M.INPUTS}"))
-        if doc is t2 and isinstance(doc.get(L.ITEM_INFO), dict) and doc[L.ITEM_INFO].get(L.PATH):
-            entries.setdefault(doc[L.ITEM_INFO][L.PATH], doc[L.ITEM_INFO].get(L.SHA256))
-        for raw, sha in entries.items():
-            p = _resolve(raw)
+        for raw, (p, sha) in _manifest_inputs(ctx, doc, mpath.parent, where).items():
             shown = f"{where}:{M.INPUTS}[{raw}]"
-            if p == test_path or (sha and sha == test_sha):
+            if _resolve(p) == _resolve(test_path) or (sha and sha == test_sha):
                 r.add("no-test-in-training", shown,
                       "reads test.parquet; test rows must not be used in training")
-            elif _under(p, truth) or (sha and sha in truth_shas):
+            elif _under(_resolve(p), _resolve(truth)) or (sha and sha in truth_shas):
                 r.add("no-test-in-training", shown,
                       "reads the sample's true labels/click probabilities (test labels)")
-            if any(_under(p, root) for root in roots):
+            if ctx.in_data(p) or _under(_resolve(p), ctx.run.runs):
                 continue
             if may_use_weights and ((sha and sha in declared_sha) or
-                                    any(p == s or _under(p, s) for s in declared_src)):
+                                    any(_resolve(p) == s or _under(_resolve(p), s) for s in declared_src)):
                 continue
             why = ("outside the data dir and the runs dir, and not declared model weights"
                    if may_use_weights else
                    "outside the data dir and the runs dir (the CTR run may read nothing else)")
-            r.add("inputs-in-data", shown, f"{p} is {why}")
+            r.add("inputs-in-data", shown, f"{ctx.rel(p)} is {why}")
 
 
-def _item_info_violations(path: Path) -> tuple:
-    """Contract violations of one item_info file, using mmctr.validate's own checks."""
-    from mmctr.validate import _check_item_info, _Checker, check_table
+def _check_test_rows(ctx: _Ctx, t2: dict | None) -> None:
+    """Test rows copied into the training data: the feature tuple of every test row, hashed,
+    against every row of train and valid (and any other table task2 recorded as read)."""
+    from mmctr.io import read_parquet_schema
 
-    shim = types.SimpleNamespace(table=lambda table: path)
-    violations, data = check_table(shim, C.ITEM_INFO, None)
-    if data is not None:
-        chk = _Checker(C.ITEM_INFO.relpath)
-        _check_item_info(data, chk)
-        violations = violations + chk.out
-    return violations, data
+    from .overlap import FEATURES, copied_rows
+
+    test_path = ctx.paths.table(C.TEST)
+    if not test_path.is_file():
+        return
+    tables = {_resolve(ctx.paths.table(C.TRAIN)), _resolve(ctx.paths.table(C.VALID))}
+    if t2 is not None:
+        for _, (p, _sha) in _manifest_inputs(ctx, t2, ctx.run2, "").items():
+            if p.suffix == ".parquet" and p.is_file() and _resolve(p) != _resolve(test_path):
+                tables.add(_resolve(p))
+    for p in sorted(tables):
+        try:
+            if not p.is_file() or not set(FEATURES) <= set(read_parquet_schema(p, what=p.stem).names):
+                continue
+            n = copied_rows(test_path, p)
+        except KitError as exc:
+            ctx.report.warn("no-test-in-training", ctx.rel(p), f"not compared with the test rows: {exc}")
+            continue
+        if n:
+            ctx.report.add("no-test-in-training", ctx.rel(p),
+                           f"{n} test rows appear in it with the same ({', '.join(FEATURES)}): test rows "
+                           "must not be used in training")
 
 
 def _check_item_info(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
+    from mmctr.validate import validate_table
+
     r = ctx.report
     path = ctx.run.item_info
     where = ctx.rel(path)
     if not path.is_file():
         r.add("item-info", where, "missing: task1 must write the new item_info (run `make task1`)")
         return
-    violations, data = _item_info_violations(path)
-    for v in violations:
-        r.add("item-info", where, str(v).split(": ", 1)[-1] if str(v).startswith(C.ITEM_INFO.relpath)
-              else str(v))
+    problems = validate_table(path, C.ITEM_INFO, label=where)
+    for v in problems:
+        r.add("item-info", where, str(v).split(": ", 1)[-1] if str(v).startswith(where) else str(v))
     official = ctx.paths.table(C.ITEM_INFO)
-    if data is not None and official.is_file():
-        import pyarrow.parquet as pq
+    if not problems and official.is_file():
+        from mmctr.io import read_parquet_metadata
+        from mmctr.item_info import read_item_info
+        import numpy as np
 
-        n_off = pq.read_metadata(official).num_rows
-        if data.num_rows != n_off:
-            r.add("item-info", where, f"{data.num_rows} rows, the provided item_info has {n_off}: "
+        n_new = read_parquet_metadata(path, what="item_info").num_rows
+        n_off = read_parquet_metadata(official, what="item_info").num_rows
+        if n_new != n_off:
+            r.add("item-info", where, f"{n_new} rows, the provided item_info has {n_off}: "
                   "row i must hold item i for every provided item (misaligned)")
-        elif not violations:
-            from mmctr.item_info import read_item_info
-
+        else:
             tags, _ = read_item_info(path)
             tags_off, _ = read_item_info(official)
-            import numpy as np
-
             bad = np.flatnonzero((tags != tags_off).any(axis=1))
             if bad.size:
                 r.add("item-info", f"{where}:{C.ITEM_TAGS}",
@@ -402,7 +441,8 @@ def _check_item_info(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
     sha = ctx.sha(path)
     if t1 is not None:
         outs = t1.get(M.OUTPUTS) or {}
-        recorded = next((v for k, v in outs.items() if _resolve(k) == path), None)
+        recorded = next((v for k, v in outs.items()
+                         if _resolve(ctx.data_file(k, ctx.run.task1_manifest.parent)) == _resolve(path)), None)
         if recorded is None:
             r.warn("provenance", f"{ctx.rel(ctx.run.task1_manifest)}:{M.OUTPUTS}",
                    f"does not record {where}; cannot prove task1 wrote it")
@@ -418,38 +458,94 @@ def _check_item_info(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
                   f"task2 trained on {used.get(L.PATH)}, not on the checked {where} (sha256 differs)")
 
 
-def _check_fixed_din(ctx: _Ctx, t2: dict, din_config) -> None:
-    import yaml
-
+def _check_fixed_din(ctx: _Ctx, t2: dict) -> None:
+    """The run's recorded config against the frozen values (mmctr.tracks), then the trained
+    network's architecture against the fixed DIN's."""
     r, where = ctx.report, ctx.rel(ctx.run.task2_manifest)
-    din_config = Path(din_config)
-    if not din_config.is_file():
-        raise KitError(f"fixed DIN config not found: {din_config}")
-    base = yaml.safe_load(din_config.read_text()) or {}
+    fixed = fixed_din_config()
     cfg = t2.get(M.CONFIG) if isinstance(t2.get(M.CONFIG), dict) else {}
-    ignore = set(TASK1_TUNABLE) | _runtime_keys() | {L.CONFIG_SOURCE}
     tunable = ", ".join(TASK1_TUNABLE)
-    for key, fixed in base.items():
-        if key in ignore:
+    if cfg.get("model") != fixed["model"]:
+        r.add("fixed-din", f"{where}:{M.CONFIG}.model", f"= {cfg.get('model')!r}; the Task-1 track trains "
+              f"the fixed {fixed['model']!r}")
+    frozen = {**fixed["net"], **fixed["train"]}
+    for key, value in frozen.items():
+        if key in TASK1_TUNABLE:
             continue
         if key not in cfg:
+            r.add("fixed-din", f"{where}:{M.CONFIG}.{key}", f"missing; the fixed DIN has {key} = {value!r}")
+        elif not _same(cfg[key], value):
             r.add("fixed-din", f"{where}:{M.CONFIG}.{key}",
-                  f"missing; the fixed DIN has {key} = {fixed!r}")
-        elif not _same(cfg[key], fixed):
-            r.add("fixed-din", f"{where}:{M.CONFIG}.{key}",
-                  f"= {cfg[key]!r}, the fixed DIN has {fixed!r}; the Task-1 track may change only {tunable}")
-    defaults = _din_defaults()
-    for key in sorted(set(cfg) - set(base) - ignore):
-        if defaults is None:
-            r.warn("fixed-din", f"{where}:{M.CONFIG}.{key}",
-                   "not in the fixed DIN config and task2's DIN defaults are not importable")
-        elif key not in defaults:
-            r.add("fixed-din", f"{where}:{M.CONFIG}.{key}",
-                  "is not a hyperparameter of the fixed DIN; the Task-1 track may change only " + tunable)
-        elif not _same(cfg[key], defaults[key]):
-            r.add("fixed-din", f"{where}:{M.CONFIG}.{key}",
-                  f"= {cfg[key]!r}, the fixed DIN's default is {defaults[key]!r}; "
-                  f"the Task-1 track may change only {tunable}")
+                  f"= {cfg[key]!r}, the fixed DIN has {value!r}; the Task-1 track may change only {tunable}")
+    ignore = set(frozen) | {"model", L.CONFIG_SOURCE} | _runtime_keys()
+    for key in sorted(set(cfg) - ignore):
+        r.add("fixed-din", f"{where}:{M.CONFIG}.{key}",
+              "is not a hyperparameter of the fixed DIN; the Task-1 track may change only " + tunable)
+    _check_din_architecture(ctx, t2, cfg)
+
+
+def _load_run_checkpoint(ctx: _Ctx, t2: dict):
+    """(state, items) of the run's checkpoint over the item_info it trained on, or a reason."""
+    from task2.checkpoint import load_checkpoint
+    from task2.data import ItemTable
+
+    ck = t2.get(L.CHECKPOINT) if isinstance(t2.get(L.CHECKPOINT), dict) else {}
+    info = t2.get(L.ITEM_INFO) if isinstance(t2.get(L.ITEM_INFO), dict) else {}
+    if not ck.get(L.PATH) or not ck.get(L.SHA256) or not info.get(L.PATH):
+        return None, None, "the manifest records no checkpoint or item_info"
+    path = ctx.data_file(ck[L.PATH], ctx.run2)
+    if not path.is_file():
+        return None, None, f"checkpoint {ctx.rel(path)} is missing"
+    try:
+        state = load_checkpoint(path, sha256=ck[L.SHA256])
+        items = ItemTable.load(_item_info_path(ctx, info))
+    except KitError as exc:
+        return None, None, str(exc)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or \
+            not isinstance(state.get("model_args"), dict):
+        return None, None, f"{ctx.rel(path)} holds no model/model_args (not a task2 checkpoint)"
+    return state, items, None
+
+
+def _check_din_architecture(ctx: _Ctx, t2: dict, cfg: dict) -> None:
+    from .fingerprint import build_fixed_din, fingerprint, shapes
+
+    r = ctx.report
+    state, items, why = _load_run_checkpoint(ctx, t2)
+    where = ctx.rel(ctx.run2 / "best.pt") if state is None else \
+        ctx.rel(ctx.data_file(t2[L.CHECKPOINT][L.PATH], ctx.run2))
+    if state is None:
+        r.add("fixed-din", where, f"cannot verify the trained network's architecture: {why}")
+        return
+    try:
+        dropout = float(cfg.get("net_dropout", 0.1))
+        ref = build_fixed_din(items, dropout if 0 <= dropout < 1 else 0.1)
+    except KitError as exc:
+        r.add("fixed-din", where, f"the fixed DIN cannot be built over this item_info: {exc}")
+        return
+    fp = fingerprint(ref, items.n_items, items.n_tags)
+    if fp["sha256"] != FIXED_DIN_ARCH_SHA256:
+        r.add("fixed-din", "task2/models/din.py",
+              f"the DIN code builds another network than the fixed DIN (architecture fingerprint "
+              f"{fp['sha256'][:12]}, frozen {FIXED_DIN_ARCH_SHA256[:12]}): the Task-1 track may not change "
+              "the CTR model code")
+    got = shapes(state["model"], items.n_items, items.n_tags)
+    if got != fp["state"]:
+        want = {n: s for n, s, _ in fp["state"]}
+        have = {n: s for n, s, _ in got}
+        diff = sorted(set(want) ^ set(have)) or sorted(n for n in want if want[n] != have.get(n))
+        n_params = sum(int(t.numel()) for t in state["model"].values() if hasattr(t, "numel"))
+        r.add("fixed-din", where,
+              f"the trained network differs from the fixed DIN ({n_params:,} values in the checkpoint; "
+              f"differing tensors: {', '.join(diff[:5])}): the Task-1 track may not change the architecture")
+    margs = state["model_args"]
+    net = margs.get("config") if isinstance(margs.get("config"), dict) else {}
+    for key, value in fixed_din_config()["net"].items():
+        if key not in TASK1_TUNABLE and not _same(net.get(key), value):
+            r.add("fixed-din", f"{where}:model_args.config.{key}",
+                  f"= {net.get(key)!r}, the fixed DIN has {value!r}")
+    if margs.get("model") != "din":
+        r.add("fixed-din", f"{where}:model_args.model", f"= {margs.get('model')!r}, not the fixed 'din'")
 
 
 def _check_provided_embeddings(ctx: _Ctx, t2: dict) -> None:
@@ -465,17 +561,52 @@ def _check_provided_embeddings(ctx: _Ctx, t2: dict) -> None:
               "the Task-2 track must keep the provided embeddings (use track task1_2 for new ones)")
 
 
+def _check_loaded(ctx: _Ctx, t2: dict, pred: dict, mw: str) -> None:
+    """no-ensemble on what predict loaded: one checkpoint, the trained one, the file on disk."""
+    r = ctx.report
+    loaded = pred.get(CHECKPOINTS_LOADED)
+    key = f"{mw}:{L.PREDICTION}.{CHECKPOINTS_LOADED}"
+    if not isinstance(loaded, list):
+        r.add("no-ensemble", key, "not recorded: which checkpoints task2 predict loaded (re-run "
+              "`python -m task2 predict`)")
+        return
+    if len(loaded) != 1:
+        r.add("no-ensemble", key, f"{len(loaded)} checkpoints loaded: averaging predictions of several "
+              "models/checkpoints is an ensemble")
+    used = pred.get(L.CHECKPOINTS_USED)
+    if used is not None and used != len(loaded):
+        r.add("no-ensemble", f"{mw}:{L.PREDICTION}.{L.CHECKPOINTS_USED}",
+              f"= {used!r}, but {len(loaded)} checkpoints were loaded")
+    ck = t2.get(L.CHECKPOINT) if isinstance(t2.get(L.CHECKPOINT), dict) else {}
+    for entry in loaded:
+        if not isinstance(entry, dict) or not entry.get(L.SHA256):
+            r.add("no-ensemble", key, f"entry {entry!r} records no sha256")
+            continue
+        if entry[L.SHA256] != ck.get(L.SHA256):
+            r.add("no-ensemble", key, f"{entry.get(L.PATH)} (sha256 {entry[L.SHA256][:12]}) is not the trained "
+                  f"checkpoint of this run (sha256 {str(ck.get(L.SHA256))[:12]})")
+            continue
+        p = ctx.data_file(str(entry.get(L.PATH) or ""), ctx.run2)
+        if not p.is_file() or ctx.sha(p) != entry[L.SHA256]:
+            r.add("no-ensemble", key, f"{ctx.rel(p)} on disk is not the checkpoint predict loaded")
+
+
 def _check_prediction(ctx: _Ctx, t2: dict | None) -> None:
-    from .prediction import test_rows, validate_prediction
+    from .prediction import parse_prediction, test_rows
 
     r = ctx.report
     path = ctx.run.prediction
     where = ctx.rel(path)
     test_path, n = test_rows(ctx.paths.root)
-    try:
-        validate_prediction(path, n, ctx.track.name)
-    except KitError as exc:
-        r.add("prediction", where, str(exc).replace(str(path) + ": ", ""))
+    scores = None
+    if not path.is_file():
+        r.add("prediction", where, f"{C.SUBMISSION_FILE} not found (run `python -m task2 predict`)")
+    else:
+        raw = path.read_bytes()
+        try:
+            scores = parse_prediction(raw, n, ctx.track, where)
+        except KitError as exc:
+            r.add("prediction", where, str(exc).replace(where + ": ", ""))
     if t2 is None:
         return
     mw = ctx.rel(ctx.run.task2_manifest)
@@ -483,21 +614,50 @@ def _check_prediction(ctx: _Ctx, t2: dict | None) -> None:
     if not isinstance(pred, dict):
         r.add("manifest", f"{mw}:{L.PREDICTION}", "not recorded: run `python -m task2 predict` for this run")
         return
-    used = pred.get(L.CHECKPOINTS_USED)
-    if used is None:
-        r.add("no-ensemble", f"{mw}:{L.PREDICTION}.{L.CHECKPOINTS_USED}",
-              "not recorded; predictions must come from exactly one checkpoint")
-    elif used != 1:
-        r.add("no-ensemble", f"{mw}:{L.PREDICTION}.{L.CHECKPOINTS_USED}",
-              f"{used} checkpoints: averaging predictions of several models/checkpoints is an ensemble")
+    _check_loaded(ctx, t2, pred, mw)
     if pred.get("track") and get_track(str(pred["track"])).name != ctx.track.name:
         r.add("prediction", f"{mw}:{L.PREDICTION}.track",
               f"task2 predict ran for track {pred['track']} (column {pred.get('column')!r}); "
               f"re-run `python -m task2 predict --track {ctx.track.name}`")
-    if path.is_file():
-        if pred.get(L.SHA256) != ctx.sha(path):
-            r.add("provenance", where, "differs from what task2 predict wrote (sha256 differs from the "
-                  "manifest): predictions may not be edited, blended or averaged by hand")
+    if pred.get(L.PATH) and _resolve(ctx.data_file(str(pred[L.PATH]), ctx.run2)) != _resolve(path):
+        r.add("prediction", f"{mw}:{L.PREDICTION}.{L.PATH}",
+              f"= {pred[L.PATH]!r}: the run's prediction is {where}")
+    if path.is_file() and pred.get(L.SHA256) != file_sha256(path):
+        r.add("provenance", where, "differs from what task2 predict wrote (sha256 differs from the "
+              "manifest): predictions may not be edited, blended or averaged by hand")
     if pred.get("test_sha256") and test_path.is_file() and pred["test_sha256"] != ctx.sha(test_path):
         r.add("prediction", f"{mw}:{L.PREDICTION}.test_sha256",
               f"predictions were made for another test set than {ctx.rel(test_path)}")
+    if scores is not None:
+        _check_rescored(ctx, t2, scores, where)
+
+
+def _check_rescored(ctx: _Ctx, t2: dict, scores, where: str) -> None:
+    """Re-derive: score a deterministic sample of test rows with the checkpoint, compare."""
+    import numpy as np
+
+    from .fingerprint import RESCORE_TOL, RESCORE_TOL_AMP, rescore
+
+    state, items, why = _load_run_checkpoint(ctx, t2)
+    if state is None:
+        ctx.report.warn("provenance", where, f"not re-scored with the checkpoint: {why}")
+        return
+    seed = secrets.randbits(31)
+    try:
+        idx, probs = rescore(state, items, ctx.paths.table(C.TEST), seed)
+    except (KitError, RuntimeError, KeyError, ValueError) as exc:
+        ctx.report.add("provenance", where, f"the checkpoint cannot re-score test rows: "
+                       f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        return
+    runtime = t2.get(M.RUNTIME) if isinstance(t2.get(M.RUNTIME), dict) else {}
+    amp_cuda = bool(runtime.get("amp", False)) and "cuda" in str(t2.get("device", runtime.get("device", "")))
+    tol = RESCORE_TOL_AMP if amp_cuda else RESCORE_TOL
+    diff = np.abs(probs - scores[idx])
+    ctx.report.rescored = {"rows": int(len(idx)), "seed": seed, "max_abs_diff": float(diff.max(initial=0.0)),
+                           "tol": tol}
+    if diff.size and diff.max() > tol:
+        i = int(idx[int(diff.argmax())])
+        ctx.report.add("provenance", where,
+                       f"re-scored {len(idx)} test rows with the checkpoint: row {i} is {scores[i]:.6f} in "
+                       f"the file, {probs[int(diff.argmax())]:.6f} from the model (max |diff| {diff.max():.2e} > "
+                       f"{tol:g}, sample seed {seed}): the prediction is not the checkpoint's")

@@ -3,13 +3,20 @@
 Python files are parsed with `ast` and notebooks with nbformat (code cells only), so a
 library named in a comment, a string or a rule table (like the ones below) is not a hit:
 only real imports and calls are. IPython magics (`%...`, `!...`) are dropped before
-parsing; a `!pip install <banned>` line is reported, since it is how a notebook pulls
-a library in.
+parsing; a `!pip install <banned>` / `%pip install` line is reported, since it is how a
+notebook pulls a library in.
+
+Dynamic imports (`importlib.import_module(x)`, `__import__(x)`) and `exec`/`eval`/`compile`
+of a string are followed: string constants, concatenations and f-strings of constants are
+folded, and a name is resolved to every value the file gives it (assignments, loops over
+literal tuples, look-ups in literal dicts). Executed strings are scanned as code. What cannot
+be resolved is a hit: the check cannot tell which library it loads.
 """
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,11 +81,112 @@ def _const_str(node) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
 
+def _fold(node) -> str | None:
+    """A string built from constants only ('light' + 'gbm', f'{"xg"}boost'), else None."""
+    if (c := _const_str(node)) is not None:
+        return c
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        a, b = _fold(node.left), _fold(node.right)
+        return a + b if a is not None and b is not None else None
+    if isinstance(node, ast.JoinedStr):
+        parts = []
+        for v in node.values:
+            if isinstance(v, ast.FormattedValue):
+                if v.format_spec is not None or (inner := _fold(v.value)) is None:
+                    return None
+                parts.append(inner)
+            elif (c := _const_str(v)) is not None:
+                parts.append(c)
+            else:
+                return None
+        return "".join(parts)
+    return None
+
+
+def _literal_strings(node) -> list | None:
+    """Every string a literal tuple/list/set holds, or the values of a literal dict."""
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        items = [_fold(e) for e in node.elts]
+    elif isinstance(node, ast.Dict):
+        items = [_fold(v) for v in node.values]
+    else:
+        return None
+    return None if any(i is None for i in items) else items
+
+
+class _Names:
+    """Every value each name is given in one file (scope-blind, so a superset)."""
+
+    def __init__(self, tree):
+        self.bound: dict = {}  # name -> list of value nodes / ("iter", node)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign):
+                for t in node.targets:
+                    if isinstance(t, ast.Name):
+                        self.bound.setdefault(t.id, []).append(node.value)
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.NamedExpr)) and \
+                    isinstance(node.target, ast.Name):
+                self.bound.setdefault(node.target.id, []).append(
+                    None if isinstance(node, ast.AugAssign) else node.value)
+            elif isinstance(node, (ast.For, ast.comprehension)) and isinstance(node.target, ast.Name):
+                self.bound.setdefault(node.target.id, []).append(("iter", node.iter))
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                for a in node.args.args + node.args.kwonlyargs + node.args.posonlyargs:
+                    self.bound.setdefault(a.arg, []).append(None)  # a parameter: any value
+
+    def values(self, node, depth: int = 0) -> list | None:
+        """The strings `node` may evaluate to, or None when some cannot be known."""
+        if depth > 8:
+            return None
+        if (c := _fold(node)) is not None:
+            return [c]
+        if isinstance(node, ast.Name):
+            sources = self.bound.get(node.id)
+            if not sources:
+                return None
+            out = []
+            for src in sources:
+                if src is None:
+                    return None
+                if isinstance(src, tuple):  # for name in <iterable>
+                    got = _literal_strings(src[1])
+                    if got is None and isinstance(src[1], ast.Name):
+                        got = self._container(src[1].id)
+                else:
+                    got = self.values(src, depth + 1)
+                if got is None:
+                    return None
+                out += got
+            return out
+        # D.get(k) / D[k] on a literal dict (or tuple/list) bound to a name
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
+                and isinstance(node.func.value, ast.Name):
+            got = self._container(node.func.value.id)
+            if got is not None and len(node.args) > 1:
+                more = self.values(node.args[1], depth + 1)
+                return None if more is None else got + more
+            return got
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+            return self._container(node.value.id)
+        return None
+
+    def _container(self, name: str) -> list | None:
+        sources = self.bound.get(name) or [None]
+        out = []
+        for src in sources:
+            got = _literal_strings(src) if src is not None and not isinstance(src, tuple) else None
+            if got is None:
+                return None
+            out += got
+        return out
+
+
 class _Visitor(ast.NodeVisitor):
-    def __init__(self, file: str, line_offset: int, pretrained: bool):
+    def __init__(self, file: str, line_offset: int, pretrained: bool, names: _Names):
         self.file, self.off, self.pretrained = file, line_offset, pretrained
         self.hits: list = []
         self.aliases: dict = {}  # local name -> module it stands for
+        self.names = names
 
     def _module(self, module: str, node, how: str) -> None:
         if (p := _matches(module, TREE_MODULES)):
@@ -114,9 +222,25 @@ class _Visitor(ast.NodeVisitor):
     def visit_Call(self, node):
         name = _dotted(node.func) or ""
         last = name.rsplit(".", 1)[-1] if name else getattr(node.func, "attr", "")
-        # __import__("xgboost"), importlib.import_module("xgboost")
-        if last in ("__import__", "import_module") and node.args and (mod := _const_str(node.args[0])):
-            self._module(mod, node, "dynamically imports")
+        # getattr(importlib, "import_module")(...), getattr(builtins, "exec")(...)
+        if isinstance(node.func, ast.Call) and _dotted(node.func.func) == "getattr" and len(node.func.args) >= 2:
+            got = self.names.values(node.func.args[1])
+            if got is None or set(got) & {"__import__", "import_module", "run_module", "exec", "eval"}:
+                if node.args:
+                    self._dynamic(node, node.args[0], "getattr()-calls", as_code=bool(got and set(got) & {"exec", "eval"}))
+                else:
+                    self.hits.append(Hit("tree", self.file, node.lineno + self.off,
+                                         "calls a function fetched by getattr() that the check cannot resolve"))
+        if name.split(".")[0] in ("subprocess", "os") and last in _SHELL_CALLS:
+            self._shell(node)
+        if name in ("builtins.exec", "builtins.eval", "__builtins__.exec", "__builtins__.eval") and node.args:
+            self._dynamic(node, node.args[0], f"{last}()s", as_code=True)
+        # __import__("xgboost"), importlib.import_module("light" + "gbm"), __import__(name)
+        if last in ("__import__", "import_module", "run_module") and node.args:
+            self._dynamic(node, node.args[0], "dynamically imports", as_code=False)
+        # exec("import xgboost"), eval("__import__('catboost')"), compile(src, ...)
+        elif isinstance(node.func, ast.Name) and node.func.id in ("exec", "eval", "compile") and node.args:
+            self._dynamic(node, node.args[0], f"{node.func.id}()s", as_code=True)
         if self.pretrained:
             head = name.split(".")[0] if name else ""
             full = name.replace(head, self.aliases.get(head, head), 1) if head else name
@@ -138,7 +262,41 @@ class _Visitor(ast.NodeVisitor):
                                          f"calls {name or last}(weights={shown}) (pretrained weights)"))
         self.generic_visit(node)
 
+    def _shell(self, node) -> None:
+        """subprocess.run([..., "-c", "import xgboost"]), os.system("pip install lightgbm")."""
+        texts = []
+        for a in list(node.args) + [k.value for k in node.keywords]:
+            elts = a.elts if isinstance(a, (ast.List, ast.Tuple)) else [a]
+            texts += [v for e in elts for v in (self.names.values(e) or [])]
+        for text in texts:
+            words = set(re.findall(r"[A-Za-z0-9_.-]+", text.lower()))
+            banned = sorted({m for m in TREE_MODULES + TREE_PACKAGES if m.split(".")[0] in words and "." not in m}
+                            | {m for m in TREE_MODULES if m in words})
+            if banned:
+                self.hits.append(Hit("tree", self.file, node.lineno + self.off,
+                                     f"runs a command naming {banned[0]} (tree/boosting library)"))
+                return
 
+    def _dynamic(self, node, arg, how: str, as_code: bool) -> None:
+        values = self.names.values(arg)
+        line = node.lineno + self.off
+        if values is None:
+            if as_code and node.func.id == "compile":
+                return  # compiling alone runs nothing; the exec/eval of the result is what is checked
+            self.hits.append(Hit("tree", self.file, line,
+                                 f"{how} a string computed at run time ({ast.unparse(arg)[:60]}): the check "
+                                 "cannot tell which library it loads; import libraries by name"))
+            return
+        for v in values:
+            if as_code:
+                for h in _scan_source(v, self.file, line - 1, self.pretrained):
+                    self.hits.append(Hit(h.kind, h.file, line, f"{how} code that " + h.detail))
+            else:
+                self._module(v, node, how)
+
+
+_SHELL_CALLS = ("run", "call", "check_call", "check_output", "Popen", "getoutput", "getstatusoutput",
+                "system", "popen", "execv", "execvp", "execl", "execlp", "spawnv", "spawnl")
 _PIP_LINE = re.compile(r"^\s*[!%]+\s*(?:python\s+-m\s+)?pip3?\s+install\b(.*)$")
 
 
@@ -148,7 +306,7 @@ def _scan_source(text: str, file: str, line_offset: int, pretrained: bool) -> li
     except SyntaxError as exc:
         return [Hit("unparsable", file, (exc.lineno or 0) + line_offset,
                     f"cannot be parsed ({exc.msg}); its imports were not checked")]
-    v = _Visitor(file, line_offset, pretrained)
+    v = _Visitor(file, line_offset, pretrained, _Names(tree))
     v.visit(tree)
     return v.hits
 
@@ -197,6 +355,27 @@ def scan_file(path, pretrained: bool, display: str | None = None) -> list:
     except (UnicodeDecodeError, OSError) as exc:
         return [Hit("unparsable", file, 0, f"cannot be read ({type(exc).__name__})")]
     return _scan_source(text, file, 0, pretrained)
+
+
+def tracked_sources(repo) -> tuple:
+    """(git-tracked and untracked-not-ignored .py/.ipynb paths relative to `repo`, the symlinks
+    among them, not followed).
+
+    Outside a git checkout (a copied kit, the Docker image) every such file under `repo` is
+    taken, venvs and caches aside.
+    """
+    repo = Path(repo)
+    try:  # untracked files that git does not ignore are scanned too (a scan never hurts)
+        res = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                             capture_output=True, timeout=60)
+        names = [n for n in res.stdout.decode("utf-8", "replace").split("\0") if n] if res.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        names = None
+    if names is None:
+        names = [str(p.relative_to(repo)) for p in iter_sources(repo)]
+    names = sorted(set(n for n in names if n.endswith(SCAN_SUFFIXES)))
+    links = [n for n in names if (repo / n).is_symlink()]
+    return [n for n in names if n not in links and (repo / n).is_file()], links
 
 
 def iter_sources(root):

@@ -36,8 +36,10 @@ def train(data_dir, config, item_info, out, sets, max_epochs, device, resume):
     overrides = parse_overrides(sets)
     if max_epochs is not None:
         overrides["max_epochs"] = max_epochs
+    if device is not None:
+        overrides["device"] = device
     cfg = load_config(config, overrides)
-    summary = train_model(cfg, data_dir, item_info, out, device=device, resume=resume)
+    summary = train_model(cfg, data_dir, item_info, out, resume=resume)
     click.echo(json.dumps({k: summary[k] for k in ("best_valid_auc", "best_epoch", "params", "samples_per_s")}))
     if runs.is_main_process():
         runs.after_train(out, data_dir, item_info, time.perf_counter() - t0, results)

@@ -1,104 +1,133 @@
-"""Experiment configs: a named YAML (task2/configs/NAME.yaml) or a path, plus overrides.
+"""Experiment configs: a named YAML (task2/configs/NAME.yaml) or a path, plus `--set` overrides.
 
-A config is one flat dict. Keys are of three kinds: training keys (below), the chosen
-model's keys (its DEFAULTS), and runtime keys that change speed or budget, never the model.
+A YAML file stays one flat mapping (the submission rule check reads its keys). Loading splits it
+into typed sections: `TrainConfig` (how the model is fitted), the chosen model's own config
+(`DINConfig`, `TransformerDCNConfig`: what is learned) and `RuntimeConfig` (speed and budget,
+never the model). Every key has a type and a range; a bad value is one KitError at load time.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Annotated
 
-import yaml
+from pydantic import Field, StringConstraints
 
 from mmctr import yamlconfig
+from mmctr.config import Section, build, parse_sets, read_yaml
 from mmctr.errors import KitError
 from mmctr.manifest import CONFIG_SOURCE
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+MAX_LEARNING_RATE = 10.0  # above this Adam only diverges; a typo such as 1e8 is caught at load time
 
-TRAIN_DEFAULTS = {
-    "model": None,
-    "learning_rate": 1e-3,
-    "batch_size": 4096,
-    "embedding_regularizer": 0.0,
-    "net_regularizer": 0.0,
-    "max_len": 64,
-    "early_stop_patience": 3,
-    "lr_decay_factor": 0.1,
-    "grad_clip_norm": 10.0,
-    "seed": 20242025,
-}
-
-# Runtime keys: how fast and how long, not what is learned (submission's rule check ignores them).
-RUNTIME_DEFAULTS = {
-    "device": "auto",  # auto | cpu | cuda | cuda:N
-    "amp": True,  # bf16 autocast on CUDA
-    "compile": False,  # torch.compile the model
-    "max_epochs": 100,
-    "eval_batch_size": 16384,
-    "num_threads": 0,  # CPU threads for torch; 0 = torch's default
-    "log_every": 0,  # steps between loss logs; 0 = once per epoch
-}
-RUNTIME_KEYS = tuple(RUNTIME_DEFAULTS)
+Device = Annotated[str, StringConstraints(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")]
 
 
-def _parse_value(text: str):
-    value = yaml.safe_load(text)
-    if isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
+class TrainConfig(Section):
+    """How the model is fitted (recorded in the manifest's `config`)."""
+
+    learning_rate: float = Field(1e-3, gt=0, le=MAX_LEARNING_RATE)
+    batch_size: int = Field(4096, ge=1, le=1 << 20)
+    embedding_regularizer: float = Field(0.0, ge=0, le=1)
+    net_regularizer: float = Field(0.0, ge=0, le=1)
+    max_len: int = Field(64, ge=1, le=4096)
+    early_stop_patience: int = Field(3, ge=1, le=1000)
+    lr_decay_factor: float = Field(0.1, gt=0, le=1)  # lr x factor after an epoch without gain
+    grad_clip_norm: float = Field(10.0, ge=0)  # 0 = no clipping
+    seed: int = Field(20242025, ge=0, le=2**63 - 1)
+
+
+class RuntimeConfig(Section):
+    """How fast and how long, not what is learned (the rule check ignores these keys)."""
+
+    device: Device = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: bool = True  # bf16 autocast on CUDA
+    compile: bool = False  # torch.compile the model
+    max_epochs: int = Field(100, ge=1, le=10_000)
+    eval_batch_size: int = Field(16384, ge=1, le=1 << 22)
+    num_threads: int = Field(0, ge=0, le=1024)  # CPU threads for torch; 0 = torch's default
+    log_every: int = Field(0, ge=0)  # steps between loss logs; 0 = once per epoch
+
+
+TRAIN_DEFAULTS = {"model": None, **TrainConfig().model_dump()}
+RUNTIME_DEFAULTS = RuntimeConfig().model_dump()
+RUNTIME_KEYS = tuple(RuntimeConfig.model_fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One loaded config: the model's name and its three typed sections."""
+
+    model: str
+    net: Section  # the model's own config (DINConfig, TransformerDCNConfig)
+    train: TrainConfig
+    runtime: RuntimeConfig
+    source: str = ""
+
+    def to_flat(self) -> dict:
+        """The flat mapping a YAML file holds (model, training and runtime keys)."""
+        return {"model": self.model, **self.net.model_dump(), **self.train.model_dump(),
+                **self.runtime.model_dump()}
+
+    def learned(self) -> dict:
+        """Model + training keys: what the manifest's `config` records."""
+        return {"model": self.model, **self.net.model_dump(), **self.train.model_dump()}
+
+    def replace(self, section: str, **changes) -> "RunConfig":
+        """A copy with some keys of one section changed (validated)."""
+        current = getattr(self, section)
+        new = build(type(current), {**current.model_dump(), **changes}, self.source)
+        return dataclasses.replace(self, **{section: new})
+
+    def __getitem__(self, key: str):  # flat read access, e.g. cfg["batch_size"]
+        flat = self.to_flat()
+        if key not in flat:
+            raise KeyError(key)
+        return flat[key]
 
 
 def parse_overrides(items) -> dict:
-    """['lr=1e-3', 'dnn_hidden_units=[256,128]'] -> dict (values parsed as YAML)."""
-    out = {}
-    for item in items or ():
-        if "=" not in item:
-            raise KitError(f"override '{item}' is not KEY=VALUE")
-        key, value = item.split("=", 1)
-        out[key.strip()] = _parse_value(value)
-    return out
+    """['learning_rate=1e-3', 'dnn_hidden_units=[256,128]'] -> flat dict of YAML values."""
+    return parse_sets(items)
 
 
 def config_path(name_or_path) -> Path:
     return yamlconfig.config_path(name_or_path, CONFIG_DIR)
 
 
-def load_config(name_or_path, overrides: dict | None = None) -> dict:
-    """Load and complete a config; unknown keys or a bad model name raise KitError."""
-    from .models import model_defaults
+def split_keys(raw: dict, model_cls, source: str) -> RunConfig:
+    """Split one flat mapping into typed sections; unknown keys are named with the known ones."""
+    from .models import model_name_of
+
+    name = raw.get("model")
+    sections = {"net": model_cls, "train": TrainConfig, "runtime": RuntimeConfig}
+    known = {"model"} | {k for cls in sections.values() for k in cls.model_fields}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise KitError(f"{source}: unknown key(s) {unknown} for model '{name}'; known: {', '.join(sorted(known))}")
+    parts = {sec: build(cls, {k: v for k, v in raw.items() if k in cls.model_fields}, source)
+             for sec, cls in sections.items()}
+    assert model_name_of(model_cls) == name
+    return RunConfig(model=name, source=source, **parts)
+
+
+def load_config(name_or_path, overrides: dict | None = None) -> RunConfig:
+    """Load, override and validate a config; any bad key or value is one KitError."""
+    from .models import model_config_class
 
     path = config_path(name_or_path)
-    raw = yamlconfig.read_mapping(path)
-    raw.update(overrides or {})
+    raw = {**read_yaml(path), **(overrides or {})}
+    raw.pop(CONFIG_SOURCE, None)
     if not raw.get("model"):
         raise KitError(f"{path}: no 'model' key")
-    defaults = {**TRAIN_DEFAULTS, **model_defaults(raw["model"]), **RUNTIME_DEFAULTS}
-    unknown = sorted(set(raw) - set(defaults))
-    if unknown:
-        raise KitError(f"{path}: unknown key(s) {unknown} for model '{raw['model']}'; "
-                       f"known: {', '.join(sorted(defaults))}")
-    cfg = {**defaults, **raw}
-    for key in ("batch_size", "max_len", "max_epochs"):
-        if not isinstance(cfg[key], int) or cfg[key] <= 0:
-            raise KitError(f"{path}: '{key}' must be a positive integer, got {cfg[key]!r}")
-    for key in ("learning_rate", "embedding_regularizer", "net_regularizer", "lr_decay_factor", "grad_clip_norm"):
-        value = cfg[key]
-        if isinstance(value, str):  # "1e-5" in a YAML file
-            try:
-                cfg[key] = value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise KitError(f"{path}: '{key}' must be a non-negative number, got {value!r}")
-    if cfg["learning_rate"] <= 0:
-        raise KitError(f"{path}: 'learning_rate' must be positive, got {cfg['learning_rate']!r}")
-    cfg[CONFIG_SOURCE] = str(path)
-    return cfg
+    if not isinstance(raw["model"], str):
+        raise KitError(f"{path}: 'model' must be a model name, got {raw['model']!r}")
+    return split_keys(raw, model_config_class(raw["model"]), str(path))
 
 
-def model_config(cfg: dict) -> dict:
-    """The part of a config that defines what is learned (drops runtime keys)."""
+def model_config(cfg) -> dict:
+    """The part of a config that defines what is learned (model + training keys, flat)."""
+    if isinstance(cfg, RunConfig):
+        return cfg.learned()
     return {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS and k != CONFIG_SOURCE}

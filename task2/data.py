@@ -7,12 +7,11 @@ from typing import Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
 from mmctr import contract as C
 from mmctr.errors import KitError
+from mmctr.io import read_parquet, read_parquet_schema
 from mmctr.item_info import read_item_info
 
 
@@ -43,27 +42,25 @@ class Split:
     views: torch.Tensor  # (n,) int8
     label: Optional[torch.Tensor]  # (n,) float32
     path: Path
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        """Non-padded length of each row's sequence (on the CPU, for batching)."""
-        if not hasattr(self, "_lengths"):
-            self._lengths = (self.seq != 0).sum(1).cpu()
-        return self._lengths
+    lengths: torch.Tensor  # (n,) int32 on the CPU: columns from the first non-padding item to the end
 
     def __len__(self) -> int:
         return len(self.item)
 
     def to(self, device) -> "Split":
+        """The same split with its tensors on `device` (lengths stay on the CPU)."""
         move = lambda t: None if t is None else t.to(device, non_blocking=True)
         return Split(move(self.seq), move(self.item), move(self.likes), move(self.views),
-                     move(self.label), self.path)
+                     move(self.label), self.path, self.lengths)
 
     def batch(self, idx: torch.Tensor) -> dict:
-        """Gather one batch; sequences trimmed to the longest non-padded length in the batch."""
-        seq = self.seq[idx]
-        width = int((seq != 0).any(0).nonzero().min().item()) if bool((seq != 0).any()) else seq.shape[1] - 1
-        b = {"seq": seq[:, width:].long(), "item": self.item[idx].long(),
+        """Gather one batch (`idx` on the CPU); sequences trimmed to the batch's longest one.
+
+        The trim width comes from the CPU-side lengths, so no value is read back from a GPU.
+        """
+        keep = max(int(self.lengths[idx].max()), 1) if len(idx) else 1
+        idx = idx.to(self.seq.device, non_blocking=True)
+        b = {"seq": self.seq[idx, self.seq.shape[1] - keep:].long(), "item": self.item[idx].long(),
              "likes": self.likes[idx].long(), "views": self.views[idx].long()}
         if self.label is not None:
             b["label"] = self.label[idx]
@@ -75,12 +72,12 @@ def load_split(path, max_len: int, n_items: int, need_label: bool) -> Split:
     path = Path(path)
     if not path.is_file():
         raise KitError(f"missing split file: {path}")
-    names = pq.read_schema(path).names
+    names = read_parquet_schema(path, what=path.stem).names
     want = [C.ITEM_SEQ, C.ITEM_ID, C.LIKES, C.VIEWS] + ([C.LABEL] if need_label else [])
     missing = [c for c in want if c not in names]
     if missing:
         raise KitError(f"{path}: missing column(s) {missing} (has {names})")
-    t = pq.read_table(path, columns=want)
+    t = read_parquet(path, columns=want, what=path.stem)
     item = t.column(C.ITEM_ID).to_numpy().astype(np.int64)
     seq = seq_matrix(t.column(C.ITEM_SEQ), max_len)
     for name, arr in ((C.ITEM_ID, item), (C.ITEM_SEQ, seq)):
@@ -102,8 +99,10 @@ def load_split(path, max_len: int, n_items: int, need_label: bool) -> Split:
         if bad.size:
             raise KitError(f"{path}:{C.LABEL} row {bad[0]}: {y[bad[0]]} is not 0 or 1")
         label = torch.from_numpy(y)
+    nonzero = seq != 0
+    lengths = np.where(nonzero.any(1), max_len - nonzero.argmax(1), 0).astype(np.int32)
     return Split(torch.from_numpy(seq), torch.from_numpy(item.astype(np.int32)),
-                 levels[C.LIKES], levels[C.VIEWS], label, path)
+                 levels[C.LIKES], levels[C.VIEWS], label, path, torch.from_numpy(lengths))
 
 
 @dataclass
@@ -123,16 +122,17 @@ class ItemTable:
 
     @classmethod
     def load(cls, path) -> "ItemTable":
+        """item_info via the contract's reader (finite embeddings, tag ids in range, row order)."""
         tags, emb = read_item_info(path)
-        return cls(torch.from_numpy(tags), torch.from_numpy(emb), Path(path))
+        return cls(torch.from_numpy(np.array(tags)), torch.from_numpy(np.array(emb)), Path(path))
 
 
 BUCKET = 32  # batches per length-sorted bucket
 
 
-def iter_batches(n: int, batch_size: int, generator=None, shuffle=True, device="cpu",
-                 rank: int = 0, world: int = 1, lengths: torch.Tensor | None = None):
-    """Index batches over range(n); with DDP each rank takes an equal share.
+def iter_batches(n: int, batch_size: int, generator=None, shuffle=True,
+                 rank: int = 0, world: int = 1, lengths: torch.Tensor | None = None) -> list:
+    """Index batches (CPU tensors) over range(n); with DDP each rank takes an equal share.
 
     With `lengths` (sequence lengths), rows are shuffled, then sorted by length inside buckets
     of BUCKET batches and the batches shuffled again: batches hold sequences of similar length,
@@ -153,5 +153,4 @@ def iter_batches(n: int, batch_size: int, generator=None, shuffle=True, device="
         batches = [batches[i] for i in order]
     else:
         batches = list(idx.split(batch_size))
-    for b in batches:
-        yield b.to(device)
+    return batches

@@ -1,23 +1,29 @@
 """Predict test.parquet with a trained run's best checkpoint → prediction.csv (ID, track column)."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mmctr import contract as C
-from mmctr.errors import KitError
-from mmctr.io import atomic_path, file_sha256, write_json
 from mmctr import manifest as M
+from mmctr.config import build
+from mmctr.errors import KitError
+from mmctr.io import atomic_path, check_writable, file_sha256, write_json
 from mmctr.manifest import read_manifest
-from mmctr.paths import DataPaths
+from mmctr.paths import DataPaths, refuse_data_write
 from mmctr.tracks import get_track
 
+from .checkpoint import load_checkpoint
+from .config import RuntimeConfig
 from .data import ItemTable, load_split
 from .models import create_model
-from .train import BEST, MANIFEST, predict_split, resolve_device
+from .train import BEST, MANIFEST, predict_split, relative_to, resolve_device, resolve_located
+
+CHECKPOINTS_LOADED = "checkpoints_loaded"
+SIDE_PREDICTIONS = "side_predictions"
 
 
 def write_prediction(path, probs: np.ndarray, column: str) -> None:
@@ -34,32 +40,60 @@ def write_prediction(path, probs: np.ndarray, column: str) -> None:
 
 def predict_run(run_dir, data_dir, track: str, out=None, device: str | None = None,
                 batch_size: int | None = None) -> dict:
-    """Score every test row with the run's best checkpoint; update the run manifest."""
+    """Score every test row with the run's best checkpoint; record it in the run manifest.
+
+    The default output (RUN/prediction.csv) is the run's prediction; any other --out is a side
+    prediction, listed under `side_predictions`, leaving `prediction` alone.
+    """
     t0 = time.perf_counter()
     run = Path(run_dir)
     manifest = read_manifest(run / MANIFEST)
-    if not (run / BEST).is_file():
-        raise KitError(f"{run / BEST} missing: train first (`python -m task2 train --out {run}`)")
-    column = get_track(track).column
+    column, track_name = get_track(track).column, get_track(track).name
     paths = DataPaths.resolve(data_dir)
-    cfg = {**manifest[M.CONFIG], **manifest.get(M.RUNTIME, {})}
-    dev = resolve_device(device or cfg.get("device", "auto"))
-    items = ItemTable.load(manifest[M.ITEM_INFO][M.PATH])
-    if file_sha256(items.path) != manifest[M.ITEM_INFO][M.SHA256]:
+    default_out = run / C.SUBMISSION_FILE
+    out = Path(out) if out else default_out
+    refuse_data_write(out, paths.root, "--out")
+    check_writable(out, "--out")
+    main = out.resolve() == default_out.resolve()
+    ck = manifest.get(M.CHECKPOINT) or {}
+    if not ck.get(M.SHA256):
+        raise KitError(f"{run / MANIFEST} records no best checkpoint: train first (`python -m task2 train --out {run}`)")
+    ck_path = run / BEST
+    runtime = build(RuntimeConfig, {**manifest.get(M.RUNTIME, {}), **({"device": device} if device else {})},
+                    str(run / MANIFEST))
+    dev = resolve_device(runtime.device)
+
+    info = manifest[M.ITEM_INFO]
+    items = ItemTable.load(resolve_located(info, paths.root, run))
+    if file_sha256(items.path) != info[M.SHA256]:
         raise KitError(f"{items.path} changed since training (sha256 differs from {run / MANIFEST})")
+    state = load_checkpoint(ck_path, sha256=ck[M.SHA256], map_location="cpu")
+    if "model_args" not in state or "model" not in state:
+        raise KitError(f"{ck_path} lacks model_args/model: not a checkpoint of this kit's task2 train")
+    model = create_model(state["model_args"], items.tags, items.emb, derive=False)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise KitError(f"{ck_path} does not fit its own model_args: {str(exc).splitlines()[0]}") from None
+    model.to(dev)
     test_path = paths.require(C.TEST)
-    test = load_split(test_path, cfg["max_len"], items.n_items, need_label=False)
+    test = load_split(test_path, state["model_args"]["max_len"], items.n_items, need_label=False)
     if dev.type == "cuda":
         test = test.to(dev)
-    model = create_model(cfg, items.tags.to(dev), items.emb.to(dev)).to(dev)
-    state = torch.load(run / BEST, map_location=dev, weights_only=False)
-    model.load_state_dict(state["model"])
-    probs = predict_split(model, test, batch_size or cfg.get("eval_batch_size", 16384), dev, cfg.get("amp", True))
-    out = Path(out) if out else run / C.SUBMISSION_FILE
+    probs = predict_split(model, test, batch_size or runtime.eval_batch_size, dev, runtime.amp)
     write_prediction(out, probs, column)
-    manifest[M.PREDICTION] = {
-        M.PATH: str(out.resolve()), M.SHA256: file_sha256(out), "rows": int(len(probs)), "column": column,
-        "track": get_track(track).name, "test_path": str(test_path.resolve()), "test_sha256": file_sha256(test_path),
-        "checkpoint_epoch": state["epoch"], M.CHECKPOINTS_USED: 1, "seconds": round(time.perf_counter() - t0, 3)}
+
+    loaded = [{M.PATH: BEST, M.SHA256: ck[M.SHA256]}]
+    rel_out = relative_to(out, run)
+    entry = {
+        M.PATH: rel_out if rel_out is not None else os.path.relpath(out.resolve(), run.resolve()),
+        M.SHA256: file_sha256(out), "rows": int(len(probs)), "column": column, "track": track_name,
+        "test_path": relative_to(test_path, paths.root), "test_sha256": file_sha256(test_path),
+        "checkpoint_epoch": state.get("epoch"), CHECKPOINTS_LOADED: loaded, M.CHECKPOINTS_USED: len(loaded),
+        "seconds": round(time.perf_counter() - t0, 3)}
+    if main:
+        manifest[M.PREDICTION] = entry
+    else:
+        manifest[SIDE_PREDICTIONS] = [*manifest.get(SIDE_PREDICTIONS, []), entry]
     write_json(run / MANIFEST, manifest)
-    return manifest[M.PREDICTION]
+    return entry

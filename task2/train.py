@@ -1,14 +1,18 @@
-"""One training loop: train → validate each epoch → keep the best → stop early.
+"""One training loop: fit → (train_epoch → evaluate → checkpoint_and_earlystop) per epoch.
 
 Single process by default; under `torchrun --nproc_per_node=N -m task2 train ...` it runs DDP
 (each rank a share of every epoch, rank 0 validates, checkpoints and writes the manifest).
+A training step never reads a value back from the GPU: the loss is summed on the device and
+read once per epoch (or per `log_every` steps).
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -19,21 +23,32 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from mmctr import contract as C
-from mmctr.errors import KitError
-from mmctr.io import Timer, atomic_path, file_sha256
 from mmctr import manifest as M
-from mmctr.manifest import hash_inputs, write_manifest
+from mmctr.config import changed_keys
+from mmctr.errors import KitError
+from mmctr.io import Timer, check_writable, file_sha256
+from mmctr.manifest import read_manifest, write_manifest
 from mmctr.metrics import log_loss, roc_auc
-from mmctr.paths import DataPaths
+from mmctr.paths import DataPaths, refuse_data_write
 
-from .config import model_config
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import RunConfig
 from .data import ItemTable, Split, iter_batches, load_split
-from .models import create_model
+from .models import create_model, model_args
 
-BEST, LAST, HISTORY = "best.pt", "last.pt", "history.jsonl"
+BEST, LAST, HISTORY, LOG = "best.pt", "last.pt", "history.jsonl", "train.log"
 MANIFEST = M.TASK2_MANIFEST
+LAST_CHECKPOINT = "last_checkpoint"  # manifest key: {"path": "last.pt", "sha256"}
+DATA_FILES = "data_files"  # manifest key: {path relative to the data root: sha256}
+RESUMED = "resumed"  # manifest key: [{"from_epoch", "changed": {key: [old, new]}}]
 # FuxiCTR 2.3.7 (rank_model.py): an epoch "improves" only by more than 1e-6; lr never below 1e-6.
 MIN_DELTA, MIN_LR = 1e-6, 1e-6
+# On --resume these keys may change (they steer what comes next); the others define the model
+# or the data order already consumed, and are refused.
+RESUMABLE_KEYS = ("learning_rate", "embedding_regularizer", "net_regularizer", "early_stop_patience",
+                  "lr_decay_factor", "grad_clip_norm")
+
+log = logging.getLogger("task2.train")
 
 
 def seed_everything(seed: int) -> None:
@@ -42,12 +57,44 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rng_state() -> dict:
+    """Every RNG this process draws from, as tensors and plain data (checkpoint-safe)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(keys.astype(np.int64)),
+             "numpy_pos": int(pos), "numpy_gauss": [int(has_gauss), float(gauss)],
+             "python": torch.tensor(internal, dtype=torch.int64), "python_version": version,
+             "python_gauss": gauss_next}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    has_gauss, gauss = state["numpy_gauss"]
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], has_gauss, gauss))
+    random.setstate((state["python_version"], tuple(state["python"].tolist()), state["python_gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def resolve_device(name: str) -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' → a usable torch.device, or one KitError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise KitError(f"device '{name}' asked for, but no CUDA GPU is visible (use --device cpu)")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise KitError(f"device '{name}' is not a device: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise KitError(f"device '{name}' asked for, but no CUDA GPU is visible (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise KitError(f"device '{name}': only {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise KitError(f"device '{name}' asked for, but MPS is not available (use --device cpu)")
+    return dev
 
 
 class Dist:
@@ -87,6 +134,16 @@ class Dist:
         dist.broadcast(t, 0)
         return bool(t.item())
 
+    def gather(self, obj) -> list:
+        """Every rank's `obj`, in rank order (plain data)."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
     def close(self) -> None:
         if self.world > 1:
             import torch.distributed as dist
@@ -106,160 +163,301 @@ def predict_split(model: torch.nn.Module, split: Split, batch_size: int, device:
     """Click probabilities for every row of `split`, in row order."""
     model.eval()
     out = []
-    for idx in iter_batches(len(split), batch_size, shuffle=False, device=split.item.device):
+    for idx in iter_batches(len(split), batch_size, shuffle=False):
         batch = {k: v.to(device, non_blocking=True) for k, v in split.batch(idx).items() if k != "label"}
         with autocast(device, amp):
             out.append(torch.sigmoid(model(batch).float()).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
-def regularization(model, cfg: dict) -> torch.Tensor | float:
+def regularization(model, cfg: RunConfig) -> torch.Tensor | float:
     """FuxiCTR 2.3.7 L2 terms, (lambda/2)*||w||^2: embedding_regularizer on embedding tables,
     net_regularizer on the other weight matrices."""
     emb_params = list(model.embedding_parameters())
     reg = 0.0
-    if cfg["embedding_regularizer"]:
-        reg = reg + cfg["embedding_regularizer"] / 2 * sum(p.pow(2).sum() for p in emb_params)
-    if cfg["net_regularizer"]:
+    if cfg.train.embedding_regularizer:
+        reg = reg + cfg.train.embedding_regularizer / 2 * sum(p.pow(2).sum() for p in emb_params)
+    if cfg.train.net_regularizer:
         ids = {id(p) for p in emb_params}
         net = [p for n, p in model.named_parameters() if p.dim() > 1 and id(p) not in ids]
-        reg = reg + cfg["net_regularizer"] / 2 * sum(p.pow(2).sum() for p in net)
+        reg = reg + cfg.train.net_regularizer / 2 * sum(p.pow(2).sum() for p in net)
     return reg
 
 
-def _save(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+def relative_to(path: Path, root: Path) -> str | None:
+    """`path` relative to `root` (both resolved), or None when it lies outside."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return None
 
 
-def train_model(cfg: dict, data_dir, item_info_path=None, out_dir="runs/task2", device=None,
-                max_epochs: int | None = None, quiet: bool = False, resume: bool = False) -> dict:
-    """Train cfg['model'] on train.parquet, select on valid AUC; return the run's summary.
+def locate(path: Path, data_root: Path, run_dir: Path) -> dict:
+    """A data file recorded without the machine's absolute paths: relative to the data root,
+    else relative to the run dir (e.g. task1's item_info beside the run)."""
+    rel = relative_to(path, data_root)
+    if rel is not None:
+        return {M.PATH: rel, "root": "data"}
+    return {M.PATH: os.path.relpath(Path(path).resolve(), Path(run_dir).resolve()), "root": "run"}
 
-    Writes best.pt, last.pt, history.jsonl and manifest.json into out_dir.
-    """
-    timer = Timer()
-    paths = DataPaths.resolve(data_dir)
-    item_info_path = Path(item_info_path) if item_info_path else paths.require(C.ITEM_INFO)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.get("num_threads"):
-        torch.set_num_threads(cfg["num_threads"])
-    dist = Dist(resolve_device(device or cfg["device"]))
-    dev = dist.device
-    seed_everything(cfg["seed"])
-    epochs = max_epochs or cfg["max_epochs"]
-    show = not quiet and dist.main
 
-    with timer("load"):
-        items = ItemTable.load(item_info_path)
-        train = load_split(paths.require(C.TRAIN), cfg["max_len"], items.n_items, need_label=True)
-        valid = load_split(paths.require(C.VALID), cfg["max_len"], items.n_items, need_label=True)
-        data_dev = dev if dev.type == "cuda" else torch.device("cpu")
-        train, valid = train.to(data_dev), valid.to(data_dev)
-    with timer("build"):
-        model = create_model(cfg, items.tags.to(dev), items.emb.to(dev)).to(dev)
-        n_params = sum(p.numel() for p in model.parameters())
-        core = model
-        if cfg["compile"]:
-            model = torch.compile(model)
-        model = dist.wrap(model)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
+def resolve_located(entry: dict, data_root: Path, run_dir: Path) -> Path:
+    """Inverse of `locate` (older manifests held absolute paths)."""
+    p = Path(entry[M.PATH])
+    if p.is_absolute():
+        return p
+    return (Path(data_root) if entry.get("root", "data") == "data" else Path(run_dir)) / p
 
-    start_epoch, best_auc, best_epoch, bad_epochs, history = 0, -math.inf, -1, 0, []
-    if not resume and dist.main:
-        (out / HISTORY).unlink(missing_ok=True)  # a fresh run starts a fresh history
-    if resume and (out / LAST).is_file():
-        state = torch.load(out / LAST, map_location=dev, weights_only=False)
-        core.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, best_auc, best_epoch = state["epoch"] + 1, state["best_auc"], state["best_epoch"]
-        bad_epochs, history = state["bad_epochs"], state["history"]
-        torch.set_rng_state(state["rng"])
-        if show:
-            print(f"resumed from {out / LAST} at epoch {start_epoch} (best valid AUC {best_auc:.5f})")
 
-    gen = torch.Generator().manual_seed(cfg["seed"])
-    for _ in range(start_epoch):  # keep the shuffling sequence of an uninterrupted run
-        for _ in iter_batches(len(train), cfg["batch_size"], generator=gen, lengths=train.lengths):
-            pass
-    n_steps = math.ceil(len(train) // dist.world / cfg["batch_size"])
-    samples_per_s = []
-    t_train = time.perf_counter()
-    for epoch in range(start_epoch, epochs):
-        model.train()
+def setup_log(out: Path, show: bool) -> logging.Handler:
+    """Lines to <out>/train.log always, and to stderr unless quiet."""
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    handler = logging.FileHandler(out / LOG, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    log.addHandler(handler)
+    if show:
+        log.addHandler(logging.StreamHandler(sys.stderr))
+    return handler
+
+
+class Trainer:
+    """Holds one run's data, model and optimiser; `fit()` trains it and returns the summary."""
+
+    def __init__(self, cfg: RunConfig, data_dir, item_info_path=None, out_dir="runs/task2",
+                 quiet: bool = False, resume: bool = False):
+        self.cfg, self.out, self.resume = cfg, Path(out_dir), resume
+        self.timer = Timer()
+        self.paths = DataPaths.resolve(data_dir)
+        refuse_data_write(self.out, self.paths.root, "--out")
+        check_writable(self.out, "--out")
+        self.item_info_path = Path(item_info_path) if item_info_path else self.paths.require(C.ITEM_INFO)
+        if resume and not (self.out / LAST).is_file():
+            raise KitError(f"--resume: {self.out / LAST} not found (nothing to resume); "
+                           "train without --resume to start a fresh run")
+        if cfg.runtime.num_threads:
+            torch.set_num_threads(cfg.runtime.num_threads)
+        self.dist = Dist(resolve_device(cfg.runtime.device))
+        self.dev = self.dist.device
+        self.show = not quiet and self.dist.main
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.dist.main:
+            if not resume:  # a fresh run starts a fresh history and log
+                for name in (HISTORY, LOG):
+                    (self.out / name).unlink(missing_ok=True)
+            self.handler = setup_log(self.out, self.show)
+        seed_everything(cfg.train.seed)
+        self.start_epoch, self.best_auc, self.best_epoch, self.bad_epochs = 0, -math.inf, -1, 0
+        self.history, self.resumed, self.samples_per_s = [], [], []
+        self.checkpoints: dict = {}
+        self._load_data()
+        self._build()
+        self.gen = torch.Generator().manual_seed(cfg.train.seed)
+        if resume:
+            self._resume()
+
+    def _load_data(self) -> None:
+        with self.timer("load"):
+            self.items = ItemTable.load(self.item_info_path)
+            n, max_len = self.items.n_items, self.cfg.train.max_len
+            self.train = load_split(self.paths.require(C.TRAIN), max_len, n, need_label=True)
+            self.valid = load_split(self.paths.require(C.VALID), max_len, n, need_label=True)
+            data_dev = self.dev if self.dev.type == "cuda" else torch.device("cpu")
+            self.train, self.valid = self.train.to(data_dev), self.valid.to(data_dev)
+        if self.dist.main:
+            with self.timer("hash"):
+                self.data_files = {}
+                self.inputs = {}
+                for p in (self.train.path, self.valid.path, self.item_info_path):
+                    where, sha = locate(p, self.paths.root, self.out), file_sha256(p)
+                    self.inputs[where[M.PATH]] = sha
+                    if where["root"] == "data":
+                        self.data_files[where[M.PATH]] = sha
+                self.item_info_entry = {**locate(self.item_info_path, self.paths.root, self.out),
+                                        M.SHA256: file_sha256(self.item_info_path)}
+
+    def _build(self) -> None:
+        with self.timer("build"):
+            self.model_args = model_args(self.cfg, self.items.tags)
+            self.core = create_model(self.model_args, self.items.tags.to(self.dev), self.items.emb.to(self.dev))
+            self.core.to(self.dev)
+            self.n_params = sum(p.numel() for p in self.core.parameters())
+            model = torch.compile(self.core) if self.cfg.runtime.compile else self.core
+            self.model = self.dist.wrap(model)
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.train.learning_rate)
+
+    def _resume(self) -> None:
+        path = self.out / LAST
+        manifest = read_manifest(self.out / MANIFEST) if (self.out / MANIFEST).is_file() else {}
+        pinned = (manifest.get(LAST_CHECKPOINT) or {}).get(M.SHA256)
+        if pinned is None:
+            raise KitError(f"--resume: {self.out / MANIFEST} records no sha256 for {LAST}; "
+                           "refusing to load an unverified checkpoint")
+        state = load_checkpoint(path, sha256=pinned, map_location=self.dev)
+        old_args = state.get("model_args") or {}
+        if old_args.get("model") != self.cfg.model:
+            raise KitError(f"--resume: {path} holds model '{old_args.get('model')}', the config asks for "
+                           f"'{self.cfg.model}'; use another --out or the same config")
+        old_cfg = state.get("config") or {}
+        changed = changed_keys(old_cfg, self.cfg.learned())
+        refused = [k for k in changed if k not in RESUMABLE_KEYS]
+        if refused:
+            raise KitError(f"--resume: key(s) {refused} differ from the run in {self.out} "
+                           f"({', '.join(f'{k}: {old_cfg.get(k)!r} -> {self.cfg.learned().get(k)!r}' for k in refused)}); "
+                           f"only {', '.join(RESUMABLE_KEYS)} may change on resume")
+        try:
+            self.core.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise KitError(f"--resume: {path} does not fit this model: {str(exc).splitlines()[0]}") from None
+        if "learning_rate" in changed:  # apply the new rate; otherwise keep the decayed one
+            for g in self.opt.param_groups:
+                g["lr"] = self.cfg.train.learning_rate
+        self.start_epoch = state["epoch"] + 1
+        self.best_auc, self.best_epoch = state["best_auc"], state["best_epoch"]
+        self.bad_epochs, self.history = state["bad_epochs"], list(state["history"])
+        self.resumed = list(state.get("resumed", [])) + [
+            {"from_epoch": self.start_epoch, "changed": {k: [old_cfg.get(k), self.cfg.learned().get(k)] for k in changed}}]
+        self.checkpoints = {k: v for k, v in ((M.CHECKPOINT, manifest.get(M.CHECKPOINT)),
+                                              (LAST_CHECKPOINT, manifest.get(LAST_CHECKPOINT))) if v}
+        rngs = state["rng"]
+        set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
+        self.gen.set_state(state["generator"])
+        log.info(f"resumed from {path} at epoch {self.start_epoch + 1} (best valid AUC {self.best_auc:.5f})"
+                 + (f"; changed: {', '.join(changed)}" if changed else ""))
+
+    def fit(self) -> dict:
+        """Train until max_epochs or early stop; return the run's summary."""
+        t_train = time.perf_counter()
+        for epoch in range(self.start_epoch, self.cfg.runtime.max_epochs):
+            loss, n = self.train_epoch(epoch)
+            auc, ll = self.evaluate() if self.dist.main else (math.nan, math.nan)
+            if self.checkpoint_and_earlystop(epoch, loss, n, auc, ll):
+                break
+        self.timer.seconds["train"] = round(time.perf_counter() - t_train, 3)
+        summary = self.summary()
+        if self.dist.main:
+            self.write_manifest(summary)
+            self.handler.close()
+            log.removeHandler(self.handler)
+        self.dist.close()
+        return summary
+
+    def train_epoch(self, epoch: int) -> tuple[float, int]:
+        """One pass over this rank's share of train; returns (mean BCE loss, rows seen)."""
+        cfg, dev = self.cfg, self.dev
+        self.model.train()
         t0 = time.perf_counter()
-        total, count = 0.0, 0
-        bar = tqdm(iter_batches(len(train), cfg["batch_size"], generator=gen, device=train.item.device,
-                                rank=dist.rank, world=dist.world, lengths=train.lengths),
-                   total=n_steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not show, leave=False)
+        batches = iter_batches(len(self.train), cfg.train.batch_size, generator=self.gen,
+                               rank=self.dist.rank, world=self.dist.world, lengths=self.train.lengths)
+        bar = tqdm(batches, total=len(batches), desc=f"epoch {epoch + 1}/{cfg.runtime.max_epochs}",
+                   disable=not (self.show and sys.stderr.isatty()), leave=False)
+        total = torch.zeros((), device=dev)
+        first_bad = torch.full((), len(batches), device=dev, dtype=torch.long)
+        count = 0
         for step, idx in enumerate(bar):
-            batch = {k: v.to(dev, non_blocking=True) for k, v in train.batch(idx).items()}
-            with autocast(dev, cfg["amp"]):
-                logits = model(batch)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), batch["label"])
-            full = loss + regularization(core, cfg)
-            opt.zero_grad(set_to_none=True)
-            full.backward()
-            if cfg["grad_clip_norm"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip_norm"])
-            opt.step()
-            total += float(loss.detach()) * len(idx)
+            loss = self.train_step(self.train.batch(idx))
+            total += loss * len(idx)
+            first_bad = torch.minimum(first_bad, torch.where(torch.isfinite(loss), first_bad, step))
             count += len(idx)
-            if cfg["log_every"] and step % cfg["log_every"] == 0:
-                bar.set_postfix(loss=f"{total / count:.4f}")
+            if cfg.runtime.log_every and step % cfg.runtime.log_every == 0:
+                bar.set_postfix(loss=f"{float(total) / count:.4f}")  # one read per interval
         if not count:
-            raise KitError(f"train.parquet gave no batch (rows: {len(train)}, batch_size {cfg['batch_size']})")
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+            raise KitError(f"train.parquet gave no batch (rows: {len(self.train)}, "
+                           f"batch_size {cfg.train.batch_size})")
+        bad = int(first_bad)  # the epoch's one read-back
+        if bad < len(batches):
+            raise KitError(f"training diverged: non-finite loss at epoch {epoch + 1}, step {bad + 1} "
+                           f"(learning_rate {self.opt.param_groups[0]['lr']:g}); nothing from this epoch "
+                           f"was saved; lower learning_rate or check item_info")
         train_s = time.perf_counter() - t0
-        samples_per_s.append(count * dist.world / train_s)
-        improved = False
-        if dist.main:
-            probs = predict_split(core, valid, cfg["eval_batch_size"], dev, cfg["amp"])
-            labels = valid.label.cpu().numpy()
-            auc, ll = roc_auc(labels, probs), log_loss(labels, probs)
-            improved = auc > best_auc + MIN_DELTA
-            row = {"epoch": epoch + 1, "train_loss": total / count, "valid_auc": auc, "valid_logloss": ll,
-                   "lr": opt.param_groups[0]["lr"], "train_seconds": round(train_s, 3),
-                   "samples_per_s": round(samples_per_s[-1], 1)}
-            history.append(row)
-            with open(out / HISTORY, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            if show:
-                print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f} valid AUC {auc:.5f} "
-                      f"logloss {ll:.4f} ({samples_per_s[-1]:,.0f} samples/s)"
-                      + ("  *best*" if improved else ""))
-            if improved:
-                best_auc, best_epoch, bad_epochs = auc, epoch + 1, 0
-                _save(out / BEST, {"model": core.state_dict(), "config": cfg, "epoch": epoch + 1, "valid_auc": auc})
-            else:
-                bad_epochs += 1
-            _save(out / LAST, {"model": core.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                               "best_auc": best_auc, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                               "history": history, "rng": torch.get_rng_state()})
-        improved = dist.broadcast_flag(improved)
-        stop = dist.broadcast_flag(bad_epochs >= cfg["early_stop_patience"])
-        if not improved:  # FuxiCTR: learning rate x0.1 on every epoch without improvement, floor 1e-6
-            for g in opt.param_groups:
-                g["lr"] = max(g["lr"] * cfg["lr_decay_factor"], MIN_LR)
-        if stop:
-            if show:
-                print(f"early stop: no valid AUC gain for {cfg['early_stop_patience']} epochs")
-            break
+        self.samples_per_s.append(count * self.dist.world / train_s)
+        self.train_seconds = train_s
+        return float(total) / count, count
 
-    timer.seconds["train"] = round(time.perf_counter() - t_train, 3)
-    summary = {"best_valid_auc": best_auc, "best_epoch": best_epoch, "history": history,
-               "params": n_params, "samples_per_s": float(np.median(samples_per_s)) if samples_per_s else None}
-    if dist.main:
-        with timer("hash"):
-            inputs = hash_inputs([train.path, valid.path, item_info_path])
-        info = str(item_info_path.resolve())
-        best = {M.PATH: str((out / BEST).resolve()), M.SHA256: file_sha256(out / BEST)} if (out / BEST).is_file() else None
-        write_manifest(out / MANIFEST, "task2", **{
-            M.CONFIG: model_config(cfg), M.RUNTIME: {k: cfg[k] for k in cfg if k not in model_config(cfg)},
-            M.N_MODELS: 1, M.PRETRAINED: [], M.INPUTS: inputs, M.TIMINGS: timer.seconds,
-            M.ITEM_INFO: {M.PATH: info, M.SHA256: inputs[info]}, M.CHECKPOINT: best},
-            model=cfg["model"], data_dir=str(paths.root), device=str(dev), world_size=dist.world, **summary)
-    dist.close()
-    return summary
+    def train_step(self, batch: dict) -> torch.Tensor:
+        """One optimiser step; returns the batch's BCE loss as a device scalar (not read back)."""
+        batch = {k: v.to(self.dev, non_blocking=True) for k, v in batch.items()}
+        with autocast(self.dev, self.cfg.runtime.amp):
+            logits = self.model(batch)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), batch["label"])
+        full = loss + regularization(self.core, self.cfg)
+        self.opt.zero_grad(set_to_none=True)
+        full.backward()
+        if self.cfg.train.grad_clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip_norm)
+        self.opt.step()
+        return loss.detach()
+
+    def evaluate(self) -> tuple[float, float]:
+        """Valid AUC and log loss of the current weights (metrics refuse non-finite scores)."""
+        probs = predict_split(self.core, self.valid, self.cfg.runtime.eval_batch_size, self.dev, self.cfg.runtime.amp)
+        labels = self.valid.label.cpu().numpy()
+        return roc_auc(labels, probs), log_loss(labels, probs)
+
+    def checkpoint_and_earlystop(self, epoch: int, loss: float, n: int, auc: float, ll: float) -> bool:
+        """Record the epoch, save best/last, decay the lr on no gain; True when training stops."""
+        cfg = self.cfg
+        improved = auc > self.best_auc + MIN_DELTA
+        rngs = self.dist.gather(rng_state())
+        if self.dist.main:
+            row = {"epoch": epoch + 1, "train_loss": loss, "valid_auc": auc, "valid_logloss": ll,
+                   "lr": self.opt.param_groups[0]["lr"], "train_seconds": round(self.train_seconds, 3),
+                   "samples_per_s": round(self.samples_per_s[-1], 1)}
+            self.history.append(row)
+            with open(self.out / HISTORY, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            log.info(f"epoch {epoch + 1}: loss {loss:.4f} valid AUC {auc:.5f} logloss {ll:.4f} "
+                     f"({self.samples_per_s[-1]:,.0f} samples/s)" + ("  *best*" if improved else ""))
+            base = {"model": self.core.state_dict(), "model_args": self.model_args, "config": cfg.learned()}
+            if improved:
+                self.best_auc, self.best_epoch, self.bad_epochs = auc, epoch + 1, 0
+                sha = save_checkpoint(self.out / BEST, {**base, "epoch": epoch + 1, "valid_auc": auc})
+                self.checkpoints[M.CHECKPOINT] = {M.PATH: BEST, M.SHA256: sha}
+            else:
+                self.bad_epochs += 1
+            sha = save_checkpoint(self.out / LAST, {
+                **base, "optimizer": self.opt.state_dict(), "epoch": epoch, "best_auc": self.best_auc,
+                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "history": self.history,
+                "rng": rngs, "generator": self.gen.get_state(), "resumed": self.resumed})
+            self.checkpoints[LAST_CHECKPOINT] = {M.PATH: LAST, M.SHA256: sha}
+            self.write_manifest(self.summary(), done=False)
+        improved = self.dist.broadcast_flag(improved)
+        stop = self.dist.broadcast_flag(self.bad_epochs >= cfg.train.early_stop_patience)
+        if not improved:  # FuxiCTR: learning rate x factor on every epoch without gain, floor 1e-6
+            for g in self.opt.param_groups:
+                g["lr"] = max(g["lr"] * cfg.train.lr_decay_factor, MIN_LR)
+        if stop:
+            log.info(f"early stop: no valid AUC gain for {cfg.train.early_stop_patience} epochs")
+        return stop
+
+    def summary(self) -> dict:
+        return {"best_valid_auc": self.best_auc, "best_epoch": self.best_epoch, "history": self.history,
+                "params": self.n_params,
+                "samples_per_s": float(np.median(self.samples_per_s)) if self.samples_per_s else None}
+
+    def write_manifest(self, summary: dict, done: bool = True) -> None:
+        """The run's manifest; rewritten after every epoch so that it names the current checkpoints."""
+        write_manifest(self.out / MANIFEST, "task2", **{
+            M.CONFIG: self.cfg.learned(), M.RUNTIME: self.cfg.runtime.model_dump(),
+            M.N_MODELS: 1, M.PRETRAINED: [], M.INPUTS: self.inputs, DATA_FILES: self.data_files,
+            M.TIMINGS: self.timer.seconds, M.ITEM_INFO: self.item_info_entry,
+            M.CHECKPOINT: self.checkpoints.get(M.CHECKPOINT), LAST_CHECKPOINT: self.checkpoints.get(LAST_CHECKPOINT),
+            RESUMED: self.resumed, "log": LOG, "finished": done},
+            model=self.cfg.model, device=str(self.dev), world_size=self.dist.world, **summary)
+
+
+def train_model(cfg: RunConfig, data_dir, item_info_path=None, out_dir="runs/task2", device=None,
+                max_epochs: int | None = None, quiet: bool = False, resume: bool = False) -> dict:
+    """Train cfg.model on train.parquet, select on valid AUC; return the run's summary.
+
+    Writes best.pt, last.pt, history.jsonl, train.log and manifest.json into out_dir.
+    """
+    if device is not None:
+        cfg = cfg.replace("runtime", device=device)
+    if max_epochs is not None:
+        cfg = cfg.replace("runtime", max_epochs=max_epochs)
+    return Trainer(cfg, data_dir, item_info_path, out_dir, quiet=quiet, resume=resume).fit()

@@ -31,11 +31,11 @@ def test_config_errors(tmp_path):
         load_config("din_baseline", {"dnn_hiden_units": [1]})
     with pytest.raises(KitError, match="unknown model 'xgboost'"):
         load_config("din_baseline", {"model": "xgboost"})
-    with pytest.raises(KitError, match="'batch_size' must be a positive integer"):
+    with pytest.raises(KitError, match="'batch_size' = 0: Input should be greater than or equal to 1"):
         load_config("din_baseline", {"batch_size": 0})
     with pytest.raises(KitError, match="config 'nope' not found"):
         load_config("nope")
-    with pytest.raises(KitError, match="'net_regularizer' must be a non-negative number, got 'lots'"):
+    with pytest.raises(KitError, match="'net_regularizer' = 'lots': Input should be a valid number"):
         load_config("din_baseline", {"net_regularizer": "lots"})
     assert load_config("din_baseline", parse_overrides(["embedding_regularizer=1e-5"]))["embedding_regularizer"] == 1e-5
     bad = tmp_path / "bad.yaml"
@@ -87,13 +87,20 @@ def trained(tiny_data, tmp_path_factory):
     return out, summary
 
 
-def test_training_finds_the_planted_signal(trained):
+def test_training_finds_the_planted_signal(trained, tiny_data):
     out, summary = trained
     assert summary["best_valid_auc"] > 0.6
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "task2" and manifest["n_models"] == 1 and manifest["pretrained"] == []
     assert len(manifest["history"]) == 2 and manifest["best_epoch"] in (1, 2)
     assert not any("test.parquet" in p for p in manifest["inputs"])
+    assert set(manifest["data_files"]) == {"MicroLens_1M_x1/train.parquet", "MicroLens_1M_x1/valid.parquet",
+                                           "MicroLens_1M_x1/item_info.parquet"}
+    assert manifest["checkpoint"]["path"] == "best.pt" and manifest["last_checkpoint"]["path"] == "last.pt"
+    assert manifest["item_info"] == {"path": "MicroLens_1M_x1/item_info.parquet", "root": "data",
+                                     "sha256": manifest["data_files"]["MicroLens_1M_x1/item_info.parquet"]}
+    assert str(out) not in json.dumps(manifest) and str(tiny_data) not in json.dumps(manifest)
+    assert "epoch 1: loss" in (out / "train.log").read_text()
     assert "max_epochs" not in manifest["config"] and manifest["runtime"]["max_epochs"] == 2
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
 
@@ -108,7 +115,10 @@ def test_predict_writes_the_track_column_in_test_order(trained, tiny_data):
     probs = np.array([float(r[1]) for r in rows[1:]])
     assert np.all((probs >= 0) & (probs <= 1)) and probs.std() > 0
     assert pred["rows"] == n_test and pred["column"] == "Task2"
-    assert json.loads((out / "manifest.json").read_text())["prediction"]["checkpoints_used"] == 1
+    entry = json.loads((out / "manifest.json").read_text())["prediction"]
+    assert entry["checkpoints_loaded"] == [{"path": "best.pt", "sha256": json.loads(
+        (out / "manifest.json").read_text())["checkpoint"]["sha256"]}] and entry["checkpoints_used"] == 1
+    assert entry["path"] == "prediction.csv" and entry["test_path"] == "MicroLens_1M_x1/test.parquet"
 
 
 def test_resume_continues_exactly(tiny_data, tmp_path):

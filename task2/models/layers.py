@@ -39,48 +39,87 @@ def kmeans_codes(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0) -> tor
 
 class ItemEncoder(nn.Module):
     """Item id embedding + mean-pooled tag embedding + projected frozen 128-D embedding
-    (+ optional learned codes of that embedding at several granularities)."""
+    (+ optional learned codes of that embedding at several granularities).
+
+    The item table (tags, frozen embedding) comes from item_info and is not saved; what is
+    derived from it (z-score statistics, k-means codes) is a persistent buffer, so a model
+    loaded from a checkpoint (`derive=False`) never recomputes it.
+    """
 
     def __init__(self, tags: torch.Tensor, mm_emb: torch.Tensor, id_dim: int, tag_dim: int,
                  mm_dim: int, code_sizes: tuple = (), code_dim: int = 16, seed: int = 0,
-                 standardize: bool = False):
+                 standardize: bool = False, n_tags: int | None = None, derive: bool = True):
         super().__init__()
-        n_rows = len(mm_emb)
-        if standardize:  # z-score each dimension over the items: any embedding scale learns alike
-            body = mm_emb[1:].float()
-            mm_emb = torch.cat([torch.zeros_like(mm_emb[:1]).float(),
-                                (body - body.mean(0)) / body.std(0).clamp(min=1e-6)])
+        n_rows, width = mm_emb.shape
         self.register_buffer("tags", tags.long(), persistent=False)
         self.register_buffer("mm_emb", mm_emb.float(), persistent=False)
+        self.standardize = standardize
+        if standardize:  # z-score each dimension over the items: any embedding scale learns alike
+            self.register_buffer("mm_mean", torch.zeros(width))
+            self.register_buffer("mm_std", torch.ones(width))
         self.id_emb = nn.Embedding(n_rows, id_dim, padding_idx=0)
-        self.tag_emb = nn.Embedding(int(tags.max()) + 1, tag_dim, padding_idx=0)
-        self.mm_proj = nn.Linear(mm_emb.shape[1], mm_dim, bias=False)
-        codes = [kmeans_codes(mm_emb, k, seed=seed + i) for i, k in enumerate(code_sizes)]
-        self.register_buffer("codes", torch.stack(codes, 1) if codes else torch.zeros(n_rows, 0, dtype=torch.long),
-                             persistent=False)
+        self.tag_emb = nn.Embedding(n_tags or int(tags.max()) + 1, tag_dim, padding_idx=0)
+        self.mm_proj = nn.Linear(width, mm_dim, bias=False)
+        self.code_sizes = tuple(code_sizes)
+        self.register_buffer("codes", torch.zeros(n_rows, len(code_sizes), dtype=torch.long),
+                             persistent=bool(code_sizes))
         self.code_embs = nn.ModuleList(nn.Embedding(k + 1, code_dim, padding_idx=0) for k in code_sizes)
         self.out_dim = id_dim + tag_dim + mm_dim + code_dim * len(code_sizes)
         for emb in (self.id_emb, self.tag_emb, *self.code_embs):
             nn.init.normal_(emb.weight, std=1e-4)
             with torch.no_grad():
                 emb.weight[0].zero_()
+        if derive:
+            self.derive_state(seed)
+
+    @torch.no_grad()
+    def derive_state(self, seed: int) -> None:
+        """z-score statistics and k-means codes of the frozen embedding (once, at training start)."""
+        if self.standardize:
+            body = self.mm_emb[1:]
+            self.mm_mean.copy_(body.mean(0))
+            self.mm_std.copy_(body.std(0).clamp(min=1e-6))
+        table = self.frozen(torch.arange(len(self.mm_emb), device=self.mm_emb.device))
+        for j, k in enumerate(self.code_sizes):
+            self.codes[:, j] = kmeans_codes(table, k, seed=seed + j)
+
+    def frozen(self, ids: torch.Tensor) -> torch.Tensor:
+        """The frozen embedding of `ids`, z-scored if configured (padding stays 0)."""
+        mm = self.mm_emb[ids]
+        if self.standardize:
+            mm = (mm - self.mm_mean) / self.mm_std * (ids > 0).unsqueeze(-1).to(mm.dtype)
+        return mm
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         tags = self.tags[ids]
         tag_mask = (tags > 0).unsqueeze(-1).float()
         tag_vec = (self.tag_emb(tags) * tag_mask).sum(-2) / tag_mask.sum(-2).clamp(min=1)
-        parts = [self.id_emb(ids), tag_vec, self.mm_proj(self.mm_emb[ids])]
+        parts = [self.id_emb(ids), tag_vec, self.mm_proj(self.frozen(ids))]
         parts += [emb(self.codes[ids, j]) for j, emb in enumerate(self.code_embs)]
         return torch.cat(parts, -1)
 
-    def encode(self, target: torch.Tensor, seq: torch.Tensor, proj: nn.Module | None = None):
-        """Embed targets (b,) and sequences (b, l), each distinct item once: a batch holds far
-        fewer distinct items than positions. Returns (b, d) and (b, l, d)."""
-        uniq, inv = torch.unique(torch.cat([target, seq.flatten()]), return_inverse=True)
-        vec = self(uniq)
-        if proj is not None:
-            vec = proj(vec)
-        vec = vec[inv]
+    def encode(self, target: torch.Tensor, seq: torch.Tensor, proj: nn.Module | None = None,
+               dedup: bool | None = None):
+        """Embed targets (b,) and sequences (b, l). Returns (b, d) and (b, l, d).
+
+        On the CPU each distinct item is embedded once (a batch holds far fewer distinct items
+        than positions). On a GPU `torch.unique` would force a host sync per step (its output
+        size is data-dependent), and embedding every position is cheap there, so no dedup.
+        `dedup` forces either path (both give the same result).
+        """
+        ids = torch.cat([target, seq.flatten()])
+        if dedup is None:
+            dedup = not ids.is_cuda
+        if not dedup:
+            vec = self(ids)
+            if proj is not None:
+                vec = proj(vec)
+        else:
+            uniq, inv = torch.unique(ids, return_inverse=True)
+            vec = self(uniq)
+            if proj is not None:
+                vec = proj(vec)
+            vec = vec[inv]
         return vec[:len(target)], vec[len(target):].view(*seq.shape, -1)
 
     def embedding_parameters(self):
@@ -90,19 +129,24 @@ class ItemEncoder(nn.Module):
 
 class TargetAttention(nn.Module):
     """DIN attention: an MLP scores each (target, sequence item) pair, scores weight the items.
-    The MLP runs only on non-padded positions, so short sequences cost little."""
+    On the CPU the MLP runs only on non-padded positions, so short sequences cost little."""
 
     def __init__(self, dim: int, hidden: list, dropout: float, use_softmax: bool):
         super().__init__()
         self.score = mlp(4 * dim, hidden, dropout=dropout, out_dim=1)
         self.use_softmax = use_softmax
 
-    def forward(self, target: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, target: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor,
+                dense: bool | None = None) -> torch.Tensor:
         b, l, d = seq.shape
-        rows, cols = mask.nonzero(as_tuple=True)
-        q, k = target[rows], seq[rows, cols]
-        s = self.score(torch.cat([q, k, q - k, q * k], -1)).squeeze(-1)
-        scores = torch.zeros(b, l, dtype=s.dtype, device=seq.device).index_put_((rows, cols), s)
+        if seq.is_cuda if dense is None else dense:  # dense: nonzero() would sync the host every step
+            q = target.unsqueeze(1).expand_as(seq)
+            scores = self.score(torch.cat([q, seq, q - seq, q * seq], -1)).squeeze(-1) * mask
+        else:
+            rows, cols = mask.nonzero(as_tuple=True)
+            q, k = target[rows], seq[rows, cols]
+            s = self.score(torch.cat([q, k, q - k, q * k], -1)).squeeze(-1)
+            scores = torch.zeros(b, l, dtype=s.dtype, device=seq.device).index_put_((rows, cols), s)
         if self.use_softmax:
             scores = scores.masked_fill(~mask, -1e9).softmax(-1) * mask
         return (scores.unsqueeze(-1).to(seq.dtype) * seq).sum(1)

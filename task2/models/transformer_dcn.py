@@ -10,48 +10,67 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from pydantic import Field, model_validator
+
+from mmctr.config import Section
 
 from .layers import CrossNetV2, ItemEncoder, mlp
 
-DEFAULTS = {
-    "embedding_dim": 64,
-    "tag_dim": 32,
-    "mm_dim": 64,
-    "code_sizes": [64, 512],
-    "code_dim": 16,
-    "mm_standardize": True,  # z-score the frozen embedding per dimension before its projection
-    "d_model": 128,
-    "n_heads": 4,
-    "n_layers": 2,
-    "ff_mult": 2,
-    "attn_dropout": 0.1,
-    "cross_layers": 3,
-    "dnn_hidden_units": [512, 256],
-    "net_dropout": 0.1,
-    "batch_norm": True,
-}
+
+class TransformerDCNConfig(Section):
+    """The main model's own keys."""
+
+    embedding_dim: int = Field(64, ge=1, le=1024)
+    tag_dim: int = Field(32, ge=1, le=1024)
+    mm_dim: int = Field(64, ge=1, le=4096)
+    code_sizes: list[int] = [64, 512]  # k-means granularities of the frozen embedding
+    code_dim: int = Field(16, ge=1, le=1024)
+    mm_standardize: bool = True  # z-score the frozen embedding per dimension before its projection
+    d_model: int = Field(128, ge=1, le=8192)
+    n_heads: int = Field(4, ge=1, le=256)
+    n_layers: int = Field(2, ge=1, le=64)
+    ff_mult: int = Field(2, ge=1, le=16)
+    attn_dropout: float = Field(0.1, ge=0, lt=1)
+    cross_layers: int = Field(3, ge=0, le=64)
+    dnn_hidden_units: list[int] = Field([512, 256], min_length=1)
+    net_dropout: float = Field(0.1, ge=0, lt=1)
+    batch_norm: bool = True
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads = {self.n_heads} must divide d_model = {self.d_model}")
+        if any(not 1 <= k <= 1_000_000 for k in self.code_sizes):
+            raise ValueError(f"code_sizes {self.code_sizes}: each must be in 1..1000000")
+        if any(not 1 <= u <= 65536 for u in self.dnn_hidden_units):
+            raise ValueError(f"dnn_hidden_units {self.dnn_hidden_units}: each width must be in 1..65536")
+        return self
+
+
+DEFAULTS = TransformerDCNConfig().model_dump()
 
 
 class TransformerDCN(nn.Module):
-    def __init__(self, cfg: dict, tags: torch.Tensor, mm_emb: torch.Tensor, n_levels: int = 11):
+    def __init__(self, cfg: TransformerDCNConfig, tags: torch.Tensor, mm_emb: torch.Tensor, n_levels: int = 11,
+                 max_len: int = 64, seed: int = 0, n_tags: int | None = None, derive: bool = True):
         super().__init__()
-        d, dm = cfg["embedding_dim"], cfg["d_model"]
-        self.items = ItemEncoder(tags, mm_emb, id_dim=d, tag_dim=cfg["tag_dim"], mm_dim=cfg["mm_dim"],
-                                 code_sizes=tuple(cfg["code_sizes"]), code_dim=cfg["code_dim"], seed=cfg["seed"],
-                                 standardize=cfg["mm_standardize"])
+        d, dm = cfg.embedding_dim, cfg.d_model
+        self.items = ItemEncoder(tags, mm_emb, id_dim=d, tag_dim=cfg.tag_dim, mm_dim=cfg.mm_dim,
+                                 code_sizes=tuple(cfg.code_sizes), code_dim=cfg.code_dim, seed=seed,
+                                 standardize=cfg.mm_standardize, n_tags=n_tags, derive=derive)
         self.item_proj = nn.Linear(self.items.out_dim, dm)
         self.pair_proj = nn.Linear(3 * dm, dm)
-        self.pos = nn.Embedding(cfg["max_len"] + 1, dm)  # position counted from the most recent
-        layer = nn.TransformerEncoderLayer(dm, cfg["n_heads"], cfg["ff_mult"] * dm, cfg["attn_dropout"],
+        self.pos = nn.Embedding(max_len + 1, dm)  # position counted from the most recent
+        layer = nn.TransformerEncoderLayer(dm, cfg.n_heads, cfg.ff_mult * dm, cfg.attn_dropout,
                                            batch_first=True, norm_first=True, activation="gelu")
-        self.encoder = nn.TransformerEncoder(layer, cfg["n_layers"], enable_nested_tensor=False)
-        self.target_attn = nn.MultiheadAttention(dm, cfg["n_heads"], dropout=cfg["attn_dropout"], batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
+        self.target_attn = nn.MultiheadAttention(dm, cfg.n_heads, dropout=cfg.attn_dropout, batch_first=True)
         self.likes = nn.Embedding(n_levels, d)
         self.views = nn.Embedding(n_levels, d)
         x_dim = 5 * dm + 2 * d
-        self.cross = CrossNetV2(x_dim, cfg["cross_layers"])
-        self.deep = mlp(x_dim, cfg["dnn_hidden_units"], dropout=cfg["net_dropout"], batch_norm=cfg["batch_norm"])
-        self.head = nn.Linear(x_dim + cfg["dnn_hidden_units"][-1], 1)
+        self.cross = CrossNetV2(x_dim, cfg.cross_layers)
+        self.deep = mlp(x_dim, cfg.dnn_hidden_units, dropout=cfg.net_dropout, batch_norm=cfg.batch_norm)
+        self.head = nn.Linear(x_dim + cfg.dnn_hidden_units[-1], 1)
 
     def forward(self, batch: dict) -> torch.Tensor:
         seq = batch["seq"]

@@ -1,0 +1,640 @@
+"""Issue 9 probes: a submission that `check` calls ok is ok, and a run folder is safe to open.
+
+Runs are fabricated as task2 train/predict write them today (paths relative to the data root and
+the run dir, a real DIN checkpoint saved through task2.checkpoint, the prediction that this
+checkpoint makes, `checkpoints_loaded`), so every rule here looks at what ran.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from mmctr import contract as C
+from mmctr.errors import KitError
+from mmctr.io import file_sha256
+from mmctr.item_info import read_item_info, write_item_info
+from mmctr.manifest import write_manifest
+from mmctr.paths import DataPaths, refuse_data_write
+from mmctr.sample import SampleConfig, generate
+from mmctr.tracks import FIXED_DIN, TRACKS, fixed_din_config, get_track
+from submission import layout as L
+from submission.cli import entry
+from submission.rules import check
+
+REPO = Path(__file__).resolve().parent.parent
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sample")
+    generate(root, SampleConfig(n_items=120, n_users=200, n_train=1500, n_valid=300, n_test=400, image_size=16,
+                                workers=1))
+    return root
+
+
+@pytest.fixture()
+def clean_code(tmp_path) -> Path:
+    d = tmp_path / "code"
+    d.mkdir()
+    (d / "train.py").write_text("import numpy as np\n# xgboost is not used\nBANNED = ('xgboost',)\n")
+    return d
+
+
+def small_din_args(n_items: int, n_tags: int) -> dict:
+    return {"model": "din", "config": {**fixed_din_config()["net"], "net_dropout": 0.1}, "max_len": 64,
+            "seed": 20242025, "n_items": n_items, "n_tags": n_tags}
+
+
+def _predict(model, data: Path, n_items: int) -> np.ndarray:
+    from task2.data import load_split
+    from task2.train import predict_split
+
+    test = load_split(DataPaths.resolve(data).table(C.TEST), 64, n_items, need_label=False)
+    return predict_split(model, test, 4096, torch.device("cpu"), False)
+
+
+def make_run(root: Path, data: Path, track: str, state_hook=None, config=None, models=None) -> Path:
+    """A run directory as `task1 build` + `task2 train` + `task2 predict` write it.
+
+    config: the task2 manifest's config (default: the fixed DIN's); models: task1's declared
+    pretrained weights ([{"name", "source", "path", "sha256"}]).
+    """
+    from task2.checkpoint import save_checkpoint
+    from task2.data import ItemTable
+    from task2.models import create_model
+    from task2.predict import write_prediction
+
+    t = get_track(track)
+    paths = DataPaths.resolve(data)
+    runs = root / "runs" / t.name
+    lay = L.RunLayout.of(runs)
+    run2 = runs / L.TASK2_DIR
+    run2.mkdir(parents=True)
+    official = paths.table(C.ITEM_INFO)
+    if t.new_embeddings:
+        tags, emb = read_item_info(official)
+        new = np.random.default_rng(0).normal(size=emb.shape).astype(np.float32)
+        new[0] = 0
+        write_item_info(lay.item_info, tags, new)
+        write_manifest(lay.task1_manifest, "task1", config={"text_encoder": "none", "dim": C.EMB_DIM},
+                       inputs={C.ITEM_FEATURE.relpath: file_sha256(paths.table(C.ITEM_FEATURE)),
+                               **{m["path"]: m["sha256"] for m in models or ()}}, models=models or [],
+                       timings={"encode": 1.0}, outputs={L.TASK1_ITEM_INFO: file_sha256(lay.item_info)})
+        item_info, info_entry = lay.item_info, {"path": f"../{L.TASK1_DIR}/{L.TASK1_ITEM_INFO}", "root": "run"}
+    else:
+        item_info, info_entry = official, {"path": C.ITEM_INFO.relpath, "root": "data"}
+    items = ItemTable.load(item_info)
+    torch.manual_seed(0)
+    args = small_din_args(items.n_items, items.n_tags)
+    model = create_model(args, items.tags, items.emb)
+    state = {"model": model.state_dict(), "model_args": args, "epoch": 1}
+    if state_hook:
+        state_hook(state, model)
+    ck_sha = save_checkpoint(run2 / "best.pt", state)
+    probs = _predict(model, data, items.n_items)
+    write_prediction(lay.prediction, probs, t.column)
+    info_sha = file_sha256(item_info)
+    data_files = {C.TRAIN.relpath: file_sha256(paths.table(C.TRAIN)),
+                  C.VALID.relpath: file_sha256(paths.table(C.VALID))}
+    if not t.new_embeddings:
+        data_files[C.ITEM_INFO.relpath] = info_sha
+    fixed = fixed_din_config()
+    config = config if config is not None else {"model": "din", **fixed["net"], **fixed["train"]}
+    test = paths.table(C.TEST)
+    write_manifest(
+        lay.task2_manifest, "task2", config=config, runtime={"device": "cpu", "max_epochs": 1},
+        n_models=1, pretrained=[], inputs={**data_files, info_entry["path"]: info_sha}, data_files=data_files,
+        item_info={**info_entry, "sha256": info_sha}, best_epoch=1, best_valid_auc=0.6, history=[],
+        checkpoint={"path": "best.pt", "sha256": ck_sha},
+        prediction={"path": C.SUBMISSION_FILE, "sha256": file_sha256(lay.prediction), "rows": len(probs),
+                    "column": t.column, "track": t.name, "test_path": C.TEST.relpath,
+                    "test_sha256": file_sha256(test), "checkpoint_epoch": 1,
+                    "checkpoints_loaded": [{"path": "best.pt", "sha256": ck_sha}], "checkpoints_used": 1})
+    return runs
+
+
+def edit(path: Path, fn) -> None:
+    doc = json.loads(path.read_text())
+    fn(doc)
+    path.write_text(json.dumps(doc))
+
+
+def restamp_prediction(runs: Path) -> None:
+    lay = L.RunLayout.of(runs)
+    edit(lay.task2_manifest, lambda d: d["prediction"].update(sha256=file_sha256(lay.prediction)))
+
+
+def run_check(runs, data, track, code, **kw):
+    return check(track, runs, data, code_dirs=[code], task2_code=[code], **kw)
+
+
+def cli(monkeypatch, capsys, *args) -> tuple:
+    monkeypatch.setattr(sys, "argv", ["submission", *map(str, args)])
+    with pytest.raises(SystemExit) as exc:
+        entry()
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def pack_args(track, runs, data, out, code, *extra):
+    return ("pack", "--track", track, "--runs", runs, "--data-dir", data, "--out", out, "--code", code,
+            "--task2-code", code, *extra)
+
+
+@pytest.fixture()
+def run1(tmp_path, data):
+    return make_run(tmp_path, data, "task1")
+
+
+@pytest.fixture()
+def run12(tmp_path, data):
+    return make_run(tmp_path, data, "task1_2")
+
+
+# ------------------------------------------------------------------ honest runs pass (no false alarms)
+
+@pytest.mark.parametrize("track", list(TRACKS))
+def test_honest_run_passes(tmp_path, data, clean_code, track):
+    report = run_check(make_run(tmp_path, data, track), data, track, clean_code)
+    assert report.ok, report.lines()
+
+
+def _symlinked_data(data: Path, where: Path) -> Path:
+    """A data dir made of symlinks: every file links to the real one elsewhere."""
+    for p in sorted(data.rglob("*")):
+        if p.is_file():
+            q = where / p.relative_to(data)
+            q.parent.mkdir(parents=True, exist_ok=True)
+            q.symlink_to(p)
+    return where
+
+
+def test_data_dir_made_of_symlinks_is_no_false_alarm(tmp_path, data, clean_code):
+    links = _symlinked_data(data, tmp_path / "links")
+    runs = make_run(tmp_path, links, "task1")
+    report = run_check(runs, links, "task1", clean_code)
+    assert report.ok, report.lines()
+    refuse_data_write(tmp_path / "runs" / "x.zip", links)  # outside: no alarm
+
+
+def test_moved_runs_dir_is_no_false_alarm(tmp_path, data, clean_code):
+    runs = make_run(tmp_path, data, "task1_2")
+    moved = tmp_path / "elsewhere" / "runs12"
+    moved.parent.mkdir()
+    shutil.move(str(runs), moved)
+    report = run_check(moved, data, "task1_2", clean_code)
+    assert report.ok, report.lines()
+
+
+def test_side_prediction_is_no_false_alarm(run12, data, clean_code):
+    lay = L.RunLayout.of(run12)
+    side = run12.parent / "other.csv"
+    shutil.copy(lay.prediction, side)
+    edit(lay.task2_manifest, lambda d: d.update(side_predictions=[{"path": "../../other.csv",
+                                                                    "sha256": file_sha256(side)}]))
+    assert run_check(run12, data, "task1_2", clean_code).ok
+
+
+# ------------------------------------------------------------------ pack ships what check saw
+
+def _zip_prediction(out: Path) -> str:
+    with zipfile.ZipFile(out) as zf:
+        assert zf.namelist() == [C.SUBMISSION_FILE]
+        return zf.read(C.SUBMISSION_FILE).decode()
+
+
+def test_pack_refuses_another_prediction(run12, data, clean_code, tmp_path, monkeypatch, capsys):
+    lay = L.RunLayout.of(run12)
+    text = lay.prediction.read_text().splitlines()
+    blended = tmp_path / "blended.csv"
+    rng = np.random.default_rng(1)
+    blended.write_text("\n".join([text[0]] + [f"{i},{(float(l.split(',')[1]) + rng.random()) / 2:.8f}"
+                                              for i, l in enumerate(text[1:])]) + "\n")
+    out = tmp_path / "sub.zip"
+    code, _, err = cli(monkeypatch, capsys, *pack_args("task1_2", run12, data, out, clean_code,
+                                                       "--prediction", blended))
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "not the prediction" in err
+    assert not out.exists() and not (tmp_path / "sub_repro.zip").exists()
+
+
+def test_pack_ships_a_canonical_copy_of_the_checked_prediction(run12, data, clean_code, tmp_path,
+                                                               monkeypatch, capsys):
+    lay = L.RunLayout.of(run12)
+    copy = tmp_path / "same.csv"
+    shutil.copy(lay.prediction, copy)
+    out = tmp_path / "sub.zip"
+    code, _, err = cli(monkeypatch, capsys, *pack_args("task1_2", run12, data, out, clean_code, "--prediction", copy))
+    assert code == 0, err
+    lines = _zip_prediction(out).split("\n")
+    col = C.TRACK_COLUMNS["task1_2"]
+    assert lines[0] == f"ID,{col}" and lines[-1] == "" and len(lines) == 402
+    want = np.loadtxt(lay.prediction, delimiter=",", skiprows=1)[:, 1]
+    assert lines[1:-1] == [f"{i},{p:.8f}" for i, p in enumerate(want)]
+
+
+@pytest.mark.parametrize("kind,needle", [
+    ("three_fields", "3 fields"),
+    ("blank_line", "blank line"),
+    ("float_id", "'0.0'"),
+    ("quoted", "quoted"),
+    ("nan", "not a finite number"),
+    ("above1", "outside [0, 1]"),
+    ("spaces", "' 0.5'"),
+    ("bom", "header"),
+])
+def test_malformed_prediction_is_refused_by_check_and_pack(run12, data, clean_code, tmp_path, monkeypatch,
+                                                           capsys, kind, needle):
+    lay = L.RunLayout.of(run12)
+    lines = lay.prediction.read_text().split("\n")
+    if kind == "three_fields":
+        lines[5] += ",0.3"
+    elif kind == "blank_line":
+        lines.insert(7, "")
+    elif kind == "float_id":
+        lines[1] = "0.0," + lines[1].split(",")[1]
+    elif kind == "quoted":
+        lines[3] = '"2","0.5"'
+    elif kind == "nan":
+        lines[4] = "3,nan"
+    elif kind == "above1":
+        lines[4] = "3,1.00001"
+    elif kind == "spaces":
+        lines[2] = "1, 0.5"
+    elif kind == "bom":
+        lines[0] = "\ufeff" + lines[0]
+    lay.prediction.write_text("\n".join(lines))
+    restamp_prediction(run12)  # a hash recomputed by hand: only the parser can catch it
+    report = run_check(run12, data, "task1_2", clean_code)
+    assert "prediction" in report.broken, report.lines()
+    assert any(needle in v.reason for v in report.violations), report.lines()
+    out = tmp_path / "sub.zip"
+    code, _, err = cli(monkeypatch, capsys, *pack_args("task1_2", run12, data, out, clean_code))
+    assert code == 2 and not out.exists()
+
+
+def test_pack_replaces_zip_and_bundle_together_or_not_at_all(run12, data, clean_code, tmp_path, monkeypatch):
+    import submission.pack as pack_mod
+
+    out = tmp_path / "sub.zip"
+    bundle = tmp_path / "sub_repro.zip"
+    out.write_bytes(b"old zip")
+    bundle.write_bytes(b"old bundle")
+
+    def boom(*a, **k):
+        raise KitError("killed between the two writes")
+
+    with monkeypatch.context() as m:  # dies after the zip is written, before the bundle
+        m.setattr(pack_mod, "write_bundle", boom)
+        with pytest.raises(KitError):
+            pack_mod.pack("task1_2", run12, data, out, code_dirs=[clean_code], task2_code=[clean_code])
+    assert out.read_bytes() == b"old zip" and bundle.read_bytes() == b"old bundle"
+
+    real_replace, calls = os.replace, []
+
+    def second_replace_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    with monkeypatch.context() as m:  # dies between the two renames
+        m.setattr(pack_mod.os, "replace", second_replace_fails)
+        with pytest.raises((KitError, OSError)):
+            pack_mod.pack("task1_2", run12, data, out, code_dirs=[clean_code], task2_code=[clean_code])
+    assert out.read_bytes() == b"old zip" and bundle.read_bytes() == b"old bundle"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("sub")) == ["sub.zip", "sub_repro.zip"]
+    pack_mod.pack("task1_2", run12, data, out, code_dirs=[clean_code], task2_code=[clean_code])
+    assert zipfile.is_zipfile(out) and zipfile.is_zipfile(bundle)
+
+
+# ------------------------------------------------------------------ the repro bundle
+
+def _git_repo(root: Path) -> Path:
+    root.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    outside = root.parent / "outside_secret.txt"
+    outside.write_text("SECRET BYTES")
+    (root / "train.py").write_text("print('hi')\n")
+    (root / "scripts").mkdir()
+    (root / "scripts" / "run.py").write_text("print('run')\n")
+    (root / "link.py").symlink_to(outside)
+    (root / ".env").write_text("API_KEY=1")
+    (root / "hf_token.txt").write_text("hf_x")
+    (root / "deploy.pem").write_text("-----BEGIN")
+    (root / "id_rsa").write_text("key")
+    (root / "my_secrets.yaml").write_text("a: 1")
+    (root / "credentials.json").write_text("{}")
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "x"], cwd=root, check=True, env=env)
+    (root / "untracked.py").write_text("print('not tracked')\n")
+    (root / ".env.local").write_text("TOKEN=2")
+    return root
+
+
+def test_bundle_code_is_tracked_files_only_no_symlinks_no_secrets(tmp_path):
+    from submission.pack import code_files
+
+    repo = _git_repo(tmp_path / "repo")
+    kept, left_out = code_files(repo)
+    assert kept == ["scripts/run.py", "train.py"]
+    assert set(left_out) == {"link.py", ".env", "hf_token.txt", "deploy.pem", "id_rsa", "my_secrets.yaml",
+                             "credentials.json"}
+    assert "symlink" in left_out["link.py"] and "secret" in left_out[".env"]
+
+
+def test_bundle_records_no_absolute_paths(run12, data, clean_code, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "sub.zip"
+    code, _, err = cli(monkeypatch, capsys, *pack_args("task1_2", run12, data, out, clean_code))
+    assert code == 0, err
+    needles = [str(tmp_path), str(data), str(REPO), str(Path.home())]
+    with zipfile.ZipFile(tmp_path / "sub_repro.zip") as zf:
+        names = zf.namelist()
+        for n in names:
+            if n.startswith("code/") or n == "run/pip-freeze.txt":
+                continue
+            text = zf.read(n).decode("utf-8", "replace")
+            for s in needles:
+                assert s not in text, f"{n} holds the absolute path {s}"
+        run_sh = zf.read("run.sh").decode()
+        manifest = json.loads(zf.read("run/task2/manifest.json"))
+    assert "DATA:?" in run_sh  # the data dir is asked for, never a path of the packing machine
+    assert manifest["prediction"]["path"] == C.SUBMISSION_FILE
+    assert not any(n.startswith("code/tests/") and n.endswith(".env") for n in names)
+
+
+# ------------------------------------------------------------------ the data dir is read-only
+
+def test_pack_refuses_an_output_inside_the_data_dir(run12, data, clean_code, monkeypatch, capsys):
+    out = DataPaths.resolve(data).ctr_dir / "submission.zip"
+    code, _, err = cli(monkeypatch, capsys, *pack_args("task1_2", run12, data, out, clean_code))
+    assert code == 2 and "inside the data directory" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_pack_refuses_a_symlinked_output_into_the_data_dir(run12, data, clean_code, tmp_path, monkeypatch, capsys):
+    link = tmp_path / "outdir"
+    link.symlink_to(DataPaths.resolve(data).ctr_dir)
+    out = link / "submission.zip"
+    code, _, err = cli(monkeypatch, capsys, *pack_args("task1_2", run12, data, out, clean_code))
+    assert code == 2 and "inside the data directory" in err
+    assert not (DataPaths.resolve(data).ctr_dir / "submission.zip").exists()
+
+
+def test_guard_follows_a_data_dir_made_of_symlinks(tmp_path, data):
+    links = _symlinked_data(data, tmp_path / "links")
+    real_train = DataPaths.resolve(data).table(C.TRAIN)
+    with pytest.raises(KitError, match="inside the data directory"):  # the file a link points at
+        refuse_data_write(real_train, links)
+    with pytest.raises(KitError, match="inside the data directory"):
+        refuse_data_write(links / C.CTR_DIR / "new.csv", links)
+    via = tmp_path / "via.parquet"
+    via.symlink_to(real_train)
+    with pytest.raises(KitError, match="inside the data directory"):
+        refuse_data_write(via, links)
+
+
+# ------------------------------------------------------------------ no-test-in-training compares content
+
+def _copy_data(data: Path, to: Path) -> Path:
+    shutil.copytree(data, to)
+    return to
+
+
+@pytest.mark.parametrize("split", ["train", "valid"])
+def test_test_rows_copied_into_training_are_caught(tmp_path, data, clean_code, split):
+    d = _copy_data(data, tmp_path / "data")
+    runs = make_run(tmp_path, d, "task1_2")
+    paths = DataPaths.resolve(d)
+    table = C.TRAIN if split == "train" else C.VALID
+    test = pq.read_table(paths.table(C.TEST))
+    rows = test.slice(10, 25).append_column(C.LABEL, pa.array(np.ones(25), pa.float64()))
+    target = pq.read_table(paths.table(table))
+    pq.write_table(pa.concat_tables([target, rows.select(target.column_names).cast(target.schema)]),
+                   paths.table(table))
+    sha = file_sha256(paths.table(table))
+    edit(L.RunLayout.of(runs).task2_manifest,
+         lambda doc: (doc["inputs"].update({table.relpath: sha}), doc["data_files"].update({table.relpath: sha})))
+    report = run_check(runs, d, "task1_2", clean_code)
+    assert report.broken == ["no-test-in-training"], report.lines()
+    assert any("25 test rows" in v.reason for v in report.violations), report.lines()
+
+
+def test_row_hash_matches_exact_tuples_only():
+    from submission.overlap import row_hashes
+
+    t = pa.table({C.USER_ID: [1, 1, 2], C.ITEM_SEQ: [[1, 2], [2, 1], [1, 2]], C.ITEM_ID: [5, 5, 5],
+                  C.LIKES: [0, 0, 0], C.VIEWS: [1, 1, 1]})
+    h = row_hashes(t)
+    assert len(set(h.tolist())) == 3  # order of the history and the user both count
+    t2 = pa.table({C.USER_ID: [1], C.ITEM_SEQ: [[1, 2]], C.ITEM_ID: [5], C.LIKES: [0], C.VIEWS: [1]})
+    assert row_hashes(t2)[0] == h[0]
+    t3 = pa.table({C.USER_ID: [1], C.ITEM_SEQ: [[1, 2, 0]], C.ITEM_ID: [5], C.LIKES: [0], C.VIEWS: [1]})
+    assert row_hashes(t3)[0] != h[0]
+
+
+# ------------------------------------------------------------------ the scan
+
+def _tracked_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (repo / "scripts").mkdir()
+    (repo / "scripts" / "boost.py").write_text("import lightgbm\n")
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+                     "source": "%pip install xgboost\nimport numpy"}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (repo / "explore.ipynb").write_text(json.dumps(nb))
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    return repo
+
+
+def test_narrowed_scope_cannot_hide_tracked_files(run12, data, clean_code, tmp_path, monkeypatch):
+    import submission.rules as rules_mod
+
+    monkeypatch.setattr(rules_mod, "REPO_ROOT", _tracked_repo(tmp_path))
+    report = check("task1_2", run12, data, code_dirs=[clean_code], task2_code=[clean_code])
+    hits = {v.where.split(":")[0].split("[")[0] for v in report.violations if v.rule == "no-trees"}
+    assert hits == {"scripts/boost.py", "explore.ipynb"}, report.lines()
+    narrowed = [w for w in report.warnings if w.rule == "scope"]
+    assert {w.where for w in narrowed} >= {"--code", "--task2-code"}, report.lines()
+
+
+@pytest.mark.parametrize("source", [
+    "import importlib\nm = importlib.import_module('light' + 'gbm')\n",
+    "name = input()\nm = __import__(name)\n",
+    "exec('import xgboost')\n",
+    "eval(\"__import__('catboost')\")\n",
+    "code = compile('import sklearn.ensemble', 'x', 'exec')\n",
+    "import importlib as il\nm = il.import_module(f'{\"xg\"}boost')\n",
+    "s = 'import ' + 'xgboost'\nexec(s)\n",
+])
+def test_dynamic_imports_and_exec_are_flagged(run12, data, clean_code, source):
+    (clean_code / "sneaky.py").write_text(source)
+    report = run_check(run12, data, "task1_2", clean_code)
+    assert "no-trees" in report.broken, (source, report.lines())
+
+
+def test_resolvable_dynamic_import_of_allowed_modules_passes(run12, data, clean_code):
+    (clean_code / "env.py").write_text(
+        "PACKAGED = {'a': 'numpy'}\n"
+        "for mod in ('numpy', 'pyarrow'):\n    __import__(mod)\n"
+        "def f(k):\n    module = PACKAGED.get(k)\n    return __import__(module)\n")
+    assert run_check(run12, data, "task1_2", clean_code).ok
+
+
+def test_check_records_a_narrowed_din_config(run1, data, clean_code, tmp_path):
+    import yaml
+
+    edited = tmp_path / "din.yaml"
+    edited.write_text(yaml.safe_dump({**fixed_din_config()["net"], "dnn_hidden_units": [2048, 1024]}))
+    edit(L.RunLayout.of(run1).task2_manifest, lambda d: d["config"].update(dnn_hidden_units=[2048, 1024]))
+    report = run_check(run1, data, "task1", clean_code, din_config=edited)
+    assert "fixed-din" in report.broken  # frozen values, not the YAML pointed at
+    assert any(w.rule == "scope" and w.where == "--din-config" for w in report.warnings)
+
+
+# ------------------------------------------------------------------ fixed DIN, frozen
+
+def test_frozen_fixed_din_values_match_the_challenge():
+    cfg = fixed_din_config()
+    assert cfg["net"] == {"embedding_dim": 64, "dnn_hidden_units": [1024, 512, 256], "dnn_activations": "relu",
+                          "attention_hidden_units": [512, 256], "attention_activation": "relu",
+                          "attention_dropout": 0.1, "din_use_softmax": False, "batch_norm": True,
+                          "net_dropout": 0.1}
+    assert cfg["train"] == {"learning_rate": 1e-3, "batch_size": 8192, "embedding_regularizer": 1e-6,
+                            "net_regularizer": 0.0, "max_len": 64, "early_stop_patience": 3,
+                            "lr_decay_factor": 0.1, "grad_clip_norm": 10.0, "seed": 20242025}
+    assert FIXED_DIN.tunable == ("embedding_regularizer", "net_regularizer", "net_dropout", "learning_rate",
+                                 "batch_size")
+
+
+def test_fixed_din_ignores_an_edited_yaml_and_task2_defaults(run1, data, clean_code, monkeypatch, tmp_path):
+    import task2.models.din as din_mod
+
+    edit(L.RunLayout.of(run1).task2_manifest, lambda d: d["config"].update(attention_dropout=0.3))
+    monkeypatch.setitem(din_mod.DEFAULTS, "attention_dropout", 0.3)
+    report = run_check(run1, data, "task1", clean_code)
+    assert "fixed-din" in report.broken
+
+
+def test_changed_din_architecture_in_the_checkpoint_fails(tmp_path, data, clean_code):
+    def widen(state, model):  # din.py edited: an extra layer the YAML does not show
+        state["model"]["dnn.12.weight"] = torch.zeros(1, 256)
+        state["model"]["dnn.13.weight"] = torch.zeros(8, 8)
+
+    runs = make_run(tmp_path, data, "task1", state_hook=widen)
+    report = run_check(runs, data, "task1", clean_code)
+    assert "fixed-din" in report.broken, report.lines()
+
+
+def test_changed_din_code_fails(run1, data, clean_code, monkeypatch):
+    import task2.models.din as din_mod
+
+    monkeypatch.setattr(din_mod.nn, "ReLU", torch.nn.GELU)  # din.py edited: another activation
+    report = run_check(run1, data, "task1", clean_code)
+    assert "fixed-din" in report.broken, report.lines()
+
+
+# ------------------------------------------------------------------ what ran: one checkpoint, this prediction
+
+def test_two_checkpoints_loaded_is_an_ensemble(run12, data, clean_code):
+    lay = L.RunLayout.of(run12)
+    extra = lay.task2_manifest.parent / "last.pt"
+    shutil.copy(lay.task2_manifest.parent / "best.pt", extra)
+    edit(lay.task2_manifest, lambda d: d["prediction"]["checkpoints_loaded"].append(
+        {"path": "last.pt", "sha256": file_sha256(extra)}))
+    assert "no-ensemble" in run_check(run12, data, "task1_2", clean_code).broken
+
+
+def test_checkpoints_loaded_missing_is_refused(run12, data, clean_code):
+    edit(L.RunLayout.of(run12).task2_manifest, lambda d: d["prediction"].pop("checkpoints_loaded"))
+    assert "no-ensemble" in run_check(run12, data, "task1_2", clean_code).broken
+
+
+def test_loaded_checkpoint_other_than_the_trained_one(run12, data, clean_code):
+    edit(L.RunLayout.of(run12).task2_manifest,
+         lambda d: d["prediction"]["checkpoints_loaded"][0].update(sha256="0" * 64))
+    assert "no-ensemble" in run_check(run12, data, "task1_2", clean_code).broken
+
+
+def test_prediction_edited_and_restamped_is_caught_by_rescoring(run12, data, clean_code):
+    lay = L.RunLayout.of(run12)
+    lines = lay.prediction.read_text().split("\n")
+    for i in range(1, len(lines) - 1):
+        idx, p = lines[i].split(",")
+        lines[i] = f"{idx},{(float(p) + 0.5) / 2:.8f}"  # averaged with a constant: ranking kept
+    lay.prediction.write_text("\n".join(lines))
+    restamp_prediction(run12)
+    report = run_check(run12, data, "task1_2", clean_code)
+    assert "provenance" in report.broken, report.lines()
+    assert any("re-scored" in v.reason for v in report.violations)
+
+
+@pytest.mark.parametrize("source", [
+    "import importlib\nm = getattr(importlib, 'import_module')('xgboost')\n",
+    "import builtins\nbuiltins.exec('import lightgbm')\n",
+    "import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'import xgboost; print(1)'])\n",
+    "import os\nos.system('pip install catboost')\n",
+])
+def test_more_evasions_are_flagged(run12, data, clean_code, source):
+    (clean_code / "sneaky2.py").write_text(source)
+    assert "no-trees" in run_check(run12, data, "task1_2", clean_code).broken
+
+
+def test_untracked_file_beside_tracked_code_is_scanned(run12, data, clean_code, tmp_path, monkeypatch):
+    import submission.rules as rules_mod
+
+    repo = _tracked_repo(tmp_path)
+    (repo / "helper_untracked.py").write_text("import xgboost\n")  # not added: imported by tracked code
+    monkeypatch.setattr(rules_mod, "REPO_ROOT", repo)
+    report = check("task1_2", run12, data)
+    assert any(v.where.startswith("helper_untracked.py") for v in report.violations), report.lines()
+
+
+def test_tokenizer_code_is_packed_but_token_files_are_not(tmp_path):
+    from submission.pack import code_files
+
+    repo = tmp_path / "r"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (repo / "tokenizer.py").write_text("x = 1\n")
+    (repo / "token.txt").write_text("t")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    kept, left_out = code_files(repo)
+    assert kept == ["tokenizer.py"] and list(left_out) == ["token.txt"]
+
+
+# ------------------------------------------------------------------ track -> configs, declared in Python
+
+def test_track_configs_do_not_depend_on_the_makefile(tmp_path, monkeypatch):
+    """pipeline used to parse the Makefile, falling back to a config that does not exist."""
+    from submission import pipeline as P
+
+    monkeypatch.setattr(P, "REPO_ROOT", tmp_path)  # no Makefile here
+    for name, t in TRACKS.items():
+        cfg = P.config_vars(name)
+        assert (REPO / cfg["T2_CONFIG"]).is_file() and (REPO / cfg["T1_CONFIG"]).is_file(), cfg
+        assert P.make_target(t) == t.make_target
+    assert P.config_vars("task1")["T2_CONFIG"] == "task2/configs/din_baseline.yaml"
+
+
+def test_notebook_refuses_an_output_inside_the_data_dir(data, monkeypatch, capsys):
+    out = DataPaths.resolve(data).ctr_dir / "track.ipynb"
+    code, _, err = cli(monkeypatch, capsys, "notebook", "--track", "task1", "--out", out, "--data", data)
+    assert code == 2 and "inside the data directory" in err and not out.exists()

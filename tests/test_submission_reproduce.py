@@ -1,0 +1,126 @@
+"""`submission reproduce`: re-run a packed bundle and compare its prediction with the shipped one.
+
+One real tiny run (TINY sample, a small DIN, 1 epoch on the CPU): train, predict, pack, then
+reproduce the bundle in a temp dir; a bundle whose shipped prediction was altered must fail.
+"""
+from __future__ import annotations
+
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mmctr.errors import KitError
+from submission.cli import entry
+from submission.reproduce import REPRODUCE_TOL, compare, reproduce, safe_extract
+
+SMALL = {"model": "din", "embedding_dim": 8, "dnn_hidden_units": [16], "attention_hidden_units": [16],
+         "batch_size": 1024, "max_epochs": 1, "device": "cpu", "amp": False, "num_threads": 1}
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory, tiny_data):
+    from submission.pack import pack
+    from task2.config import load_config
+    from task2.predict import predict_run
+    from task2.train import train_model
+
+    root = tmp_path_factory.mktemp("repro")
+    cfg_path = root / "small.yaml"
+    cfg_path.write_text(yaml.safe_dump(SMALL))
+    runs = root / "runs" / "task2"
+    train_model(load_config(str(cfg_path)), tiny_data, None, out_dir=runs / "task2", device="cpu", quiet=True)
+    predict_run(runs / "task2", tiny_data, "task2")
+    out = root / "submission.zip"
+    pack("task2", runs, tiny_data, out)
+    return root / "submission_repro.zip"
+
+
+def _rewrite(bundle: Path, to: Path, name: str, fn) -> Path:
+    with zipfile.ZipFile(bundle) as src, zipfile.ZipFile(to, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, fn(data) if info.filename == name else data)
+    return to
+
+
+def test_reproduce_agrees_with_the_shipped_prediction(packed, tiny_data, monkeypatch, capsys):
+    res = reproduce(packed, tiny_data, "task2", timeout=500)
+    assert res["ok"] and res["max_abs_diff"] <= REPRODUCE_TOL, res
+    assert res["spearman"] > 0.999 and res["auc_vs_shipped_ranking"] > 0.999
+
+
+def test_reproduce_fails_on_an_altered_prediction(packed, tiny_data, tmp_path, monkeypatch, capsys):
+    def shift(data: bytes) -> bytes:
+        lines = data.decode().split("\n")
+        out = [lines[0]] + [f"{l.split(',')[0]},{min(1.0, float(l.split(',')[1]) + 0.01):.8f}"
+                            for l in lines[1:] if l]
+        return ("\n".join(out) + "\n").encode()
+
+    bad = _rewrite(packed, tmp_path / "bad_repro.zip", "run/prediction.csv", shift)
+    monkeypatch.setattr(sys, "argv", ["submission", "reproduce", str(bad), "--data-dir", str(tiny_data),
+                                      "--timeout", "500"])
+    with pytest.raises(SystemExit) as exc:
+        entry()
+    out = capsys.readouterr().out
+    assert exc.value.code == 1 and out.startswith("FAIL: ") and "max |diff| 0.01" in out, out
+
+
+def test_compare_figures():
+    s = np.linspace(0, 1, 101)
+    assert compare(s, s)["max_abs_diff"] == 0 and compare(s, s)["auc_vs_shipped_ranking"] == 1.0
+    flipped = compare(s, 1 - s)
+    assert flipped["spearman"] < -0.999 and flipped["auc_vs_shipped_ranking"] == 0.0
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "/abs.txt"])
+def test_bundle_entries_cannot_escape(tmp_path, name):
+    z = tmp_path / "b.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr(name, "x")
+    with pytest.raises(KitError, match="outside the folder"):
+        safe_extract(z, tmp_path / "x")
+
+
+def test_bundle_symlink_entry_refused(tmp_path):
+    z = tmp_path / "b.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        info = zipfile.ZipInfo("link")
+        info.external_attr = (0o120777) << 16
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(KitError, match="symlink"):
+        safe_extract(z, tmp_path / "x")
+
+
+def test_real_task1_track_run_passes_check(tmp_path, tiny_data):
+    """No false alarm on what task2 really writes: the fixed DIN (din_baseline, 1 epoch) trained on a
+    new item_info, predicted, then checked under the Task-1 track (architecture, re-scoring...)."""
+    from mmctr import contract as C
+    from mmctr.io import file_sha256
+    from mmctr.item_info import read_item_info, write_item_info
+    from mmctr.manifest import write_manifest
+    from mmctr.paths import DataPaths
+    from submission import layout as L
+    from submission.rules import check
+    from task2.config import load_config
+    from task2.predict import predict_run
+    from task2.train import train_model
+
+    paths = DataPaths.resolve(tiny_data)
+    runs = L.RunLayout.of(tmp_path / "runs" / "task1")
+    tags, emb = read_item_info(paths.table(C.ITEM_INFO))
+    new = np.random.default_rng(0).normal(size=emb.shape).astype(np.float32)
+    new[0] = 0
+    write_item_info(runs.item_info, tags, new)
+    write_manifest(runs.task1_manifest, "task1", config={"dim": 128}, models=[], timings={},
+                   inputs={C.ITEM_FEATURE.relpath: file_sha256(paths.table(C.ITEM_FEATURE))},
+                   outputs={L.TASK1_ITEM_INFO: file_sha256(runs.item_info)})
+    cfg = load_config("din_baseline", {"device": "cpu", "amp": False, "max_epochs": 1, "num_threads": 1})
+    train_model(cfg, tiny_data, runs.item_info, out_dir=runs.runs / "task2", device="cpu", quiet=True)
+    predict_run(runs.runs / "task2", tiny_data, "task1")
+    report = check("task1", runs.runs, tiny_data)
+    assert report.ok, report.lines()
+    assert report.rescored["max_abs_diff"] < 1e-6 and report.rescored["rows"] == 900
