@@ -35,6 +35,7 @@ class TransformerDCNConfig(Section):
     dnn_hidden_units: list[int] = Field([512, 256], min_length=1)
     net_dropout: float = Field(0.1, ge=0, lt=1)
     batch_norm: bool = True
+    id_dropout: float = Field(0.0, ge=0, lt=1)  # drop an item's id vector in training (sparse ids overfit)
 
     @model_validator(mode="after")
     def _check(self):
@@ -57,7 +58,8 @@ class TransformerDCN(nn.Module):
         d, dm = cfg.embedding_dim, cfg.d_model
         self.items = ItemEncoder(tags, mm_emb, id_dim=d, tag_dim=cfg.tag_dim, mm_dim=cfg.mm_dim,
                                  code_sizes=tuple(cfg.code_sizes), code_dim=cfg.code_dim, seed=seed,
-                                 standardize=cfg.mm_standardize, n_tags=n_tags, derive=derive)
+                                 standardize=cfg.mm_standardize, n_tags=n_tags, derive=derive,
+                                 id_dropout=cfg.id_dropout)
         self.item_proj = nn.Linear(self.items.out_dim, dm)
         self.pair_proj = nn.Linear(3 * dm, dm)
         self.pos = nn.Embedding(max_len + 1, dm)  # position counted from the most recent
