@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from mmctr.config import Section
 
@@ -37,15 +37,27 @@ class TransformerDCNConfig(Section):
     batch_norm: bool = True
     id_dropout: float = Field(0.0, ge=0, lt=1)  # drop an item's id vector in training (sparse ids overfit)
 
-    @model_validator(mode="after")
-    def _check(self):
-        if self.d_model % self.n_heads:
-            raise ValueError(f"n_heads = {self.n_heads} must divide d_model = {self.d_model}")
-        if any(not 1 <= k <= 1_000_000 for k in self.code_sizes):
-            raise ValueError(f"code_sizes {self.code_sizes}: each must be in 1..1000000")
-        if any(not 1 <= u <= 65536 for u in self.dnn_hidden_units):
-            raise ValueError(f"dnn_hidden_units {self.dnn_hidden_units}: each width must be in 1..65536")
-        return self
+    @field_validator("n_heads")
+    @classmethod
+    def _heads_divide_width(cls, v, info: ValidationInfo):
+        d_model = info.data.get("d_model")
+        if d_model is not None and d_model % v:
+            raise ValueError(f"n_heads = {v} must divide d_model = {d_model}")
+        return v
+
+    @field_validator("code_sizes")
+    @classmethod
+    def _code_sizes(cls, v):
+        if any(not 1 <= k <= 1_000_000 for k in v):
+            raise ValueError("each code size must be in 1..1000000")
+        return v
+
+    @field_validator("dnn_hidden_units")
+    @classmethod
+    def _widths(cls, v):
+        if any(not 1 <= u <= 65536 for u in v):
+            raise ValueError("every width must be in 1..65536")
+        return v
 
 
 DEFAULTS = TransformerDCNConfig().model_dump()
