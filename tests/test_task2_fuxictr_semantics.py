@@ -1,6 +1,5 @@
 """task2 keeps FuxiCTR 2.3.7's training semantics: L2 = (lambda/2)||w||^2, improvement > 1e-6, lr floor 1e-6."""
 import pytest
-import torch
 
 from task2.config import load_config
 from task2.train import MIN_LR, Trainer, regularization
