@@ -296,6 +296,10 @@ class Trainer:
         if pinned is None:
             raise KitError(f"--resume: {self.out / MANIFEST} records no sha256 for {LAST}; "
                            "refusing to load an unverified checkpoint")
+        if self.dist.main and manifest.get(M.INPUTS, self.inputs) != self.inputs:
+            differ = changed_keys(manifest[M.INPUTS], self.inputs)
+            raise KitError(f"--resume: input file(s) {differ} differ from those the run in {self.out} "
+                           "started on; resume needs the same data and item_info")
         state = load_checkpoint(path, sha256=pinned, map_location=self.dev)
         old_args = state.get("model_args") or {}
         if old_args.get("model") != self.cfg.model:
