@@ -245,8 +245,8 @@ class Trainer:
         self.show = not quiet and self.dist.main
         self.out.mkdir(parents=True, exist_ok=True)
         if self.dist.main:
-            if not resume:  # a fresh run starts a fresh history and log
-                for name in (HISTORY, LOG):
+            if not resume:  # a fresh run leaves nothing of an older run in its folder
+                for name in (HISTORY, LOG, BEST, LAST, MANIFEST, C.SUBMISSION_FILE):
                     (self.out / name).unlink(missing_ok=True)
             self.handler = setup_log(self.out, self.show)
         seed_everything(cfg.train.seed)
