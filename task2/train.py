@@ -305,12 +305,12 @@ class Trainer:
         if old_args.get("model") != self.cfg.model:
             raise KitError(f"--resume: {path} holds model '{old_args.get('model')}', the config asks for "
                            f"'{self.cfg.model}'; use another --out or the same config")
-        old_cfg = state.get("config") or {}
-        changed = changed_keys(old_cfg, self.cfg.learned())
+        old_cfg, new_cfg = state.get("config") or {}, self.cfg.learned()
+        changed = changed_keys(old_cfg, new_cfg)
         refused = [k for k in changed if k not in RESUMABLE_KEYS]
         if refused:
             raise KitError(f"--resume: key(s) {refused} differ from the run in {self.out} "
-                           f"({', '.join(f'{k}: {old_cfg.get(k)!r} -> {self.cfg.learned().get(k)!r}' for k in refused)}); "
+                           f"({', '.join(f'{k}: {old_cfg.get(k)!r} -> {new_cfg.get(k)!r}' for k in refused)}); "
                            f"only {', '.join(RESUMABLE_KEYS)} may change on resume")
         try:
             self.core.load_state_dict(state["model"])
@@ -324,7 +324,7 @@ class Trainer:
         self.best_auc, self.best_epoch = state["best_auc"], state["best_epoch"]
         self.bad_epochs, self.history = state["bad_epochs"], list(state["history"])
         self.resumed = list(state.get("resumed", [])) + [
-            {"from_epoch": self.start_epoch, "changed": {k: [old_cfg.get(k), self.cfg.learned().get(k)] for k in changed}}]
+            {"from_epoch": self.start_epoch, "changed": {k: [old_cfg.get(k), new_cfg.get(k)] for k in changed}}]
         self.checkpoints = {k: v for k, v in ((M.CHECKPOINT, manifest.get(M.CHECKPOINT)),
                                               (LAST_CHECKPOINT, manifest.get(LAST_CHECKPOINT))) if v}
         rngs = state["rng"]
