@@ -20,7 +20,8 @@ from .checkpoint import load_checkpoint
 from .config import RuntimeConfig
 from .data import ItemTable, load_split
 from .models import create_model
-from .train import BEST, MANIFEST, predict_split, relative_to, resolve_device, resolve_located
+from .train import (BEST, HISTORY, LAST, LOG, MANIFEST, predict_split, relative_to, resolve_device,
+                    resolve_located)
 
 CHECKPOINTS_LOADED = "checkpoints_loaded"
 SIDE_PREDICTIONS = "side_predictions"
@@ -53,11 +54,14 @@ def predict_run(run_dir, data_dir, track: str, out=None, device: str | None = No
     default_out = run / C.SUBMISSION_FILE
     out = Path(out) if out else default_out
     refuse_data_write(out, paths.root, "--out")
+    if out.resolve() in {(run / name).resolve() for name in (BEST, LAST, MANIFEST, HISTORY, LOG)}:
+        raise KitError(f"--out {out} would overwrite the run's own {out.name}; write the prediction elsewhere")
     check_writable(out, "--out")
     main = out.resolve() == default_out.resolve()
     ck = manifest.get(M.CHECKPOINT) or {}
     if not ck.get(M.SHA256):
-        raise KitError(f"{run / MANIFEST} records no best checkpoint: train first (`python -m task2 train --out {run}`)")
+        raise KitError(f"{run / MANIFEST} records no best checkpoint: train first "
+                       f"(`python -m task2 train --out {run}`)")
     ck_path = run / BEST
     runtime = build(RuntimeConfig, {**manifest.get(M.RUNTIME, {}), **({"device": device} if device else {})},
                     str(run / MANIFEST))

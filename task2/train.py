@@ -245,8 +245,8 @@ class Trainer:
         self.show = not quiet and self.dist.main
         self.out.mkdir(parents=True, exist_ok=True)
         if self.dist.main:
-            if not resume:  # a fresh run starts a fresh history and log
-                for name in (HISTORY, LOG):
+            if not resume:  # a fresh run leaves nothing of an older run in its folder
+                for name in (HISTORY, LOG, BEST, LAST, MANIFEST, C.SUBMISSION_FILE):
                     (self.out / name).unlink(missing_ok=True)
             self.handler = setup_log(self.out, self.show)
         seed_everything(cfg.train.seed)
@@ -296,17 +296,21 @@ class Trainer:
         if pinned is None:
             raise KitError(f"--resume: {self.out / MANIFEST} records no sha256 for {LAST}; "
                            "refusing to load an unverified checkpoint")
+        if self.dist.main and manifest.get(M.INPUTS, self.inputs) != self.inputs:
+            differ = changed_keys(manifest[M.INPUTS], self.inputs)
+            raise KitError(f"--resume: input file(s) {differ} differ from those the run in {self.out} "
+                           "started on; resume needs the same data and item_info")
         state = load_checkpoint(path, sha256=pinned, map_location=self.dev)
         old_args = state.get("model_args") or {}
         if old_args.get("model") != self.cfg.model:
             raise KitError(f"--resume: {path} holds model '{old_args.get('model')}', the config asks for "
                            f"'{self.cfg.model}'; use another --out or the same config")
-        old_cfg = state.get("config") or {}
-        changed = changed_keys(old_cfg, self.cfg.learned())
+        old_cfg, new_cfg = state.get("config") or {}, self.cfg.learned()
+        changed = changed_keys(old_cfg, new_cfg)
         refused = [k for k in changed if k not in RESUMABLE_KEYS]
         if refused:
             raise KitError(f"--resume: key(s) {refused} differ from the run in {self.out} "
-                           f"({', '.join(f'{k}: {old_cfg.get(k)!r} -> {self.cfg.learned().get(k)!r}' for k in refused)}); "
+                           f"({', '.join(f'{k}: {old_cfg.get(k)!r} -> {new_cfg.get(k)!r}' for k in refused)}); "
                            f"only {', '.join(RESUMABLE_KEYS)} may change on resume")
         try:
             self.core.load_state_dict(state["model"])
@@ -320,7 +324,7 @@ class Trainer:
         self.best_auc, self.best_epoch = state["best_auc"], state["best_epoch"]
         self.bad_epochs, self.history = state["bad_epochs"], list(state["history"])
         self.resumed = list(state.get("resumed", [])) + [
-            {"from_epoch": self.start_epoch, "changed": {k: [old_cfg.get(k), self.cfg.learned().get(k)] for k in changed}}]
+            {"from_epoch": self.start_epoch, "changed": {k: [old_cfg.get(k), new_cfg.get(k)] for k in changed}}]
         self.checkpoints = {k: v for k, v in ((M.CHECKPOINT, manifest.get(M.CHECKPOINT)),
                                               (LAST_CHECKPOINT, manifest.get(LAST_CHECKPOINT))) if v}
         rngs = state["rng"]

@@ -1,8 +1,7 @@
-"""task2: config errors, data path, training with a planted signal, resume, predict, DDP."""
+"""task2: config errors, data path, training with a planted signal, predict, DDP (resume: test_task2_resume)."""
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -119,19 +118,6 @@ def test_predict_writes_the_track_column_in_test_order(trained, tiny_data):
     assert entry["checkpoints_loaded"] == [{"path": "best.pt", "sha256": json.loads(
         (out / "manifest.json").read_text())["checkpoint"]["sha256"]}] and entry["checkpoints_used"] == 1
     assert entry["path"] == "prediction.csv" and entry["test_path"] == "MicroLens_1M_x1/test.parquet"
-
-
-def test_resume_continues_exactly(tiny_data, tmp_path):
-    cfg = load_config("transformer_dcn_small", {**FAST, "max_epochs": 1})
-    full = train_model(load_config("transformer_dcn_small", FAST), tiny_data, None, tmp_path / "a", quiet=True)
-    train_model(cfg, tiny_data, None, tmp_path / "b", quiet=True)
-    resumed = train_model(load_config("transformer_dcn_small", FAST), tiny_data, None, tmp_path / "b",
-                          quiet=True, resume=True)
-    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
-    # CPU scatter-add sums in thread order, so runs agree closely, not bit for bit
-    assert [h["valid_auc"] for h in resumed["history"]] == pytest.approx(
-        [h["valid_auc"] for h in full["history"]], abs=2e-3)
-    assert resumed["history"][1]["train_loss"] == pytest.approx(full["history"][1]["train_loss"], abs=2e-3)
 
 
 def test_item_info_from_another_data_set_is_refused(tiny_data, tmp_path):

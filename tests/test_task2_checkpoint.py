@@ -121,3 +121,11 @@ def test_hostile_model_args_are_refused_before_allocating(run, tiny_data, tmp_pa
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(KitError, match="max_len|n_tags|tag ids|d_model|unknown config key"):
         predict_run(copy, tiny_data, "task2")
+
+
+def test_predict_cannot_overwrite_the_runs_own_files(run, tiny_data):
+    out, _, _ = run
+    before = file_sha256(out / "best.pt")
+    with pytest.raises(KitError, match="would overwrite the run's own best.pt"):
+        predict_run(out, tiny_data, "task2", out=out / "best.pt")
+    assert file_sha256(out / "best.pt") == before

@@ -31,9 +31,10 @@ def _load(name, *sets):
     ("device=foo", r"'device' = 'foo': String should match pattern"),
     ("learning_rate=1e8", r"'learning_rate' = 100000000.0: Input should be less than or equal to 10"),
     ("learning_rate=0", r"'learning_rate' = 0: Input should be greater than 0"),
-    ("n_heads=3", r"n_heads = 3 must divide d_model = 64"),
+    ("n_heads=3", r"'n_heads' = 3: Value error, n_heads = 3 must divide d_model = 64"),
+    ("code_sizes=[0]", r"'code_sizes' = \[0\]: Value error, each code size must be in 1..1000000"),
     ("amp=1", r"'amp' = 1: Input should be a valid boolean"),
-    ("dnn_hidden_units=[0]", r"each width must be in 1..65536"),
+    ("dnn_hidden_units=[0]", r"'dnn_hidden_units' = \[0\]: Value error, every width must be in 1..65536"),
     ("net_dropout=1.5", r"'net_dropout' = 1.5: Input should be less than 1"),
 ])
 def test_bad_values_are_one_line_errors_at_load_time(setting, message):

@@ -85,3 +85,16 @@ def test_out_inside_the_data_dir_is_refused(data_copy):
     assert rc == 2 and "inside the data directory" in err
     assert not (data_copy / C.CTR_DIR / "run").exists()
     assert {p: p.read_bytes() for p in (data_copy / C.CTR_DIR).iterdir()} == before
+
+
+def test_a_fresh_run_clears_the_old_runs_files(tiny_data, tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    for name in ("best.pt", "last.pt", "manifest.json", "prediction.csv", "history.jsonl"):
+        (out / name).write_text("old")
+    trainer = Trainer(load_config("din_baseline", FAST), tiny_data, None, out, quiet=True)
+    with torch.no_grad():
+        trainer.core.likes.weight.fill_(float("nan"))
+    with pytest.raises(KitError, match="non-finite loss"):
+        trainer.fit()
+    assert sorted(p.name for p in out.iterdir()) == ["train.log"]

@@ -102,3 +102,15 @@ def test_ddp_resume_replays_each_rank(tiny_data, tmp_path):
     ddp(tmp_path / "r", 1)
     resumed = ddp(tmp_path / "r", 2, "--resume")
     assert [h["valid_auc"] for h in resumed] == [h["valid_auc"] for h in full]
+
+
+def test_resume_on_another_item_info_is_refused(one_epoch, tiny_data, tmp_path):
+    from mmctr import contract as C
+    from mmctr.item_info import read_item_info, write_item_info
+
+    run = _copy(one_epoch, tmp_path / "r")
+    tags, emb = read_item_info(tiny_data / C.ITEM_INFO.relpath)
+    other = tmp_path / "item_info.parquet"
+    write_item_info(other, tags, emb * 2)
+    with pytest.raises(KitError, match=r"--resume: input file\(s\) .*item_info.parquet.* differ"):
+        train_model(load_config("transformer_dcn_small", TWO), tiny_data, other, run, quiet=True, resume=True)

@@ -48,9 +48,11 @@ class ItemEncoder(nn.Module):
 
     def __init__(self, tags: torch.Tensor, mm_emb: torch.Tensor, id_dim: int, tag_dim: int,
                  mm_dim: int, code_sizes: tuple = (), code_dim: int = 16, seed: int = 0,
-                 standardize: bool = False, n_tags: int | None = None, derive: bool = True):
+                 standardize: bool = False, n_tags: int | None = None, derive: bool = True,
+                 id_dropout: float = 0.0):
         super().__init__()
         n_rows, width = mm_emb.shape
+        self.id_dropout = id_dropout  # drop whole id vectors in training: items lean on content
         self.register_buffer("tags", tags.long(), persistent=False)
         self.register_buffer("mm_emb", mm_emb.float(), persistent=False)
         self.standardize = standardize
@@ -94,7 +96,11 @@ class ItemEncoder(nn.Module):
         tags = self.tags[ids]
         tag_mask = (tags > 0).unsqueeze(-1).float()
         tag_vec = (self.tag_emb(tags) * tag_mask).sum(-2) / tag_mask.sum(-2).clamp(min=1)
-        parts = [self.id_emb(ids), tag_vec, self.mm_proj(self.frozen(ids))]
+        id_vec = self.id_emb(ids)
+        if self.training and self.id_dropout > 0:
+            keep = torch.full(ids.shape, 1 - self.id_dropout, device=ids.device)
+            id_vec = id_vec * (torch.bernoulli(keep) / (1 - self.id_dropout)).unsqueeze(-1)
+        parts = [id_vec, tag_vec, self.mm_proj(self.frozen(ids))]
         parts += [emb(self.codes[ids, j]) for j, emb in enumerate(self.code_embs)]
         return torch.cat(parts, -1)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from mmctr.config import Section
 
@@ -35,16 +35,29 @@ class TransformerDCNConfig(Section):
     dnn_hidden_units: list[int] = Field([512, 256], min_length=1)
     net_dropout: float = Field(0.1, ge=0, lt=1)
     batch_norm: bool = True
+    id_dropout: float = Field(0.0, ge=0, lt=1)  # drop an item's id vector in training (sparse ids overfit)
 
-    @model_validator(mode="after")
-    def _check(self):
-        if self.d_model % self.n_heads:
-            raise ValueError(f"n_heads = {self.n_heads} must divide d_model = {self.d_model}")
-        if any(not 1 <= k <= 1_000_000 for k in self.code_sizes):
-            raise ValueError(f"code_sizes {self.code_sizes}: each must be in 1..1000000")
-        if any(not 1 <= u <= 65536 for u in self.dnn_hidden_units):
-            raise ValueError(f"dnn_hidden_units {self.dnn_hidden_units}: each width must be in 1..65536")
-        return self
+    @field_validator("n_heads")
+    @classmethod
+    def _heads_divide_width(cls, v, info: ValidationInfo):
+        d_model = info.data.get("d_model")
+        if d_model is not None and d_model % v:
+            raise ValueError(f"n_heads = {v} must divide d_model = {d_model}")
+        return v
+
+    @field_validator("code_sizes")
+    @classmethod
+    def _code_sizes(cls, v):
+        if any(not 1 <= k <= 1_000_000 for k in v):
+            raise ValueError("each code size must be in 1..1000000")
+        return v
+
+    @field_validator("dnn_hidden_units")
+    @classmethod
+    def _widths(cls, v):
+        if any(not 1 <= u <= 65536 for u in v):
+            raise ValueError("every width must be in 1..65536")
+        return v
 
 
 DEFAULTS = TransformerDCNConfig().model_dump()
@@ -57,7 +70,8 @@ class TransformerDCN(nn.Module):
         d, dm = cfg.embedding_dim, cfg.d_model
         self.items = ItemEncoder(tags, mm_emb, id_dim=d, tag_dim=cfg.tag_dim, mm_dim=cfg.mm_dim,
                                  code_sizes=tuple(cfg.code_sizes), code_dim=cfg.code_dim, seed=seed,
-                                 standardize=cfg.mm_standardize, n_tags=n_tags, derive=derive)
+                                 standardize=cfg.mm_standardize, n_tags=n_tags, derive=derive,
+                                 id_dropout=cfg.id_dropout)
         self.item_proj = nn.Linear(self.items.out_dim, dm)
         self.pair_proj = nn.Linear(3 * dm, dm)
         self.pos = nn.Embedding(max_len + 1, dm)  # position counted from the most recent
