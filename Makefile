@@ -14,7 +14,8 @@ DEMO_T2_CONFIG ?= task2/configs/transformer_dcn_small.yaml
 DIN_CONFIG ?= task2/configs/din_baseline.yaml
 OFFICIAL_ITEM_INFO = $(DATA)/MicroLens_1M_x1/item_info.parquet
 SAMPLE_ARGS ?=
-IMAGE   ?= mmctr-kit:latest
+VARIANT ?= cu13
+IMAGE   ?=
 
 .PHONY: help setup sample validate task1 task1-eval task2 submit track1 track2 track12 demo test \
         bench bench-task1 bench-task2 notebook lint-docker docker-build docker-smoke clean
@@ -83,8 +84,8 @@ notebook: setup  ## export a self-contained notebook that runs TRACK end to end
 lint-docker: setup  ## hadolint the Dockerfile
 	$(VENV)/bin/hadolint docker/Dockerfile
 
-docker-build:  ## build the CUDA image (docker or podman)
-	docker/build.sh $(IMAGE)
+docker-build:  ## build the CUDA image (docker or podman); VARIANT=cu13 (driver >= 580) or cu12 (driver >= 530)
+	VARIANT=$(VARIANT) docker/build.sh $(IMAGE)
 
 docker-smoke:  ## build against a local base and run the demo inside it on CPU (podman)
 	docker/smoke.sh
