@@ -87,8 +87,8 @@ lint-docker: setup  ## hadolint the Dockerfile
 docker-build:  ## build the CUDA image (docker or podman); VARIANT=cu13 (driver >= 580) or cu12 (driver >= 530)
 	VARIANT=$(VARIANT) docker/build.sh $(IMAGE)
 
-docker-smoke:  ## build against a local base and run the demo inside it on CPU (podman)
-	docker/smoke.sh
+docker-smoke:  ## build VARIANT against a local base and run the demo inside it on CPU (podman)
+	MMCTR_SMOKE_VARIANT=$(VARIANT) docker/smoke.sh
 
 clean:  ## remove runs and sample data (not the venv)
 	rm -rf runs data/sample
