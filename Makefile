@@ -14,8 +14,10 @@ DEMO_T2_CONFIG ?= task2/configs/transformer_dcn_small.yaml
 DIN_CONFIG ?= task2/configs/din_baseline.yaml
 OFFICIAL_ITEM_INFO = $(DATA)/MicroLens_1M_x1/item_info.parquet
 SAMPLE_ARGS ?=
+#: image variant of docker-build / docker-smoke: cu13 (NVIDIA driver >= 580) or cu12 (>= 530)
 VARIANT ?= cu13
-IMAGE   ?=
+#: docker image tag (mmctr-kit:latest for cu13, mmctr-kit:cu12 for cu12)
+IMAGE   ?= mmctr-kit:$(if $(filter cu13,$(VARIANT)),latest,$(VARIANT))
 
 .PHONY: help setup sample validate task1 task1-eval task2 submit track1 track2 track12 demo test \
         bench bench-task1 bench-task2 notebook lint-docker docker-build docker-smoke clean

@@ -188,13 +188,17 @@ def test_variant_lock_is_that_cuda(name):
 
 
 def test_cu12_lock_has_every_runtime_package():
-    """What the kit installs from pyproject (deps + encoders + submission extras) is pinned in the cu12 lock."""
+    """What the kit installs (pyproject deps + encoders + submission extras, requirements.in) is in the cu12 lock."""
     import tomllib
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = list(meta["dependencies"])
     for extra in ("encoders", "submission"):
         names += meta["optional-dependencies"].get(extra, [])
     names.append("pydantic")  # mmctr.config
+    runtime_in = ROOT / "requirements.in"  # the runtime lock's top-level inputs, where there is one
+    if runtime_in.is_file():
+        names += [ln.split("#", 1)[0].strip() for ln in runtime_in.read_text().splitlines()
+                  if ln.split("#", 1)[0].strip()]
     pins = _pins(ROOT / "requirements-cu12.lock")
     import re
     missing = [n for n in names if re.split(r"[<>=!~\[; ]", n)[0].lower().replace("_", "-") not in pins]
