@@ -186,7 +186,11 @@ check_gpu_arch() {  # check_gpu_arch LOW-HIGH: every visible GPU's compute capab
                 range=$(variant_field "$name" gpus)
                 if ! version_lt "$cc" "${range%-*}" && ! version_lt "${range##*-}" "${cc%%.*}.0"; then alt=$name; fi
             done < <(awk -v cur="$VARIANT" '!/^[[:space:]]*#/ && NF == 7 && $1 != cur { print $1 }' "$VARIANTS")
-            die "GPU $idx has compute capability $cc, which this image's torch (variant $VARIANT) has no kernels for (it covers $low to $high): ${alt:+use the $alt image instead (make docker-build VARIANT=$alt), or }pick another GPU with --gpus" 7
+            local fix="pick another GPU with --gpus"
+            if [ -n "$alt" ]; then
+                fix="use the $alt image instead (make docker-build VARIANT=$alt, needs driver >= $(variant_field "$alt" min_driver)), or $fix"
+            fi
+            die "GPU $idx has compute capability $cc, which this image's torch (variant $VARIANT) has no kernels for (it covers $low to $high): $fix" 7
         fi
         idx=$((idx + 1))
     done

@@ -471,7 +471,10 @@ def test_unsupported_gpu_fails_clearly(env, fake_smi, variant, cc, alt):
     assert r.returncode == 7, r.stderr
     [line] = r.stderr.splitlines()
     assert f"GPU 1 has compute capability {cc}" in line and f"variant {variant}" in line
-    assert (f"use the {alt} image" in line) if alt else ("image instead" not in line)
+    if alt:
+        assert f"use the {alt} image" in line and f"needs driver >= {VARIANTS[alt]['min_driver']}" in line
+    else:
+        assert "image instead" not in line and line.endswith("pick another GPU with --gpus")
 
 
 @pytest.mark.parametrize("variant,cc", [("cu13", "7.5"), ("cu13", "12.1"), ("cu12", "5.0"),
