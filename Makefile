@@ -30,8 +30,10 @@ DEVICE  ?= auto
 RESULTS_ROOT ?= runs
 #: `mmctr sample` options, e.g. --size full
 SAMPLE_ARGS ?= --size small
-#: docker image tag
-IMAGE   ?= mmctr-kit:latest
+#: image variant of docker-build / docker-smoke: cu13 (NVIDIA driver >= 580) or cu12 (>= 530)
+VARIANT ?= cu13
+#: docker image tag (mmctr-kit:latest for cu13, mmctr-kit:cu12 for cu12)
+IMAGE   ?= mmctr-kit:$(if $(filter cu13,$(VARIANT)),latest,$(VARIANT))
 #: bench_task1 options of `make docs-tables`
 BENCH1_ARGS ?= --make-sample /tmp/mmctr-bench1 --items 800 --users 1600 --train 16000 --valid 2000 --image-size 96 --max-epochs 4
 #: bench_task2 options of `make docs-tables`
@@ -162,11 +164,11 @@ notebook: setup-runtime  ## export a self-contained notebook that runs TRACK end
 lint-docker: setup  ## hadolint the Dockerfile
 	$(VENV)/bin/hadolint docker/Dockerfile
 
-docker-build:  ## build the CUDA image (docker or podman)
-	docker/build.sh $(IMAGE)
+docker-build:  ## build the CUDA image (docker or podman); VARIANT=cu13 (driver >= 580) or cu12 (driver >= 530)
+	VARIANT=$(VARIANT) docker/build.sh $(IMAGE)
 
-docker-smoke:  ## build against a local base and run the demo inside it on CPU (podman)
-	docker/smoke.sh
+docker-smoke:  ## build VARIANT against a local base and run the demo inside it on CPU (podman)
+	MMCTR_SMOKE_VARIANT=$(VARIANT) docker/smoke.sh
 
 clean:  ## remove runs and sample data (not the venv)
 	rm -rf runs data/sample

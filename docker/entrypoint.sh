@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# mmctr-kit container entrypoint: checks the mounts, the data contract and the GPU, then runs
+# mmctr-kit container entrypoint: checks the NVIDIA driver, the mounts, the data contract and the GPU, then runs
 # the kit's Makefile with DATA=/data RUNS=/out/<track>. `help` (the default) prints the usage.
 # Paths are configurable for tests: MMCTR_DATA, MMCTR_OUT, MMCTR_KIT, MMCTR_VENV, MMCTR_PY.
 set -euo pipefail
@@ -11,6 +11,9 @@ VENV=${MMCTR_VENV:-/opt/venv}
 PY=${MMCTR_PY:-$VENV/bin/python}
 WEIGHTS=${MMCTR_WEIGHTS:-/opt/mmctr/weights}
 MAKE_BIN=${MMCTR_MAKE:-make}
+VARIANT=${MMCTR_IMAGE_VARIANT:-}  # set by the image (cu13|cu12); empty outside an image: no driver check
+VARIANTS=${MMCTR_VARIANTS:-$KIT/docker/variants.tsv}
+NVIDIA_PROC=${MMCTR_NVIDIA_PROC:-/proc/driver/nvidia/version}
 
 usage() {
     cat <<EOF
@@ -35,7 +38,8 @@ commands
   bash                        a shell in the image
   help                        this text
 
-before running, the entrypoint checks that $DATA is mounted and follows the data contract
+before running, the entrypoint checks that the NVIDIA driver and the GPUs suit this image's
+variant (${VARIANT:-none}), that $DATA is mounted and follows the data contract
 (\`python -m mmctr validate\`), that a CUDA GPU is visible, that $OUT is writable and that
 /dev/shm is large enough (--shm-size=16g or --ipc=host).
 
@@ -44,6 +48,7 @@ environment
   MMCTR_SKIP_VALIDATE=1  skip the data contract check; MMCTR_VALIDATE_ARGS=--no-images skips the images
   MMCTR_DRY_RUN=1        print the make commands instead of running them
   MMCTR_MIN_SHM_MB=N     smallest /dev/shm accepted (default 1024; 0: no check)
+  MMCTR_SKIP_DRIVER_CHECK=1  run even when the driver or GPU is older/newer than the variant supports
 
 examples
   docker run --gpus all --shm-size=16g -v \$PWD/data:$DATA:ro -v \$PWD/out:$OUT IMAGE make task1 task2 submit
@@ -94,6 +99,101 @@ check_gpu() {
         return
     fi
     die "no CUDA GPU visible: run with --gpus all (docker + NVIDIA Container Toolkit) or --device nvidia.com/gpu=all (podman, CDI); set MMCTR_ALLOW_CPU=1 to run on CPU (sample-sized data only)" 4
+}
+
+variant_field() {  # variant_field VARIANT COLUMN: a field of docker/variants.tsv
+    awk -v v="$1" -v c="$2" '!/^[[:space:]]*#/ && NF == 7 && $1 == v {
+        split("variant lock base_image torch cuda min_driver gpus", cols, " ")
+        for (i = 1; i <= 7; i++) if (cols[i] == c) print $i }' "$VARIANTS"
+}
+
+version_lt() {  # version_lt A B: true when dotted version A < B (numeric fields: 535.104.05 < 580.65.06)
+    local -a a b
+    local i n
+    IFS=. read -r -a a <<<"$1"
+    IFS=. read -r -a b <<<"$2"
+    n=$(( ${#a[@]} > ${#b[@]} ? ${#a[@]} : ${#b[@]} ))
+    for ((i = 0; i < n; i++)); do
+        if ((10#${a[i]:-0} != 10#${b[i]:-0})); then
+            ((10#${a[i]:-0} < 10#${b[i]:-0}))
+            return
+        fi
+    done
+    return 1
+}
+
+is_version() { [[ $1 =~ ^[0-9]{1,6}(\.[0-9]{1,6}){0,3}$ ]]; }
+
+driver_version() {  # the host's NVIDIA driver (e.g. 550.54.14); empty when none is visible
+    local v=""
+    if command -v nvidia-smi >/dev/null 2>&1; then
+        v=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' \r') || v=""
+    fi
+    if ! is_version "$v" && [ -r "$NVIDIA_PROC" ]; then
+        # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 ..."
+        v=$(awk 'NR == 1 { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\.[0-9]+(\.[0-9]+)?$/) { print $i; exit } }' "$NVIDIA_PROC")
+    fi
+    if is_version "$v"; then echo "$v"; fi
+}
+
+other_variant() {  # other_variant DRIVER: the variant with the newest CUDA this driver runs, if any
+    awk -v cur="$VARIANT" '!/^[[:space:]]*#/ && NF == 7 && $1 != cur { print $1, $5, $6 }' "$VARIANTS" |
+        while read -r name cuda min; do
+            if ! version_lt "$1" "$min"; then echo "$cuda $name"; fi
+        done | sort -t. -k1,1nr -k2,2nr | awk 'NR == 1 { print $2 }'
+}
+
+check_driver() {  # before any work: the host's driver must be new enough for the image's CUDA
+    [ -n "$VARIANT" ] || return 0
+    if [ "${MMCTR_SKIP_DRIVER_CHECK:-0}" = 1 ]; then
+        note "MMCTR_SKIP_DRIVER_CHECK=1: not checking the NVIDIA driver"
+        return 0
+    fi
+    local min cuda torch gpus driver alt
+    min=$(variant_field "$VARIANT" min_driver)
+    if [ -z "$min" ]; then
+        note "warning: image variant '$VARIANT' is not in $VARIANTS: not checking the NVIDIA driver"
+        return 0
+    fi
+    cuda=$(variant_field "$VARIANT" cuda)
+    torch=$(variant_field "$VARIANT" torch)
+    gpus=$(variant_field "$VARIANT" gpus)
+    driver=$(driver_version)
+    if [ -z "$driver" ]; then
+        return 0  # no NVIDIA driver visible: check_gpu says so (or MMCTR_ALLOW_CPU=1 runs on CPU)
+    fi
+    if version_lt "$driver" "$min"; then
+        alt=$(other_variant "$driver")
+        local fix="update the NVIDIA driver to >= $min"
+        if [ -n "$alt" ]; then
+            fix="use the $alt image instead (make docker-build VARIANT=$alt, needs driver >= $(variant_field "$alt" min_driver)) or update the NVIDIA driver to >= $min"
+        fi
+        die "NVIDIA driver $driver is too old for this image: variant $VARIANT (torch $torch, CUDA $cuda) needs driver >= $min: $fix" 7
+    fi
+    check_gpu_arch "$gpus"
+    note "NVIDIA driver $driver (variant $VARIANT: torch $torch, CUDA $cuda, needs >= $min)"
+}
+
+check_gpu_arch() {  # check_gpu_arch LOW-HIGH: every visible GPU's compute capability in the torch build's range
+    local low=${1%-*} high=${1#*-} caps cc idx=0 alt name
+    caps=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | tr -d ' \r') || return 0
+    for cc in $caps; do
+        # a build for sm_XY also runs on sm_XZ, Z > Y (same major): the upper bound is a major version
+        if is_version "$cc" && { version_lt "$cc" "$low" || version_lt "${high%%.*}.99" "$cc"; }; then
+            alt=""
+            while read -r name; do
+                local range
+                range=$(variant_field "$name" gpus)
+                if ! version_lt "$cc" "${range%-*}" && ! version_lt "${range##*-}" "${cc%%.*}.0"; then alt=$name; fi
+            done < <(awk -v cur="$VARIANT" '!/^[[:space:]]*#/ && NF == 7 && $1 != cur { print $1 }' "$VARIANTS")
+            local fix="pick another GPU with --gpus"
+            if [ -n "$alt" ]; then
+                fix="use the $alt image instead (make docker-build VARIANT=$alt, needs driver >= $(variant_field "$alt" min_driver)), or $fix"
+            fi
+            die "GPU $idx has compute capability $cc, which this image's torch (variant $VARIANT) has no kernels for (it covers $low to $high): $fix" 7
+        fi
+        idx=$((idx + 1))
+    done
 }
 
 check_out() {
@@ -177,6 +277,7 @@ case $cmd in
     sample|demo)
         shift
         for a in "$@"; do USER_VARS+=("$a"); done
+        if [ "$cmd" = demo ]; then check_driver; fi
         check_out
         check_shm
         DATA="$OUT/data"
@@ -218,6 +319,7 @@ if [ ${#tracks[@]} -gt 0 ] && [ -n "${TRACK_ARG:-}" ]; then
     die "$TRACK_ARG: a track target sets its own TRACK; drop it" 2
 fi
 
+check_driver
 check_data
 check_gpu
 check_out

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test of docker/Dockerfile with podman/buildah and no container registry (`make docker-smoke`):
 #   1. a local base image: Debian bookworm (python3.11) debootstrapped once, `podman import`ed
-#   2. a wheelhouse of requirements.lock (pip download on the host, once), mounted into the build
+#   2. a wheelhouse of the variant's lock (pip download on the host, once), mounted into the build
 #   3. build the image against that base (vfs storage, chroot isolation: works without a daemon)
 #   4. run it: the demo on CPU, then the entrypoint's usage and clear failures (no data, no GPU)
 #   5. check the zip the demo wrote: prediction.csv at its root, ID + Task1&2, one row per test row
@@ -13,6 +13,7 @@
 #   MMCTR_SMOKE_KEEP    1: keep the built image (default: removed at the end, the base is kept)
 #   MMCTR_SMOKE_REUSE   1: reuse an image kept by MMCTR_SMOKE_KEEP=1 (skip the build)
 #   MMCTR_SMOKE_CMD     what the image runs (default: demo)
+#   MMCTR_SMOKE_VARIANT image variant to build (cu13 default, cu12; docker/variants.tsv)
 #   DEBIAN_MIRROR       default http://deb.debian.org/debian
 set -euo pipefail
 
@@ -21,7 +22,11 @@ CACHE=${MMCTR_SMOKE_CACHE:-/var/tmp/mmctr-smoke}
 BASE_TAG=localhost/mmctr-base:bookworm
 IMAGE=localhost/mmctr-kit:smoke
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+VARIANT=${MMCTR_SMOKE_VARIANT:-cu13}
+LOCK=$(awk -v v="$VARIANT" '!/^[[:space:]]*#/ && $1 == v { print $2 }' "$ROOT/docker/variants.tsv")
+[ -n "$LOCK" ] || { echo "smoke: FAIL: unknown MMCTR_SMOKE_VARIANT '$VARIANT' (docker/variants.tsv)" >&2; exit 1; }
 WHEELS=$CACHE/wheelhouse
+[ "$VARIANT" = cu13 ] || WHEELS=$CACHE/wheelhouse-$VARIANT
 OUT=$CACHE/out
 # shellcheck disable=SC2206  # MMCTR_SMOKE_CMD is a word list
 RUN_CMD=(${MMCTR_SMOKE_CMD:-demo})
@@ -74,7 +79,7 @@ make_base() {
 
 make_wheelhouse() {
     local stamp=$WHEELS/.complete
-    if [ -f "$stamp" ] && [ "$stamp" -nt "$ROOT/requirements.lock" ]; then
+    if [ -f "$stamp" ] && [ "$stamp" -nt "$ROOT/$LOCK" ]; then
         log "wheelhouse up to date ($(find "$WHEELS" -name '*.whl' | wc -l) wheels)"
         return
     fi
@@ -83,7 +88,7 @@ make_wheelhouse() {
         extra=(--python-version 3.11 --only-binary=:all:)
     fi
     mkdir -p "$WHEELS"
-    "$py" -m pip download -q -d "$WHEELS" "${extra[@]}" -r "$ROOT/requirements.lock" \
+    "$py" -m pip download -q -d "$WHEELS" "${extra[@]}" -r "$ROOT/$LOCK" \
         "setuptools>=68" "pip==23.2.1"
     touch "$stamp"
 }
@@ -95,7 +100,8 @@ build_image() {
                   --build-arg PIP_FIND_LINKS=/wheelhouse)
     fi
     "${BUILDAH[@]}" bud --isolation chroot --layers=false "${ULIMITS[@]}" \
-        -f "$ROOT/docker/Dockerfile" --build-arg "BASE_IMAGE=$BASE_TAG" "${pip_args[@]}" \
+        -f "$ROOT/docker/Dockerfile" --build-arg "VARIANT=$VARIANT" \
+        --build-arg "BASE_IMAGE_CU13=$BASE_TAG" --build-arg "BASE_IMAGE_CU12=$BASE_TAG" "${pip_args[@]}" \
         --build-arg "GIT_COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
         -t "$IMAGE" "$ROOT"
 }
@@ -190,5 +196,5 @@ if [ "${MMCTR_SMOKE_KEEP:-0}" != 1 ]; then
     "${PODMAN[@]}" rmi -f "$IMAGE" >/dev/null || true
 fi
 
-echo "smoke: PASS in $((SECONDS - T0)) s; image $(awk -v s="$SIZE" 'BEGIN{printf "%.2f GB", s / 1e9}')" >&2
+echo "smoke: PASS ($VARIANT) in $((SECONDS - T0)) s; image $(awk -v s="$SIZE" 'BEGIN{printf "%.2f GB", s / 1e9}')" >&2
 printf '  %s\n' "${REPORT[@]}" >&2

