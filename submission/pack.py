@@ -159,6 +159,20 @@ echo "submission: $RUNS/submission.zip"
 """
 
 
+def _environment_line() -> str:
+    """Which Docker image variant (or, outside the image, which torch build) made this run."""
+    variant = os.environ.get("MMCTR_IMAGE_VARIANT")
+    if variant:
+        env = os.environ.get
+        return (f"- Docker image variant `{variant}` (torch {env('MMCTR_TORCH', '?')}, CUDA "
+                f"{env('MMCTR_TORCH_CUDA', '?')}, NVIDIA driver >= {env('MMCTR_MIN_DRIVER', '?')}, lock "
+                f"`{env('MMCTR_LOCK', '?')}`): rebuild it with `make docker-build VARIANT={variant}`")
+    import torch
+
+    return (f"- packed outside the Docker image: torch {torch.__version__} (CUDA {torch.version.cuda}); "
+            "ship the image variant whose torch matches (docs/docker.md)")
+
+
 def _reproduce_md(track, test_sha, git, configs, summary, t1, t2, left_out) -> str:
     t = get_track(track)
     target = P.make_target(t.name)
@@ -188,6 +202,7 @@ def _reproduce_md(track, test_sha, git, configs, summary, t1, t2, left_out) -> s
         models = ", ".join(f"{m.get('name')} ({m.get('source')})" for m in t1.get(M.MODELS) or []
                            if isinstance(m, dict)) or "none"
         lines.append(f"- Task-1 pretrained weights: {models}")
+    lines.append(_environment_line())
     lines += ["", "## Contents", "",
               "- `code/`: the kit's code as packed (git-tracked files only; no symlinks, no secret-like names)",
               "- `run/`: the run manifests, the exact configs (`run/configs/`), the rule-check report, "

@@ -638,3 +638,19 @@ def test_notebook_refuses_an_output_inside_the_data_dir(data, monkeypatch, capsy
     out = DataPaths.resolve(data).ctr_dir / "track.ipynb"
     code, _, err = cli(monkeypatch, capsys, "notebook", "--track", "task1", "--out", out, "--data", data)
     assert code == 2 and "inside the data directory" in err and not out.exists()
+
+
+def test_reproduce_md_names_the_image_variant(monkeypatch):
+    from submission import pack as packmod
+
+    monkeypatch.setenv("MMCTR_IMAGE_VARIANT", "cu12")
+    monkeypatch.setenv("MMCTR_TORCH", "2.4.1")
+    monkeypatch.setenv("MMCTR_TORCH_CUDA", "12.1")
+    monkeypatch.setenv("MMCTR_MIN_DRIVER", "530.30.02")
+    monkeypatch.setenv("MMCTR_LOCK", "requirements-cu12.lock")
+    line = packmod._environment_line()
+    assert "`cu12`" in line and "530.30.02" in line and "VARIANT=cu12" in line
+    monkeypatch.delenv("MMCTR_IMAGE_VARIANT")
+    import torch
+
+    assert torch.__version__ in packmod._environment_line()
