@@ -15,8 +15,10 @@ DIN_CONFIG ?= task2/configs/din_baseline.yaml
 OFFICIAL_ITEM_INFO = $(DATA)/MicroLens_1M_x1/item_info.parquet
 SAMPLE_ARGS ?=
 IMAGE   ?= mmctr-kit:latest
+# The organisers' FuxiCTR 2.3.7 (task1 evaluate --engine fuxictr); elsewhere: MMCTR_FUXICTR_PYTHON=DIR/bin/python
+FUXI_VENV ?= .venv-fuxictr
 
-.PHONY: help setup sample validate task1 task1-eval task2 submit track1 track2 track12 demo test \
+.PHONY: help setup fuxictr-env sample validate task1 task1-eval task2 submit track1 track2 track12 demo test \
         bench bench-task1 bench-task2 notebook lint-docker docker-build docker-smoke clean
 
 help:  ## list the targets
@@ -28,6 +30,14 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+fuxictr-env: $(FUXI_VENV)/.installed  ## FuxiCTR 2.3.7 in its own venv (numpy<2) for `task1 evaluate --engine fuxictr`
+$(FUXI_VENV)/.installed:
+	test -x $(FUXI_VENV)/bin/python || python3 -m venv $(FUXI_VENV)
+	$(FUXI_VENV)/bin/python -m pip install -q fuxictr==2.3.7 "numpy<2" pandas==2.2.3 pyarrow==17.0.0 \
+	  scikit-learn==1.4.2 "polars<=1.0.0" keras_preprocessing h5py PyYAML torch==2.14.1
+	$(FUXI_VENV)/bin/python -c "import fuxictr; assert fuxictr.__version__ == '2.3.7', fuxictr.__version__"
 	touch $@
 
 $(DATA)/MicroLens_1M_x1/train.parquet: | setup
