@@ -31,6 +31,7 @@ DATASET_ID = "MicroLens_1M_x1"
 RESULT = "fuxictr_result.json"
 # What FuxiCTR 2.3.7 does and cannot be told otherwise (rank_model.py: lr_decay(), fit()).
 FIXED = {"lr_decay_factor": 0.1}
+HISTORY_KEYS = frozenset({"epoch", "train_loss", "valid_auc", "valid_logloss", "lr", "train_seconds", "samples_per_s"})
 
 
 def fuxictr_python() -> Path:
@@ -168,6 +169,8 @@ def train_fuxictr(cfg: dict, data_dir, item_info_path, out_dir, device=None, max
     config_dir = write_fuxictr_config(out / "fuxictr" / "config", dataset, model)
     result_path = out / RESULT
     result_path.unlink(missing_ok=True)
+    # fit() ends by reloading its best checkpoint: never one left by an earlier run in this folder
+    (Path(model["Base"]["model_root"]) / DATASET_ID / f"{EXPID}.model").unlink(missing_ok=True)
     if not quiet:
         print(f"FuxiCTR {FUXICTR_VERSION} DIN ({py}), up to {epochs} epoch(s)")
     run_runner("train", config_dir, result_path.resolve(), quiet=quiet)
@@ -175,9 +178,12 @@ def train_fuxictr(cfg: dict, data_dir, item_info_path, out_dir, device=None, max
         res = json.loads(result_path.read_text())
     except (OSError, ValueError) as exc:
         raise KitError(f"FuxiCTR run wrote no readable {result_path}: {exc}") from None
-    hist = res.get("history") or []
-    if not hist or not all(math.isfinite(h.get("valid_auc", math.nan)) for h in hist):
-        raise KitError(f"{result_path}: FuxiCTR gave no finite per-epoch valid AUC")
+    hist = res.get("history") if isinstance(res, dict) else None
+    if not hist or not all(isinstance(h, dict) and HISTORY_KEYS <= set(h) for h in hist) \
+            or not all(isinstance(h["valid_auc"], (int, float)) and math.isfinite(h["valid_auc"]) for h in hist) \
+            or not isinstance(res.get("best_valid_auc"), (int, float)) or not math.isfinite(res["best_valid_auc"]):
+        raise KitError(f"{result_path}: FuxiCTR gave no finite per-epoch valid AUC "
+                       f"(history needs {', '.join(sorted(HISTORY_KEYS))})")
     if not quiet:
         for h in hist:
             print(f"epoch {h['epoch']}: loss {h['train_loss']:.4f} valid AUC {h['valid_auc']:.5f} "

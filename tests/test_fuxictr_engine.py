@@ -17,7 +17,7 @@ from mmctr.errors import KitError
 from task1 import fuxictr_engine as FX
 from task1.evaluate import din_config, evaluate
 
-HISTORY_KEYS = {"epoch", "train_loss", "valid_auc", "valid_logloss", "lr", "train_seconds", "samples_per_s"}
+HISTORY_KEYS = set(FX.HISTORY_KEYS)
 
 
 def has_env() -> bool:
@@ -82,6 +82,13 @@ def test_missing_environment_is_one_line_before_any_work(tiny_data, tmp_path, mo
     assert "\n" not in str(e.value) and not out.exists()
 
 
+def test_out_inside_data_dir_refused(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv(FX.PYTHON_ENV, str(fake_python(tmp_path, "exit 9")))
+    with pytest.raises(KitError, match="inside the data"):
+        evaluate(tiny_data, tiny_data / C.ITEM_INFO.relpath, tiny_data / "fx-eval", engine="fuxictr")
+    assert not (tiny_data / "fx-eval").exists()
+
+
 def test_unknown_engine(tiny_data, tmp_path):
     with pytest.raises(KitError, match="unknown engine 'tf'"):
         evaluate(tiny_data, tiny_data / C.ITEM_INFO.relpath, tmp_path / "o", engine="tf")
@@ -105,7 +112,8 @@ def test_runner_without_result_or_with_nan_auc(tiny_data, tmp_path, monkeypatch)
         FX.train_fuxictr(din_config(), tiny_data, info, tmp_path / "a", max_epochs=1, quiet=True)
     # a run that "succeeds" with a NaN AUC (a diverged model) is refused, not reported
     body = ('out=""; while [ $# -gt 0 ]; do [ "$1" = "--out" ] && out="$2"; shift; done; '
-            'echo \'{"history": [{"epoch": 1, "valid_auc": NaN}], "best_valid_auc": NaN}\' > "$out"')
+            'echo \'{"history": [{"epoch": 1, "train_loss": 0.5, "valid_auc": NaN, "valid_logloss": 0.6, '
+            '"lr": 0.001, "train_seconds": 1, "samples_per_s": 9}], "best_valid_auc": NaN}\' > "$out"')
     monkeypatch.setenv(FX.PYTHON_ENV, str(fake_python(tmp_path, body)))
     with pytest.raises(KitError, match="no finite per-epoch valid AUC"):
         FX.train_fuxictr(din_config(), tiny_data, info, tmp_path / "b", max_epochs=1, quiet=True)
