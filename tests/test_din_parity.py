@@ -5,6 +5,12 @@ subprocess, exchanged as .npz), the same batch runs in eval mode: logits, probab
 regularisation term and the gradient of (BCE + regularisation) must agree, and the kit's fresh
 initialisation must have FuxiCTR's structure. Skipped without `make fuxictr-env`
 (or MMCTR_FUXICTR_PYTHON pointing at a python with fuxictr 2.3.7).
+
+What FuxiCTR 2.3.7 does that these checks pin (rank_model.py, feature_embedding.py,
+feature_processor.py): every categorical feature gets padding_idx 0, and with
+rebuild_dataset=False the raw likes/views levels are the ids, so level 0 is a frozen zero
+vector; the net regulariser covers every parameter outside FeatureEmbeddingDict (biases and
+batch-norm too); Linear weights xavier_normal, biases 0, embedding rows N(0, 1e-4).
 """
 import re
 
