@@ -127,7 +127,9 @@ def write_fuxictr_config(config_dir, dataset: dict, model: dict) -> Path:
 
 def run_runner(command: str, config_dir, out, extra=(), quiet: bool = False, timeout: float | None = None):
     """Run fuxictr_runner.py COMMAND in the FuxiCTR environment; one KitError on failure."""
-    args = [str(fuxictr_python()), str(RUNNER), command, "--config-dir", str(config_dir),
+    # -I: neither task1/ (the script's folder: config.py, cache.py...) nor PYTHON* variables
+    # can shadow a module that FuxiCTR, torch or pandas import
+    args = [str(fuxictr_python()), "-I", str(RUNNER), command, "--config-dir", str(config_dir),
             "--expid", EXPID, "--out", str(out), *map(str, extra)]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     proc = subprocess.run(args, env=env, cwd=str(Path(config_dir).resolve()), text=True,
