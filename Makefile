@@ -40,9 +40,11 @@ BENCH1_ARGS ?= --make-sample /tmp/mmctr-bench1 --items 800 --users 1600 --train 
 BENCH2_ARGS ?= --data-dir $(DATA) --max-epochs 3
 OFFICIAL_ITEM_INFO = $(DATA)/MicroLens_1M_x1/item_info.parquet
 DEVICE_ARG = $(if $(filter-out auto,$(strip $(DEVICE))),--device $(strip $(DEVICE)))
+#: the organisers' FuxiCTR 2.3.7 venv (task1 evaluate --engine fuxictr); elsewhere: MMCTR_FUXICTR_PYTHON=DIR/bin/python
+FUXI_VENV ?= .venv-fuxictr
 
-.PHONY: help setup setup-runtime lock sample validate task1 task1-eval task2 submit track1 track2 track12 \
-        demo runs report test bench bench-task1 bench-task2 docs-tables notebook lint-docker docker-build \
+.PHONY: help setup setup-runtime fuxictr-env lock sample validate task1 task1-eval task2 submit track1 track2 \
+        track12 demo runs report test bench bench-task1 bench-task2 docs-tables notebook lint-docker docker-build \
         docker-smoke clean
 
 help:  ## list the targets and the variables (with their defaults)
@@ -93,6 +95,14 @@ lock:  ## regenerate requirements.lock + requirements-dev.lock from the .in file
 	  -r requirements-dev.in -c requirements.lock
 	$(PY) -c "$$LOCK_PY" $(LOCK_TMP)/dev.json requirements-dev.lock requirements.lock
 	rm -rf $(LOCK_TMP)
+
+fuxictr-env: $(FUXI_VENV)/.installed  ## FuxiCTR 2.3.7 in its own venv (numpy<2) for `task1 evaluate --engine fuxictr`
+$(FUXI_VENV)/.installed:
+	test -x $(FUXI_VENV)/bin/python || $(PYTHON) -m venv $(FUXI_VENV)
+	$(FUXI_VENV)/bin/python -m pip install -q fuxictr==2.3.7 "numpy<2" pandas==2.2.3 pyarrow==17.0.0 \
+	  scikit-learn==1.4.2 "polars<=1.0.0" keras_preprocessing h5py PyYAML torch==2.14.1
+	$(FUXI_VENV)/bin/python -c "import fuxictr; assert fuxictr.__version__ == '2.3.7', fuxictr.__version__"
+	touch $@
 
 $(DATA)/MicroLens_1M_x1/train.parquet: | setup-runtime
 	$(PY) -m mmctr sample --out $(DATA) $(SAMPLE_ARGS)

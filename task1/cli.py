@@ -59,8 +59,10 @@ def build(data_dir, config, out, sets, cache_dir, no_cache, device, quiet):
               help="DIN key the Task-1 track may change (learning_rate, batch_size, net_dropout, ...)")
 @click.option("--max-epochs", type=int, default=None, help="cap the DIN's epochs (quick checks)")
 @click.option("--device", default=None, help="auto | cpu | cuda[:N]")
+@click.option("--engine", type=click.Choice(["kit", "fuxictr"]), default="kit", show_default=True,
+              help="kit: task2's DIN; fuxictr: the organisers' FuxiCTR 2.3.7 DIN (`make fuxictr-env`)")
 @click.option("--quiet", is_flag=True)
-def evaluate(data_dir, item_info, out, baseline, with_random, sets, max_epochs, device, quiet):
+def evaluate(data_dir, item_info, out, baseline, with_random, sets, max_epochs, device, engine, quiet):
     """Train the fixed baseline DIN on the new and the provided item_info; report validation AUCs."""
     from .evaluate import evaluate as run_evaluate
     from mmctr import runs
@@ -69,7 +71,7 @@ def evaluate(data_dir, item_info, out, baseline, with_random, sets, max_epochs, 
     t0 = time.perf_counter()
 
     report = run_evaluate(data_dir, item_info, out, baseline=baseline, with_random=with_random,
-                          sets=sets, max_epochs=max_epochs, device=device, quiet=quiet)
+                          sets=sets, max_epochs=max_epochs, device=device, quiet=quiet, engine=engine)
     click.echo(json.dumps(report["summary"], indent=2))
     runs.after_evaluate(report, out, time.perf_counter() - t0, results)
 

@@ -1,6 +1,9 @@
 """`task1 evaluate`: the fixed baseline DIN (challenge.md, Task-1 track) trained on the new
 item_info and on the provided one (optionally on random 128-D embeddings too), same seed and
-settings; reports the validation AUCs and, on generated sample data, the oracle AUC."""
+settings; reports the validation AUCs and, on generated sample data, the oracle AUC.
+
+Two engines train it: `kit` (task2's DIN, this environment) and `fuxictr` (the organisers' DIN
+on FuxiCTR 2.3.7 in its own environment, task1/fuxictr_engine.py); same config, same report."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,13 +12,14 @@ import numpy as np
 
 from mmctr import contract as C
 from mmctr.errors import KitError
-from mmctr.io import file_sha256, write_json
+from mmctr.io import check_writable, file_sha256, write_json
 from mmctr.item_info import read_item_info, write_item_info
-from mmctr.paths import DataPaths
+from mmctr.paths import DataPaths, refuse_data_write
 from mmctr.tracks import TASK1_TUNABLE
 
 DIN_CONFIG = "din_baseline"
 REPORT_NAME = "report.json"
+ENGINES = ("kit", "fuxictr")
 
 
 def din_config(sets=(), overrides: dict | None = None) -> dict:
@@ -50,11 +54,23 @@ def oracle_auc(root: Path):
 
 
 def evaluate(data_dir, item_info, out, baseline=None, with_random: bool = False, sets=(),
-             max_epochs=None, device=None, quiet: bool = False, overrides: dict | None = None) -> dict:
-    from task2.train import train_model
+             max_epochs=None, device=None, quiet: bool = False, overrides: dict | None = None,
+             engine: str = "kit") -> dict:
+    """Train the fixed DIN with `engine` on each item_info; write and return report.json."""
+    if engine not in ENGINES:
+        raise KitError(f"unknown engine '{engine}': choose one of {', '.join(ENGINES)}")
+    if engine == "fuxictr":
+        from .fuxictr_engine import fuxictr_python
+        from .fuxictr_engine import train_fuxictr as train_model
+
+        fuxictr_python()  # a missing environment fails before any work
+    else:
+        from task2.train import train_model
 
     paths = DataPaths.resolve(data_dir)
     out = Path(out)
+    refuse_data_write(out, paths.root)
+    check_writable(out, "--out")
     new = Path(item_info)
     base = Path(baseline) if baseline else paths.require(C.ITEM_INFO)
     new_tags, new_emb = read_item_info(new)
@@ -67,13 +83,14 @@ def evaluate(data_dir, item_info, out, baseline=None, with_random: bool = False,
         variants["random"] = random_item_info(out / "random" / "item_info.parquet", base)
     runs = {}
     for name, path in variants.items():
-        run_dir = out / f"din_{name}"
+        run_dir = out / (f"din_{name}" if engine == "kit" else f"{engine}_{name}")
         if not quiet:
-            print(f"== fixed DIN on {name} item_info ({path})")
+            print(f"== fixed DIN ({engine} engine) on {name} item_info ({path})")
         res = train_model(cfg, paths.root, path, run_dir, device=device, max_epochs=max_epochs, quiet=quiet)
         runs[name] = {"item_info": str(path.resolve()), "sha256": file_sha256(path),
                       "best_valid_auc": res["best_valid_auc"], "best_epoch": res["best_epoch"],
-                      "epochs": len(res["history"]), "history": res["history"]}
+                      "epochs": len(res["history"]), "history": res["history"],
+                      "samples_per_s": res.get("samples_per_s")}
     summary = {f"{k}_valid_auc": round(v["best_valid_auc"], 5) for k, v in runs.items()}
     summary["new_minus_provided"] = round(runs["new"]["best_valid_auc"] - runs["provided"]["best_valid_auc"], 5)
     oracle = oracle_auc(paths.root)
@@ -85,7 +102,8 @@ def evaluate(data_dir, item_info, out, baseline=None, with_random: bool = False,
         summary["latent_r2"] = {k: round(latent_recovery(paths.root, read_item_info(v["item_info"])[1])["item"], 4)
                                 for k, v in runs.items()}
     summary["tags_match_provided"] = bool(np.array_equal(new_tags, base_tags))
-    report = {"summary": summary, "runs": runs, "din_config": cfg, "max_epochs": max_epochs,
+    summary["engine"] = engine
+    report = {"summary": summary, "runs": runs, "din_config": cfg, "max_epochs": max_epochs, "engine": engine,
               "data_dir": str(paths.root)}
     write_json(out / REPORT_NAME, report)
     return report

@@ -1,0 +1,226 @@
+"""Dev-only parity of the kit's DIN with the organisers' DIN on FuxiCTR 2.3.7.
+
+The same weights go into both (the kit's task2 DIN here, FuxiCTR's in its own environment by
+subprocess, exchanged as .npz), the same batch runs in eval mode: logits, probabilities, the
+regularisation term and the gradient of (BCE + regularisation) must agree, and the kit's fresh
+initialisation must have FuxiCTR's structure. Skipped without `make fuxictr-env`
+(or MMCTR_FUXICTR_PYTHON pointing at a python with fuxictr 2.3.7).
+
+What FuxiCTR 2.3.7 does that these checks pin (rank_model.py, feature_embedding.py,
+feature_processor.py): every categorical feature gets padding_idx 0, and with
+rebuild_dataset=False the raw likes/views levels are the ids, so level 0 is a frozen zero
+vector; the net regulariser covers every parameter outside FeatureEmbeddingDict (biases and
+batch-norm too); Linear weights xavier_normal, biases 0, embedding rows N(0, 1e-4).
+"""
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmctr.errors import KitError
+from mmctr.item_info import write_item_info
+from task1 import fuxictr_engine as FX
+from task2.config import load_config
+from task2.models import create_model
+from task2.train import regularization
+
+try:
+    FX.fuxictr_python()
+    NO_ENV = None
+except KitError as exc:
+    NO_ENV = str(exc)
+pytestmark = pytest.mark.skipif(NO_ENV is not None, reason=f"FuxiCTR parity needs its environment: {NO_ENV}")
+
+N_ITEMS, N_TAGS, BATCH, MAX_LEN = 60, 25, 24, 64
+EMB = "embedding_layer.embedding_layer."
+# kit name -> FuxiCTR name (the organisers' src/DIN.py module names on FuxiCTR 2.3.7 layers)
+NAMES = {
+    "items.id_emb.weight": EMB + "embedding_layers.item_id.weight",
+    "items.tag_emb.weight": EMB + "embedding_layers.item_tags.weight",
+    "items.mm_proj.weight": EMB + "feature_encoders.item_emb_d128.weight",
+    "likes.weight": EMB + "embedding_layers.likes_level.weight",
+    "views.weight": EMB + "embedding_layers.views_level.weight",
+}
+PATTERNS = [(re.compile(r"attention\.score\.(\d+)\.(\w+)$"), r"attention_layers.attention_layer.mlp.\1.\2"),
+            (re.compile(r"dnn\.(\d+)\.(\w+)$"), r"dnn.mlp.\1.\2")]
+
+
+def fuxictr_name(kit_name: str) -> str:
+    if kit_name in NAMES:
+        return NAMES[kit_name]
+    for pattern, repl in PATTERNS:
+        if pattern.match(kit_name):
+            return pattern.sub(repl, kit_name)
+    raise AssertionError(f"no FuxiCTR name for kit parameter {kit_name}")
+
+
+def dnn_columns(item_dim: int, emb_dim: int) -> np.ndarray:
+    """FuxiCTR's DNN input is [likes, views, target, pooled]; the kit's [target, pooled, likes, views].
+    Column j of FuxiCTR's first DNN layer is column perm[j] of the kit's."""
+    kit = np.arange(2 * item_dim + 2 * emb_dim)
+    target, pooled = kit[:item_dim], kit[item_dim:2 * item_dim]
+    likes, views = kit[2 * item_dim:2 * item_dim + emb_dim], kit[2 * item_dim + emb_dim:]
+    return np.concatenate([likes, views, target, pooled])
+
+
+def to_fuxictr(name: str, value: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    return value[:, perm] if name == "dnn.0.weight" else value
+
+
+def make_items(path, rng):
+    tags = rng.integers(1, N_TAGS, size=(N_ITEMS + 1, 5))
+    tags[rng.random(tags.shape) < 0.4] = 0  # padded tag slots
+    tags[5] = 0  # an item without tags
+    tags[N_ITEMS // 2, 0] = N_TAGS - 1  # the largest tag id is used
+    emb = rng.normal(size=(N_ITEMS + 1, 128)).astype(np.float32)
+    write_item_info(path, tags, emb)
+    tags[0], emb[0] = 0, 0
+    return torch.from_numpy(tags), torch.from_numpy(emb)
+
+
+def make_batch(rng) -> dict:
+    lengths = rng.integers(0, MAX_LEN + 1, size=BATCH)
+    lengths[:3] = [0, 1, MAX_LEN]  # empty history, one item, a full one
+    seq = np.zeros((BATCH, MAX_LEN), dtype=np.int64)
+    for i, n in enumerate(lengths):
+        seq[i, MAX_LEN - n:] = rng.integers(1, N_ITEMS + 1, size=n)
+    likes, views = rng.integers(0, 11, size=BATCH), rng.integers(0, 11, size=BATCH)
+    likes[:2], views[:2] = 0, 0  # level 0 is in the data
+    return {"item_seq": seq, "item_id": rng.integers(1, N_ITEMS + 1, size=BATCH),
+            "likes_level": likes, "views_level": views,
+            "label": (rng.random(BATCH) < 0.4).astype(np.float32)}
+
+
+def randomize(model, rng) -> None:
+    """Weights far from init so every part of the network moves the output; padding rows zero
+    (both frameworks keep them zero: padding_idx and no gradient)."""
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.dtype == torch.long:
+                continue
+            if name.endswith("running_var"):
+                val = rng.uniform(0.5, 1.5, size=t.shape)
+            elif name.endswith(".weight") and t.dim() == 1:  # batch-norm scale
+                val = 1 + 0.2 * rng.normal(size=t.shape)
+            elif t.dim() == 2 and "emb" in name or name in ("likes.weight", "views.weight"):
+                val = 0.3 * rng.normal(size=t.shape)
+            else:
+                fan_in = t.shape[1] if t.dim() == 2 else 64
+                val = rng.normal(size=t.shape) / np.sqrt(fan_in)
+            t.copy_(torch.as_tensor(val, dtype=t.dtype))
+        model.items.id_emb.weight[0] = 0
+        model.items.tag_emb.weight[0] = 0
+
+
+def run_both(tmp_path, overrides: dict, seed: int = 7):
+    rng = np.random.default_rng(seed)
+    cfg = load_config("din_baseline", overrides)
+    info = tmp_path / "item_info.parquet"
+    tags, emb = make_items(info, rng)
+    model = create_model(cfg, tags, emb)
+    randomize(model, rng)
+    batch = make_batch(rng)
+    perm = dnn_columns(model.items.out_dim, cfg["embedding_dim"])
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    np.savez(tmp_path / "weights.npz", **{fuxictr_name(k): to_fuxictr(k, v, perm) for k, v in state.items()})
+    np.savez(tmp_path / "batch.npz", **batch)
+    dataset, model_cfg = FX.fuxictr_config(cfg, tmp_path / "train.parquet", tmp_path / "valid.parquet", info,
+                                           N_ITEMS, int(tags.max()) + 1, tmp_path / "fx", max_epochs=1,
+                                           num_threads=1)
+    config_dir = FX.write_fuxictr_config(tmp_path / "fx" / "config", dataset, model_cfg)
+    FX.run_runner("parity", config_dir, tmp_path / "out.npz", quiet=True,
+                  extra=["--weights", tmp_path / "weights.npz", "--batch", tmp_path / "batch.npz"])
+    with np.load(tmp_path / "out.npz", allow_pickle=False) as f:
+        fx = {k: f[k] for k in f.files}
+
+    model.eval()
+    kit_batch = {"seq": torch.from_numpy(batch["item_seq"]), "item": torch.from_numpy(batch["item_id"]),
+                 "likes": torch.from_numpy(batch["likes_level"]), "views": torch.from_numpy(batch["views_level"])}
+    logits = model(kit_batch)
+    reg = regularization(model, cfg)
+    loss = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(batch["label"])) + reg
+    model.zero_grad()
+    loss.backward()
+    grads = {fuxictr_name(n): to_fuxictr(n, p.grad.numpy(), perm)
+             for n, p in model.named_parameters() if p.grad is not None}
+    kit = {"logits": logits.detach().numpy(), "y_pred": torch.sigmoid(logits).detach().numpy(),
+           "regularization": float(reg.detach()), "loss": float(loss.detach()), "grads": grads}
+    return cfg, model, kit, fx
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    return run_both(tmp_path_factory.mktemp("parity"), {})
+
+
+@pytest.fixture(scope="module")
+def tuned_run(tmp_path_factory):
+    """The organisers' tuner point (dropout 0.1 adds layers) with a net regulariser on."""
+    return run_both(tmp_path_factory.mktemp("parity_tuned"),
+                    {"net_dropout": 0.1, "batch_size": 8192, "embedding_regularizer": 1e-6,
+                     "net_regularizer": 1e-3})
+
+
+@pytest.mark.parametrize("run", ["default_run", "tuned_run"])
+def test_outputs_equal(run, request):
+    _, _, kit, fx = request.getfixturevalue(run)
+    assert np.std(kit["logits"]) > 0.1  # the batch exercises the network, not a constant
+    np.testing.assert_allclose(fx["logits"], kit["logits"], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(fx["y_pred"], kit["y_pred"], atol=1e-5)
+
+
+@pytest.mark.parametrize("run", ["default_run", "tuned_run"])
+def test_regularization_equal(run, request):
+    cfg, _, kit, fx = request.getfixturevalue(run)
+    assert kit["regularization"] > 0
+    np.testing.assert_allclose(float(fx["regularization"]), kit["regularization"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("run", ["default_run", "tuned_run"])
+def test_gradients_equal(run, request):
+    """One training step's gradient, parameter by parameter (catches frozen padding rows)."""
+    _, _, kit, fx = request.getfixturevalue(run)
+    fx_grads = {k.removeprefix("grad/"): v for k, v in fx.items() if k.startswith("grad/")}
+    assert sorted(fx_grads) == sorted(kit["grads"])
+    bad = []
+    for name, g in kit["grads"].items():
+        ref = fx_grads[name]
+        diff = np.abs(ref - g) > 1e-4 * max(np.abs(ref).max(), 1e-8) + 1e-7
+        if diff.any():
+            where = (f"rows {sorted(set(np.nonzero(diff)[0].tolist()))[:5]}" if diff.ndim == 2
+                     else f"{int(diff.sum())} of {diff.size} entries")
+            bad.append(f"{name}: {where}, max |diff| {np.abs(ref - g).max():.3g}")
+    assert not bad, "gradients differ:\n" + "\n".join(bad)
+
+
+def test_initialisation_structure(default_run):
+    """A fresh kit DIN starts as FuxiCTR's does: xavier_normal Linear weights, zero biases,
+    N(0, 1e-4) embedding tables with zero padding rows."""
+    cfg, _, _, fx = default_run
+    init = {k.removeprefix("init/"): v for k, v in fx.items() if k.startswith("init/")}
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    tags = torch.from_numpy(rng.integers(0, N_TAGS, size=(N_ITEMS + 1, 5)))
+    tags[N_ITEMS // 2, 0] = N_TAGS - 1
+    fresh = create_model(cfg, tags, torch.zeros(N_ITEMS + 1, 128)).state_dict()
+    bad = []
+    for name, t in fresh.items():
+        ref, v = init[fuxictr_name(name)], t.numpy()
+        if v.shape != ref.shape:
+            bad.append(f"{name}: shape {v.shape} vs FuxiCTR {ref.shape}")
+        elif v.dtype.kind != "f":
+            continue
+        elif ref.std() == 0:  # biases, batch-norm parameters and statistics
+            if not np.allclose(v, ref):
+                bad.append(f"{name}: {v.ravel()[:2]}... vs FuxiCTR constant {ref.ravel()[0]}")
+        else:
+            zero_rows = np.flatnonzero((ref == 0).all(axis=1)) if ref.ndim == 2 else []
+            if len(zero_rows) and np.abs(v[zero_rows]).max() > 0:
+                bad.append(f"{name}: row(s) {zero_rows.tolist()} start at zero in FuxiCTR (padding), not here")
+            live = np.setdiff1d(np.arange(len(ref)), zero_rows)
+            ratio = v[live].std() / ref[live].std()
+            if not 0.8 < ratio < 1.25:
+                bad.append(f"{name}: std {v[live].std():.3g} vs FuxiCTR {ref[live].std():.3g}")
+    assert not bad, "initialisation differs from FuxiCTR 2.3.7:\n" + "\n".join(bad)
