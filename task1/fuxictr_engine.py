@@ -49,9 +49,15 @@ def _float(x) -> float:
     return float(x)
 
 
+def flat_config(cfg) -> dict:
+    """The flat key -> value mapping of a task2 config (a RunConfig or an already flat dict)."""
+    return cfg.to_flat() if hasattr(cfg, "to_flat") else dict(cfg)
+
+
 def fuxictr_config(cfg: dict, train, valid, item_info, n_items: int, n_tags: int, work_dir,
                    max_epochs: int, device: str = "cpu", num_threads: int = 0) -> tuple[dict, dict]:
     """(dataset_config, model_config) for FuxiCTR from the kit's DIN config `cfg`."""
+    cfg = flat_config(cfg)
     if cfg.get("model") != "din":
         raise KitError(f"the fuxictr engine runs only the fixed DIN, not model '{cfg.get('model')}'")
     for key, value in FIXED.items():
@@ -153,6 +159,7 @@ def train_fuxictr(cfg: dict, data_dir, item_info_path, out_dir, device=None, max
     """
     from task2.data import load_split
 
+    cfg = flat_config(cfg)
     paths = DataPaths.resolve(data_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -171,15 +171,15 @@ def predict_split(model: torch.nn.Module, split: Split, batch_size: int, device:
 
 
 def regularization(model, cfg: RunConfig) -> torch.Tensor | float:
-    """FuxiCTR 2.3.7 L2 terms, (lambda/2)*||w||^2: embedding_regularizer on embedding tables,
-    net_regularizer on the other weight matrices."""
+    """FuxiCTR 2.3.7 L2 terms, (lambda/2)*||w||^2: embedding_regularizer on the embedding set,
+    net_regularizer on every other trainable parameter (biases and batch norm included)."""
     emb_params = list(model.embedding_parameters())
     reg = 0.0
     if cfg.train.embedding_regularizer:
         reg = reg + cfg.train.embedding_regularizer / 2 * sum(p.pow(2).sum() for p in emb_params)
     if cfg.train.net_regularizer:
         ids = {id(p) for p in emb_params}
-        net = [p for n, p in model.named_parameters() if p.dim() > 1 and id(p) not in ids]
+        net = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
         reg = reg + cfg.train.net_regularizer / 2 * sum(p.pow(2).sum() for p in net)
     return reg
 
@@ -356,7 +356,8 @@ class Trainer:
         self.model.train()
         t0 = time.perf_counter()
         batches = iter_batches(len(self.train), cfg.train.batch_size, generator=self.gen,
-                               rank=self.dist.rank, world=self.dist.world, lengths=self.train.lengths)
+                               rank=self.dist.rank, world=self.dist.world,
+                               lengths=self.train.lengths if getattr(self.core, "length_bucketing", True) else None)
         bar = tqdm(batches, total=len(batches), desc=f"epoch {epoch + 1}/{cfg.runtime.max_epochs}",
                    disable=not (self.show and sys.stderr.isatty()), leave=False)
         total = torch.zeros((), device=dev)

@@ -1,5 +1,6 @@
 """task2 keeps FuxiCTR 2.3.7's training semantics: L2 = (lambda/2)||w||^2, improvement > 1e-6, lr floor 1e-6."""
 import pytest
+import torch
 
 from task2.config import load_config
 from task2.train import MIN_LR, Trainer, regularization
@@ -19,8 +20,16 @@ def test_l2_is_half_lambda_times_the_squared_norm(trainer):
     model = trainer.core
     emb = model.embedding_parameters()
     ids = {id(p) for p in emb}
-    net = [p for p in model.parameters() if p.dim() > 1 and id(p) not in ids]
-    want = 1e-2 / 2 * sum(float(p.pow(2).sum()) for p in emb) + 1e-3 / 2 * sum(float(p.pow(2).sum()) for p in net)
+    # FuxiCTR 2.3.7 regularization_loss: net_regularizer on every trainable parameter outside the
+    # embedding set, biases and batch norm included
+    net = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    assert any(p.dim() == 1 for p in net)  # biases / batch norm are in
+    with torch.no_grad():
+        for p in net:
+            if p.dim() == 1:
+                p.add_(0.5)  # zero-initialised biases would hide a missing term
+    want = 1e-2 / 2 * sum(float(p.detach().pow(2).sum()) for p in emb) + \
+        1e-3 / 2 * sum(float(p.detach().pow(2).sum()) for p in net)
     assert float(regularization(model, trainer.cfg)) == pytest.approx(want, rel=1e-5)
     assert {id(model.likes.weight), id(model.items.mm_proj.weight)} <= ids  # as FuxiCTR's embedding layer
 
@@ -38,3 +47,11 @@ def test_gain_below_1e_6_is_no_gain_and_lr_floors_at_1e_6(trainer):
     assert trainer.opt.param_groups[0]["lr"] == 1e-6  # unchanged on a gain
     trainer.checkpoint_and_earlystop(2, 0.5, 100, 0.5, 0.6)
     assert trainer.checkpoint_and_earlystop(3, 0.5, 100, 0.5, 0.6)  # patience 2 reached: stop
+
+
+def test_fixed_din_trains_as_fuxictr(trainer):
+    """Levels get padding row 0 (FuxiCTR's padding_idx 0) and rows are shuffled uniformly."""
+    din = trainer.core
+    assert din.likes.padding_idx == 0 and din.views.padding_idx == 0
+    assert float(din.likes.weight[0].abs().sum()) == 0.0
+    assert din.length_bucketing is False

@@ -59,6 +59,8 @@ def init_fuxictr(module: nn.Module) -> None:
 
 
 class DIN(nn.Module):
+    length_bucketing = False  # FuxiCTR shuffles rows uniformly; the fixed DIN trains the same way
+
     def __init__(self, cfg: DINConfig | dict, tags: torch.Tensor, mm_emb: torch.Tensor, n_levels: int = 11,
                  seed: int = 0, n_tags: int | None = None, derive: bool = True):
         super().__init__()
@@ -71,13 +73,17 @@ class DIN(nn.Module):
         dim = self.items.out_dim
         self.attention = TargetAttention(dim, cfg.attention_hidden_units, cfg.attention_dropout,
                                          cfg.din_use_softmax)
-        self.likes = nn.Embedding(n_levels, d)
-        self.views = nn.Embedding(n_levels, d)
+        # FuxiCTR gives every categorical feature padding_idx 0; the organisers' rebuild_dataset=False
+        # feeds the raw levels as ids, so level 0 is a zero vector that never trains.
+        self.likes = nn.Embedding(n_levels, d, padding_idx=0)
+        self.views = nn.Embedding(n_levels, d, padding_idx=0)
         self.dnn = mlp(2 * dim + 2 * d, cfg.dnn_hidden_units, dropout=cfg.net_dropout,
                        batch_norm=cfg.batch_norm, out_dim=1)
         init_fuxictr(self)
-        for emb in (self.likes, self.views):  # FuxiCTR: every embedding table N(0, 1e-4)
-            nn.init.normal_(emb.weight, std=1e-4)
+        with torch.no_grad():
+            for emb in (self.likes, self.views):  # FuxiCTR: every embedding table N(0, 1e-4), padding row 0
+                nn.init.normal_(emb.weight, std=1e-4)
+                emb.weight[0].zero_()
 
     def forward(self, batch: dict) -> torch.Tensor:
         seq = batch["seq"]
