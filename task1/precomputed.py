@@ -125,6 +125,9 @@ def load_source(src: SourceCfg, paths: DataPaths, n: int, feature_path: Path):
         path = Path(src.file).expanduser()
         if not path.is_file():
             raise KitError(f"precomputed file not found: {path}")
+        if paths.root in path.resolve().parents:  # e.g. test.parquet: never a feature source
+            raise KitError(f"precomputed file {path} is inside the data directory {paths.root}: the data's "
+                           f"own features are read with 'column' (a list column of item_feature.parquet)")
         if path.suffix == ".npy":
             emb, has = _npy(path, n)
         elif path.suffix == ".parquet":
