@@ -158,6 +158,11 @@ class Task1Config(Section):
         if not self.enabled_parts():
             raise KitError("every part is disabled: enable at least one of "
                              + ", ".join(PARTS))
+        weights = [getattr(self.fusion.weights, p) for p in (*CONTENT, "behaviour") if getattr(self, p).enabled]
+        weights += [src.weight for src in self.precomputed.sources] if self.precomputed.enabled else []
+        if not any(w > 0 for w in weights):
+            raise KitError("every enabled part has fusion weight 0: the embedding would be all zeros; "
+                           "give at least one enabled part a positive weight")
         if self.fusion.method == "contrastive":
             if not self.behaviour.enabled:
                 raise KitError("fusion.method=contrastive aligns content to behaviour: "

@@ -92,6 +92,11 @@ def test_bad_values_are_one_error_naming_key_value_range(item, match):
         load_config("default", parse_sets([item]))
 
 
+def test_all_zero_weights_are_refused():
+    with pytest.raises(KitError, match=r"every enabled part has fusion weight 0"):
+        load_config("default", parse_sets([f"fusion.weights.{p}=0" for p in PARTS]))
+
+
 def test_yaml_number_forms_are_numbers_and_fields_are_typed():
     cfg = load_config("default", parse_sets(["fusion.temperature=5e-2", "fusion.lr=1e-3"]))
     assert cfg.fusion.temperature == 0.05 and isinstance(cfg.fusion.temperature, float)

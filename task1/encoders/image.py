@@ -148,7 +148,10 @@ def encode(image_dir, item_ids, weights: Weights, cfg, device: str, progress: bo
     tower = tower.to(memory_format=torch.channels_last)
     dtype = _autocast_dtype(cfg.precision, dev)
     ds = CoverDataset(image_dir, item_ids, tower.size, tower.resize)
-    workers = min(cfg.workers, max(1, len(ds) // max(cfg.batch_size, 1)))  # no idle workers on tiny sets
+    from task1.config import usable_cores
+
+    # no idle workers on tiny sets, and no more than 4 per usable core
+    workers = min(cfg.workers, max(1, len(ds) // max(cfg.batch_size, 1)), 4 * usable_cores())
     dl = DataLoader(ds, batch_size=cfg.batch_size, shuffle=False,
                     num_workers=workers if cfg.workers else 0, pin_memory=dev.type == "cuda",
                     persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
