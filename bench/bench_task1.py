@@ -70,20 +70,21 @@ def make_full_features(root: Path, n: int = FULL_ITEMS, users: int = 1_000_000, 
     return root
 
 
-def bench_full_provided(root: Path, out: Path, threads: int) -> dict:
+def bench_full_provided(root: Path, out: Path, threads: int, users: int, train_rows: int) -> dict:
     """Build provided_features.yaml on 91,717 random items; seconds per part."""
     from task1.build import build
     from task1.config import load_config
 
     t0 = time.perf_counter()
     if not (root / "item_feature.parquet").is_file():
-        make_full_features(root)
+        make_full_features(root, users=users, train_rows=train_rows)
     made = round(time.perf_counter() - t0, 1)
     cfg = load_config("provided_features", {"runtime": {"num_threads": threads}})
     t0 = time.perf_counter()
     m = build(root, cfg, out, cache_dir=out / "cache", use_cache=False, progress=False)
     total = round(time.perf_counter() - t0, 1)
-    res = {"items": m["n_items"], "threads": threads, "data_made_s": made, "build_s": total,
+    res = {"items": m["n_items"], "threads": threads, "item_seq_users": users, "train_rows": train_rows,
+           "cpu_s": round(time.process_time(), 1), "data_made_s": made, "build_s": total,
            "timings": m["timings"], "fusion": m["parts"]["fusion"]}
     print(f"provided_features on {m['n_items']:,} items, {threads} threads: {total} s "
           f"(per part: {m['timings']})", flush=True)
@@ -140,13 +141,15 @@ def throughput(paths, n: int, image_size, device: str, workers: int) -> dict:
 @click.option("--skip-auc", is_flag=True)
 @click.option("--full-provided", type=click.Path(file_okay=False),
               help="only time provided_features on 91,717 random items made in this folder")
+@click.option("--full-users", default=1_000_000, show_default=True, help="--full-provided: item_seq rows")
+@click.option("--full-train", default=500_000, show_default=True, help="--full-provided: train rows")
 def main(data_dir, make_sample, items, users, n_train, n_valid, out, cache_dir, image_size,
-         throughput_items, max_epochs, device, threads, skip_auc, full_provided):
+         throughput_items, max_epochs, device, threads, skip_auc, full_provided, full_users, full_train):
     import torch
 
     if full_provided:
         torch.set_num_threads(threads)
-        res = bench_full_provided(Path(full_provided), Path(out) / "full_provided", threads)
+        res = bench_full_provided(Path(full_provided), Path(out) / "full_provided", threads, full_users, full_train)
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "bench_full_provided.json").write_text(json.dumps(res, indent=2, default=str))
         return

@@ -18,7 +18,7 @@ from mmctr.paths import DataPaths
 
 from .linalg import truncated_svd
 
-CHUNK_VALUES = 20_000_000  # co-occurrence pairs are counted in slices of this many items
+CHUNK_VALUES = 2_000_000  # co-occurrence pairs are counted in slices of this many items (bounded temporaries)
 
 
 def _lists(col, path, n_items: int):
@@ -82,10 +82,11 @@ def cooccurrence(seqs, n_items: int, window: int) -> sp.csr_matrix:
                     same[CHUNK_VALUES:] = False
                 a, b = v[:-d][same], v[d:][same]
                 ne = a != b
-                rows.append(a[ne]), cols.append(b[ne]), w.append(np.full(int(ne.sum()), 1.0 / d))
+                rows.append(a[ne].astype(np.int32)), cols.append(b[ne].astype(np.int32))
+                w.append(np.full(int(ne.sum()), 1.0 / d, dtype=np.float32))
             if rows:
                 r, c, ww = np.concatenate(rows), np.concatenate(cols), np.concatenate(w)
-                m = sp.csr_matrix((ww, (r, c)), shape=total.shape)
+                m = sp.csr_matrix((ww.astype(np.float64), (r, c)), shape=total.shape)
                 total = total + m + m.T
     return total.tocsr()
 
