@@ -20,6 +20,10 @@ def load(weights: Weights, device: str):
 
 def encode(titles: list, weights: Weights, cfg, device: str, progress: bool = True) -> np.ndarray:
     """(len(titles), d) float32 L2-normalised embeddings; titles must be non-empty strings; cfg: TextCfg."""
+    if not progress:  # transformers' own "Loading weights" bar too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     model = load(weights, device)
     model.max_seq_length = cfg.max_length
     texts = [cfg.prefix + t for t in titles]
