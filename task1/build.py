@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from mmctr import contract as C
 from mmctr.errors import KitError
-from mmctr.io import Timer, check_writable, file_sha256, read_parquet, read_parquet_metadata, read_parquet_schema
+from mmctr.io import Timer, check_alloc, check_writable, file_sha256, read_parquet, read_parquet_metadata, read_parquet_schema
 from mmctr.item_info import read_item_info, write_item_info
 from mmctr.manifest import hash_inputs, write_manifest
 from mmctr.paths import DataPaths, refuse_data_write
@@ -334,6 +334,8 @@ def _build(paths, cfg: Task1Config, out: Path, cache_dir, use_cache, progress, d
             log.info("%s: %d-D, %d of %d items have it, %.1f s%s", pname, part.emb.shape[1],
                      int(part.mask[1:].sum()), items.n, timer.seconds[name],
                      " (cache hit)" if part.report.get("cache_hit") else "")
+    # fusion holds a prepared float32 copy of every part, plus one block of their concatenation
+    check_alloc(2 * (items.n + 1) * sum(p.emb.shape[1] for p in parts.values()) * 4, "fusion of the parts")
     warm = parts["behaviour"].mask if "behaviour" in parts else None
     with timer("fusion"):
         emb, fusion_info = fuse_mod.fuse({k: p.emb for k, p in parts.items()},

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from mmctr import contract as C
 from mmctr.errors import KitError
-from mmctr.io import file_sha256, read_parquet, read_parquet_schema
+from mmctr.io import check_alloc, file_sha256, read_parquet, read_parquet_schema
 from mmctr.paths import DataPaths
 
 from .config import MAX_FEATURE_DIM, SourceCfg
@@ -46,6 +46,7 @@ def _from_list_column(col, ids: np.ndarray, n: int, where: str):
     if wrong.any():
         i = int(np.flatnonzero(wrong)[0])
         raise KitError(f"{where}: item {ids[i]} has {lengths[i]} values, the others {d}")
+    check_alloc(2 * (n + 1) * d * 4, f"{where} ({n + 1} x {d} float32)")
     emb = np.zeros((n + 1, d), dtype=np.float32)
     if d and valid.any():
         values = col.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)
@@ -96,6 +97,7 @@ def _npy(path: Path, n: int):
     if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise KitError(f"precomputed file {path} holds {arr.dtype}; give real numbers")
     _check_dim(arr.shape[1], f"precomputed file {path}")
+    check_alloc(arr.shape[0] * arr.shape[1] * 4, f"precomputed file {path} ({arr.shape[0]} x {arr.shape[1]} float32)")
     emb = np.array(arr, dtype=np.float32)
     emb[0] = 0
     return emb, _finite(emb, f"precomputed file {path}")
