@@ -127,8 +127,8 @@ submit: setup-runtime  ## check the rules for TRACK and pack $(RUNS)/submission.
 	$(PY) -m submission check --track $(TRACK) --runs $(RUNS) --data-dir $(DATA)
 	$(PY) -m submission pack --track $(TRACK) --runs $(RUNS) --data-dir $(DATA) --out $(RUNS)/submission.zip
 
-track1:  ## Task 1 only: new embeddings + the fixed baseline DIN
-	$(MAKE) task1 task2 submit TRACK=task1 T2_CONFIG=$(DIN_CONFIG)
+track1:  ## Task 1 only: new embeddings + the fixed baseline DIN (tuned by `task1 tune` into $(RUNS)/task1-tune when there)
+	$(MAKE) task1 task2 submit TRACK=task1 T2_CONFIG='$$(or $$(wildcard $$(RUNS)/task1-tune/best_din.yaml),$(DIN_CONFIG))'
 
 track2:  ## Task 2 only: provided embeddings + our CTR model
 	$(MAKE) task2 submit TRACK=task2

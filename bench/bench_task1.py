@@ -4,6 +4,7 @@ next to the provided embeddings, random 128-D vectors and the sample's oracle.
 
     python bench/bench_task1.py --data-dir data/sample              # an existing data root
     python bench/bench_task1.py --make-sample /tmp/b1 --items 1000  # generate one first
+    python bench/bench_task1.py --full-provided /tmp/b2             # provided_features at 91,717 items
 Not a test: prints figures (and writes them to <out>/bench_task1.json).
 """
 from __future__ import annotations
@@ -23,7 +24,71 @@ VARIANTS = {  # name -> (config, overrides)
     "content_pca": ("default", {"behaviour": {"enabled": False}, "fusion": {"method": "pca"}}),
     "multimodal_pca": ("default", {"fusion": {"method": "pca"}}),
     "multimodal_contrastive": ("default", {}),
+    "provided_features": ("provided_features", {}),
 }
+FULL_ITEMS = 91_717  # MicroLens-1M
+
+
+def make_full_features(root: Path, n: int = FULL_ITEMS, users: int = 1_000_000, seq_mean: int = 9,
+                       train_rows: int = 500_000, seed: int = 0) -> Path:
+    """Random data at the real item count: item_feature (BERT 768 + CLIP 1024 columns, tags),
+    item_seq (1M users), a train table and item_info; no covers. Only the sizes are real."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmctr import contract as C
+
+    rng = np.random.default_rng(seed)
+    (root / C.CTR_DIR).mkdir(parents=True, exist_ok=True)
+
+    def lists(mat, typ):
+        return pa.FixedSizeListArray.from_arrays(pa.array(mat.ravel(), typ), mat.shape[1]).cast(pa.list_(typ))
+
+    tags = rng.integers(1, C.TAG_VOCAB, size=(n, C.TAGS_LEN))
+    pq.write_table(pa.table({
+        C.ITEM_ID: pa.array(np.arange(1, n + 1)), C.ITEM_TITLE: pa.array([""] * n),
+        C.ITEM_TAGS: lists(tags, pa.int64()),
+        C.TXT_EMB: lists(rng.standard_normal((n, C.BERT_DIM), dtype=np.float32), pa.float32()),
+        C.IMG_EMB: lists(rng.standard_normal((n, C.CLIP_RN50_DIM), dtype=np.float32), pa.float32())}),
+        root / C.ITEM_FEATURE.relpath)
+    lens = rng.poisson(seq_mean, users).clip(1)
+    vals = rng.integers(1, n + 1, lens.sum())
+    offs = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+    pq.write_table(pa.table({C.USER_ID: pa.array(np.arange(1, users + 1)),
+                             C.ITEM_SEQ: pa.ListArray.from_arrays(pa.array(offs), pa.array(vals))}),
+                   root / C.ITEM_SEQ_TABLE.relpath)
+    tl = rng.integers(1, 20, train_rows)
+    toffs = np.concatenate([[0], np.cumsum(tl)]).astype(np.int32)
+    pq.write_table(pa.table({C.ITEM_SEQ: pa.ListArray.from_arrays(pa.array(toffs), pa.array(rng.integers(1, n + 1, tl.sum()))),
+                             C.ITEM_ID: pa.array(rng.integers(1, n + 1, train_rows)),
+                             C.LABEL: pa.array(rng.integers(0, 2, train_rows).astype(np.float32))}),
+                   root / C.TRAIN.relpath)
+    item_tags = np.zeros((n + 1, C.TAGS_LEN), np.int64)
+    item_tags[1:] = tags
+    from mmctr.item_info import write_item_info
+    write_item_info(root / C.ITEM_INFO.relpath, item_tags, np.zeros((n + 1, C.EMB_DIM), np.float32))
+    return root
+
+
+def bench_full_provided(root: Path, out: Path, threads: int, users: int, train_rows: int) -> dict:
+    """Build provided_features.yaml on 91,717 random items; seconds per part."""
+    from task1.build import build
+    from task1.config import load_config
+
+    t0 = time.perf_counter()
+    if not (root / "item_feature.parquet").is_file():
+        make_full_features(root, users=users, train_rows=train_rows)
+    made = round(time.perf_counter() - t0, 1)
+    cfg = load_config("provided_features", {"runtime": {"num_threads": threads}})
+    t0 = time.perf_counter()
+    m = build(root, cfg, out, cache_dir=out / "cache", use_cache=False, progress=False)
+    total = round(time.perf_counter() - t0, 1)
+    res = {"items": m["n_items"], "threads": threads, "item_seq_users": users, "train_rows": train_rows,
+           "cpu_s": round(time.process_time(), 1), "data_made_s": made, "build_s": total,
+           "timings": m["timings"], "fusion": m["parts"]["fusion"]}
+    print(f"provided_features on {m['n_items']:,} items, {threads} threads: {total} s "
+          f"(per part: {m['timings']})", flush=True)
+    return res
 
 
 def throughput(paths, n: int, image_size, device: str, workers: int) -> dict:
@@ -35,20 +100,21 @@ def throughput(paths, n: int, image_size, device: str, workers: int) -> dict:
     from task1.encoders import text as text_enc
 
     cfg = load_config("default")
-    n_items, titles, _, _ = read_items(paths)
+    items = read_items(paths)
+    n_items, titles = items.n, items.titles
     n = min(n, n_items)
     out = {}
-    w = weights.resolve_text(cfg["text"]["model"])
+    w = weights.resolve_text(cfg.text.model)
     t0 = time.perf_counter()
     model = text_enc.load(w, device)
     out["text_load_s"] = round(time.perf_counter() - t0, 2)
-    model.max_seq_length = cfg["text"]["max_length"]
+    model.max_seq_length = cfg.text.max_length
     batch = [t or "empty" for t in titles[1:n + 1]]
     t0 = time.perf_counter()
-    model.encode(batch, batch_size=cfg["text"]["batch_size"], show_progress_bar=False)
+    model.encode(batch, batch_size=cfg.text.batch_size, show_progress_bar=False)
     out["text_items_per_s"] = round(n / (time.perf_counter() - t0), 1)
-    wi = weights.resolve_image(cfg["image"]["model"])
-    ic = {**cfg["image"], "image_size": image_size, "workers": workers}
+    wi = weights.resolve_image(cfg.image.model)
+    ic = cfg.image.model_copy(update={"image_size": image_size, "workers": workers})
     t0 = time.perf_counter()
     image_enc.encode(paths.images_dir, np.arange(1, n + 1), wi, ic, device, progress=False)
     out["images_per_s"] = round(n / (time.perf_counter() - t0), 1)
@@ -73,9 +139,20 @@ def throughput(paths, n: int, image_size, device: str, workers: int) -> dict:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--threads", default=2, show_default=True)
 @click.option("--skip-auc", is_flag=True)
+@click.option("--full-provided", type=click.Path(file_okay=False),
+              help="only time provided_features on 91,717 random items made in this folder")
+@click.option("--full-users", default=1_000_000, show_default=True, help="--full-provided: item_seq rows")
+@click.option("--full-train", default=500_000, show_default=True, help="--full-provided: train rows")
 def main(data_dir, make_sample, items, users, n_train, n_valid, out, cache_dir, image_size,
-         throughput_items, max_epochs, device, threads, skip_auc):
+         throughput_items, max_epochs, device, threads, skip_auc, full_provided, full_users, full_train):
     import torch
+
+    if full_provided:
+        torch.set_num_threads(threads)
+        res = bench_full_provided(Path(full_provided), Path(out) / "full_provided", threads, full_users, full_train)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "bench_full_provided.json").write_text(json.dumps(res, indent=2, default=str))
+        return
 
     from mmctr import contract as C
     from mmctr.paths import DataPaths

@@ -7,41 +7,56 @@ Only train labels are read; valid.parquet and test.parquet are never opened.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from mmctr import contract as C
 from mmctr.errors import KitError
+from mmctr.io import read_parquet
 from mmctr.paths import DataPaths
 
 from .linalg import truncated_svd
 
-CHUNK_VALUES = 20_000_000  # co-occurrence pairs are counted in slices of this many items
+CHUNK_VALUES = 2_000_000  # co-occurrence pairs are counted in slices of this many items (bounded temporaries)
 
 
-def _lists(col):
-    """A list column -> (values int64, list index of each value), padding zeros dropped."""
+def _lists(col, path, n_items: int):
+    """A list column -> (values int64, list index of each value), padding zeros dropped.
+    An id below 0 or above n_items is a KitError naming the file and the row."""
     col = col.combine_chunks() if hasattr(col, "combine_chunks") else col
+    if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)) or \
+            not pa.types.is_integer(col.type.value_type):
+        raise KitError(f"{path}: column {C.ITEM_SEQ} must be a list of integer item ids, got {col.type}")
     values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.int64)
     parents = pc.list_parent_indices(col).to_numpy().astype(np.int64)
+    bad = (values < 0) | (values > n_items)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise KitError(f"{path}: row {parents[i]} of {C.ITEM_SEQ} holds item id {values[i]}; ids are "
+                       f"1..{n_items} (0 = padding)")
     keep = values > 0
     return values[keep], parents[keep]
 
 
-def sequences(paths: DataPaths, cfg: dict):
+def sequences(paths: DataPaths, cfg, n_items: int):
     """[(values, list ids)] of every sequence source the config enables; and the files read."""
     out, read = [], []
-    if cfg["item_seq"]:
+    if cfg.item_seq:
         path = paths.require(C.ITEM_SEQ_TABLE)
-        out.append(_lists(pq.read_table(path, columns=[C.ITEM_SEQ]).column(C.ITEM_SEQ)))
+        col = read_parquet(path, [C.ITEM_SEQ], "item_seq").column(C.ITEM_SEQ)
+        out.append(_lists(col, path, n_items))
         read.append(path)
-    if cfg["train_sequences"]:
+    if cfg.train_sequences:
         path = paths.require(C.TRAIN)
-        t = pq.read_table(path, columns=[C.ITEM_SEQ, C.ITEM_ID, C.LABEL])
-        values, parents = _lists(t.column(C.ITEM_SEQ))
+        t = read_parquet(path, [C.ITEM_SEQ, C.ITEM_ID, C.LABEL], "train")
+        values, parents = _lists(t.column(C.ITEM_SEQ), path, n_items)
         pos = np.flatnonzero(t.column(C.LABEL).to_numpy(zero_copy_only=False) > 0.5)
         target = t.column(C.ITEM_ID).to_numpy(zero_copy_only=False).astype(np.int64)[pos]
+        bad = (target < 1) | (target > n_items)
+        if bad.any():
+            raise KitError(f"{path}: row {pos[np.flatnonzero(bad)[0]]} has {C.ITEM_ID} "
+                           f"{target[bad][0]}; ids are 1..{n_items}")
         # append the clicked target after its row's history: stable sort keeps history order
         values = np.concatenate([values, target])
         parents = np.concatenate([parents, pos])
@@ -67,10 +82,11 @@ def cooccurrence(seqs, n_items: int, window: int) -> sp.csr_matrix:
                     same[CHUNK_VALUES:] = False
                 a, b = v[:-d][same], v[d:][same]
                 ne = a != b
-                rows.append(a[ne]), cols.append(b[ne]), w.append(np.full(int(ne.sum()), 1.0 / d))
+                rows.append(a[ne].astype(np.int32)), cols.append(b[ne].astype(np.int32))
+                w.append(np.full(int(ne.sum()), 1.0 / d, dtype=np.float32))
             if rows:
                 r, c, ww = np.concatenate(rows), np.concatenate(cols), np.concatenate(w)
-                m = sp.csr_matrix((ww, (r, c)), shape=total.shape)
+                m = sp.csr_matrix((ww.astype(np.float64), (r, c)), shape=total.shape)
                 total = total + m + m.T
     return total.tocsr()
 
@@ -88,22 +104,18 @@ def ppmi(co: sp.csr_matrix, alpha: float = 0.75, shift: float = 1.0) -> sp.csr_m
     return sp.csr_matrix((pmi[keep], (co.row[keep], co.col[keep])), shape=co.shape)
 
 
-def behaviour_embeddings(paths: DataPaths, n_items: int, cfg: dict, seed: int):
-    """(emb (n+1, dim) float32, warm mask (n+1,), stats dict, files read)."""
-    seqs, read = sequences(paths, cfg)
+def behaviour_embeddings(paths: DataPaths, n_items: int, cfg, seed: int):
+    """(emb (n+1, dim) float32, warm mask (n+1,), stats dict, files read); cfg: BehaviourCfg."""
+    seqs, read = sequences(paths, cfg, n_items)
     counts = np.zeros(n_items + 1, dtype=np.int64)
     for values, _ in seqs:
-        bad = values > n_items
-        if bad.any():
-            raise KitError(f"behaviour data refers to item {values[bad].max()} but there are "
-                           f"only {n_items} items")
         counts += np.bincount(values, minlength=n_items + 1)
-    co = cooccurrence(seqs, n_items, int(cfg["window"]))
-    cold = counts < int(cfg["min_count"])
+    co = cooccurrence(seqs, n_items, cfg.window)
+    cold = counts < cfg.min_count
     cold[0] = True
     co = sp.diags((~cold).astype(np.float64)) @ co @ sp.diags((~cold).astype(np.float64))
-    m = ppmi(co, shift=float(cfg["neg_shift"]))
-    emb, explained = truncated_svd(m, int(cfg["dim"]), seed)
+    m = ppmi(co, shift=cfg.neg_shift)
+    emb, explained = truncated_svd(m, cfg.dim, seed)
     warm = np.asarray((m != 0).sum(axis=1)).ravel() > 0
     emb[~warm] = 0
     stats = {"sequences": int(sum(len(np.unique(p)) for _, p in seqs)),

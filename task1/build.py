@@ -1,53 +1,84 @@
-"""`task1 build`: encode the parts, fuse them to 128-D, write item_info.parquet + its manifest."""
+"""`task1 build`: encode the enabled parts, fuse them to 128-D, write item_info.parquet + manifest.
+
+Each part (text, image, tags, behaviour, precomputed) is one function in PART_BUILDERS that
+returns named `Part`s; build() checks every output and the config before any work, loops over
+the enabled parts, fuses, writes. `<out>/build.log` holds the run's log.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
+import pyarrow as pa
 import torch
 from tqdm import tqdm
 
 from mmctr import contract as C
 from mmctr.errors import KitError
-from mmctr.io import Timer, file_sha256
+from mmctr.io import Timer, check_alloc, check_writable, file_sha256, read_parquet, read_parquet_metadata, read_parquet_schema
 from mmctr.item_info import read_item_info, write_item_info
 from mmctr.manifest import hash_inputs, write_manifest
-from mmctr.paths import DataPaths
+from mmctr.paths import DataPaths, refuse_data_write
 
 from . import behaviour as behaviour_mod
 from . import fuse as fuse_mod
+from . import precomputed as precomputed_mod
 from . import tags as tags_mod
 from . import weights as weights_mod
 from .cache import DEFAULT_DIR, EncoderCache, cache_key
+from .config import Task1Config
 from .encoders import image as image_enc
 from .encoders import text as text_enc
 
 ITEM_INFO_NAME = "item_info.parquet"
 MANIFEST_NAME = "item_info.manifest.json"
-FALLBACK = ("an item without a title, a readable cover image, tags or behaviour gets that part's "
-            "mean vector (zero after centring), so the other parts decide its embedding")
+LOG_NAME = "build.log"
+FALLBACK = ("an item without a title, a readable cover image, tags, behaviour or a precomputed "
+            "feature gets that part's mean vector (zero after centring), so the other parts decide "
+            "its embedding")
+
+log = logging.getLogger("task1.build")
 
 
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise KitError(f"runtime.device={name} but CUDA is not available; use auto or cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise KitError(f"runtime.device={name} but CUDA is not available here; use auto or cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise KitError(f"runtime.device={name}: only {torch.cuda.device_count()} CUDA device(s) here")
     return name
 
 
-def read_items(paths: DataPaths):
-    """(n_items, titles list (n+1), tags (n+1, 5)) from item_feature.parquet; row i = item i."""
+@dataclass
+class Items:
+    n: int
+    titles: list  # n+1 strings, "" = no title
+    tags: np.ndarray  # (n+1, 5) int64
+    path: Path
+
+
+def read_items(paths: DataPaths) -> Items:
+    """Titles and tags of item_feature.parquet; row i = item i; one KitError for a bad file."""
     path = paths.require(C.ITEM_FEATURE)
-    schema = pq.read_schema(path)
+    schema = read_parquet_schema(path, "item_feature")
     missing = [c for c in (C.ITEM_ID, C.ITEM_TITLE, C.ITEM_TAGS) if c not in schema.names]
     if missing:
         raise KitError(f"{path}: missing column(s) {missing}")
-    t = pq.read_table(path, columns=[C.ITEM_ID, C.ITEM_TITLE, C.ITEM_TAGS])
+    title_type = schema.field(C.ITEM_TITLE).type
+    if not (pa.types.is_string(title_type) or pa.types.is_large_string(title_type) or pa.types.is_null(title_type)):
+        raise KitError(f"{path}: column {C.ITEM_TITLE} must hold strings, got {title_type}")
+    t = read_parquet(path, [C.ITEM_ID, C.ITEM_TITLE, C.ITEM_TAGS], "item_feature")
+    if not pa.types.is_integer(t.schema.field(C.ITEM_ID).type):
+        raise KitError(f"{path}: column {C.ITEM_ID} must hold integers, got {t.schema.field(C.ITEM_ID).type}")
     ids = t.column(C.ITEM_ID).to_numpy(zero_copy_only=False).astype(np.int64)
     n = len(ids)
     if n == 0:
@@ -59,18 +90,25 @@ def read_items(paths: DataPaths):
     for i, title in zip(ids, t.column(C.ITEM_TITLE).to_pylist()):
         titles[i] = title.strip() if isinstance(title, str) else ""
     tag_col = t.column(C.ITEM_TAGS).combine_chunks()
-    lengths = tag_col.value_lengths().to_numpy(zero_copy_only=False)
+    if not (pa.types.is_list(tag_col.type) or pa.types.is_large_list(tag_col.type)) or \
+            not pa.types.is_integer(tag_col.type.value_type):
+        raise KitError(f"{path}: column {C.ITEM_TAGS} must be a list of integers, got {tag_col.type}")
+    lengths = tag_col.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
     if np.any(lengths != C.TAGS_LEN):
         bad = int(np.flatnonzero(lengths != C.TAGS_LEN)[0])
         raise KitError(f"{path}: item_tags of item {ids[bad]} has {lengths[bad]} entries, expected {C.TAGS_LEN}")
     tags = np.zeros((n + 1, C.TAGS_LEN), dtype=np.int64)
     tags[ids] = tag_col.flatten().to_numpy(zero_copy_only=False).reshape(-1, C.TAGS_LEN)
+    if (tags < 0).any():
+        row = int(np.flatnonzero((tags < 0).any(axis=1))[0])
+        raise KitError(f"{path}: item_tags of item {row} has a negative tag id {tags[row].min()} "
+                       f"(0 = padding, tags are >= 1)")
     info = paths.table(C.ITEM_INFO)
     if info.is_file():
-        rows = pq.read_metadata(info).num_rows
+        rows = read_parquet_metadata(info, "item_info").num_rows
         if rows != n + 1:
             raise KitError(f"{path} has {n} items but {info} has {rows} rows (expected {n + 1})")
-    return n, titles, tags, path
+    return Items(n, titles, tags, path)
 
 
 def images_fingerprint(image_dir: Path, n: int) -> str:
@@ -90,128 +128,242 @@ def _sha_json(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=False).encode()).hexdigest()
 
 
-def build(data_dir, cfg: dict, out, cache_dir=DEFAULT_DIR, use_cache: bool = True,
+@dataclass
+class Part:
+    """One part's raw vectors (n+1, d), which rows have it, its fusion weight and its report."""
+
+    emb: np.ndarray
+    mask: np.ndarray
+    weight: float
+    report: dict
+
+
+@dataclass
+class Context:
+    paths: DataPaths
+    cfg: Task1Config
+    items: Items
+    device: str
+    seed: int
+    cache: EncoderCache
+    cache_dir: Path
+    progress: bool
+    inputs: dict = field(default_factory=dict)  # path -> sha256 (or a fingerprint) of what was read
+    models: list = field(default_factory=list)  # manifest entries of weights / external features
+
+
+def build_text(ctx: Context) -> dict:
+    tc, n, titles = ctx.cfg.text, ctx.items.n, ctx.items.titles
+    w = weights_mod.resolve_text(tc.model)
+    ctx.models.append(w.manifest_entry(ctx.cache_dir))
+    have = np.array([bool(t) for t in titles])
+    have[0] = False
+    ids = np.flatnonzero(have)
+    report = {"model": w.model_id(), "empty_titles": int(n - len(ids))}
+    if len(ids) == 0:  # nothing to encode: every item falls back
+        log.warning("text: no item has a title; the text part is empty")
+        return {"text": Part(np.zeros((n + 1, 1), np.float32), have, part_weight(ctx, "text"),
+                             {**report, "dim": 0, "cache_hit": None, "items_per_s": None})}
+    key = cache_key(part="text", model=w.model_id(), weights=w.sha256(ctx.cache_dir),
+                    max_length=tc.max_length, prefix=tc.prefix,
+                    inputs=_sha_json([titles[i] for i in ids]), ids=_sha_json(ids.tolist()))
+    timer = Timer()
+    with timer("encode"):
+        got, hit = ctx.cache.get_or_compute(
+            "text", key, {"model": w.model_id(), "items": int(len(ids))},
+            lambda: {"emb": text_enc.encode([titles[i] for i in ids], w, tc, ctx.device, ctx.progress)})
+    emb = np.zeros((n + 1, got["emb"].shape[1]), dtype=np.float32)
+    emb[ids] = got["emb"]
+    report.update(dim=int(emb.shape[1]), cache_hit=hit,
+                  items_per_s=None if hit else round(len(ids) / max(timer.seconds["encode"], 1e-9), 1))
+    return {"text": Part(emb, have, part_weight(ctx, "text"), report)}
+
+
+def build_image(ctx: Context) -> dict:
+    ic, n = ctx.cfg.image, ctx.items.n
+    image_dir = ctx.paths.require_images()
+    w = weights_mod.resolve_image(ic.model, ic.checkpoint, ic.pretrained)
+    ctx.models.append(w.manifest_entry(ctx.cache_dir))
+    fp = images_fingerprint(image_dir, n)
+    precision = ic.precision
+    if precision == "auto":
+        precision = "bf16" if ctx.device.startswith("cuda") else "fp32"
+    key = cache_key(part="image", model=w.model_id(), weights=w.sha256(ctx.cache_dir),
+                    image_size=ic.image_size, precision=precision, inputs=fp, n=n,
+                    preprocess=image_enc.PREPROCESS_VERSION)
+    timer = Timer()
+    with timer("encode"):
+        got, hit = ctx.cache.get_or_compute(
+            "image", key, {"model": w.model_id(), "items": n, "images_fingerprint": fp},
+            lambda: dict(zip(("emb", "status"), image_enc.encode(
+                image_dir, np.arange(1, n + 1), w, ic.model_copy(update={"precision": precision}),
+                ctx.device, ctx.progress))))
+    emb = np.zeros((n + 1, got["emb"].shape[1]), dtype=np.float32)
+    emb[1:] = got["emb"]
+    status = np.concatenate([[image_enc.OK], got["status"]])
+    ok = status == image_enc.OK
+    ok[0] = False
+    ctx.inputs[str(image_dir.resolve())] = f"stat-fingerprint:{fp}"
+    report = {"model": w.model_id(), "pretrained": w.pretrained, "dim": int(emb.shape[1]),
+              "preprocess": w.preprocess,
+              "missing": int((status[1:] == image_enc.MISSING).sum()),
+              "unreadable": int((status[1:] == image_enc.UNREADABLE).sum()), "cache_hit": hit,
+              "images_per_s": None if hit else round(n / max(timer.seconds["encode"], 1e-9), 1),
+              "first_missing": [int(i) for i in np.flatnonzero(status == image_enc.MISSING)[:10]],
+              "first_unreadable": [int(i) for i in np.flatnonzero(status == image_enc.UNREADABLE)[:10]]}
+    return {"image": Part(emb, ok, part_weight(ctx, "image"), report)}
+
+
+def build_tags(ctx: Context) -> dict:
+    emb, has, explained, vocab = tags_mod.tag_embeddings(ctx.items.tags, ctx.cfg.tags.dim, ctx.seed)
+    report = {"dim": int(emb.shape[1]), "distinct_tags": vocab,
+              "items_without_tags": int(ctx.items.n - has[1:].sum()), "svd_explained": round(explained, 4)}
+    return {"tags": Part(emb, has, part_weight(ctx, "tags"), report)}
+
+
+def build_behaviour(ctx: Context) -> dict:
+    bc, paths, n = ctx.cfg.behaviour, ctx.paths, ctx.items.n
+    srcs = []
+    if bc.item_seq:
+        srcs.append(paths.require(C.ITEM_SEQ_TABLE))
+    if bc.train_sequences:
+        srcs.append(paths.require(C.TRAIN))
+    src_sha = hash_inputs(srcs)
+    key = cache_key(part="behaviour", cfg=bc.model_dump(), seed=ctx.seed, n=n, inputs=list(src_sha.values()))
+
+    def compute():
+        e, wm, st, _ = behaviour_mod.behaviour_embeddings(paths, n, bc, ctx.seed)
+        return {"emb": e, "warm": wm, "stats": np.array(json.dumps(st))}
+
+    got, hit = ctx.cache.get_or_compute("behaviour", key, {"sources": [str(p) for p in srcs]}, compute)
+    ctx.inputs.update(src_sha)
+    warm = got["warm"].astype(bool)
+    return {"behaviour": Part(got["emb"], warm, part_weight(ctx, "behaviour"),
+                              {**json.loads(str(got["stats"])), "cache_hit": hit})}
+
+
+def build_precomputed(ctx: Context) -> dict:
+    out = {}
+    for src in ctx.cfg.precomputed.sources:
+        emb, mask, report, read = precomputed_mod.load_source(src, ctx.paths, ctx.items.n, ctx.items.path)
+        for path, sha in read.items():
+            ctx.inputs[path] = sha
+            if src.file is not None:  # outside the data dir: declared like weights, by sha256
+                ctx.models.append({"name": src.part_name(), "kind": "precomputed", "source": "local",
+                                   "path": path, "sha256": sha})
+        out[src.part_name()] = Part(emb, mask, float(src.weight), report)
+    return out
+
+
+def part_weight(ctx: Context, part: str) -> float:
+    return float(getattr(ctx.cfg.fusion.weights, part))
+
+
+PART_BUILDERS = {
+    "text": build_text,
+    "image": build_image,
+    "tags": build_tags,
+    "behaviour": build_behaviour,
+    "precomputed": build_precomputed,
+}
+
+
+def check_outputs(out: Path, paths: DataPaths, cache_dir, use_cache: bool) -> None:
+    """Every output checked before any work: not in the data dir, writable."""
+    refuse_data_write(out, paths.root, "--out")
+    check_writable(out / ITEM_INFO_NAME, "--out")
+    if use_cache:
+        refuse_data_write(cache_dir, paths.root, "--cache-dir")
+        check_writable(Path(cache_dir) / "text", "--cache-dir")
+
+
+def _logging(out: Path, progress: bool):
+    out.mkdir(parents=True, exist_ok=True)
+    handlers = [logging.FileHandler(out / LOG_NAME, mode="w")]
+    handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    if progress:
+        handlers.append(logging.StreamHandler(sys.stderr))
+        handlers[-1].setFormatter(logging.Formatter("task1: %(message)s"))
+    for h in handlers:
+        log.addHandler(h)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return handlers
+
+
+def build(data_dir, cfg: Task1Config, out, cache_dir=DEFAULT_DIR, use_cache: bool = True,
           progress: bool = True) -> dict:
     """Run the whole task1 build; returns the manifest dict."""
-    timer = Timer()
+    if not isinstance(cfg, Task1Config):
+        raise TypeError("cfg must be a task1.config.Task1Config (use task1.config.load_config)")
     paths = DataPaths.resolve(data_dir)
-    rt = cfg["runtime"]
-    if rt["num_threads"]:
-        torch.set_num_threads(int(rt["num_threads"]))
-    device = resolve_device(rt["device"])
-    seed = int(rt["seed"])
-    cache = EncoderCache(cache_dir, enabled=use_cache)
     out = Path(out)
-    bar = (lambda it, **kw: tqdm(it, **kw)) if progress else None
+    check_outputs(out, paths, cache_dir, use_cache)
+    device = resolve_device(cfg.runtime.device)
+    handlers = _logging(out, progress)
+    try:
+        return _build(paths, cfg, out, cache_dir, use_cache, progress, device)
+    except KitError as exc:
+        log.error("error: %s", exc)
+        raise
+    except Exception:
+        log.exception("unexpected failure")
+        raise
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
 
+
+def _build(paths, cfg: Task1Config, out: Path, cache_dir, use_cache, progress, device) -> dict:
+    timer = Timer()
+    if cfg.runtime.num_threads:
+        torch.set_num_threads(cfg.runtime.num_threads)
+    bars = progress and sys.stderr.isatty()
+    log.info("build %s -> %s on %s; parts: %s", paths.root, out, device, ", ".join(cfg.enabled_parts()))
     with timer("read_items"):
-        n, titles, tags, feature_path = read_items(paths)
-    input_hashes = hash_inputs([feature_path])
-    parts, masks, models, report = {}, {}, [], {}
-    warm = None
-
-    if cfg["text"]["enabled"]:
-        tc = cfg["text"]
-        with timer("text"):
-            w = weights_mod.resolve_text(tc["model"])
-            models.append(w.manifest_entry(cache_dir))
-            have = np.array([bool(t) for t in titles])
-            have[0] = False
-            ids = np.flatnonzero(have)
-            key = cache_key(part="text", model=w.model_id(), weights=w.sha256(cache_dir),
-                            max_length=tc["max_length"], prefix=tc["prefix"],
-                            inputs=_sha_json([titles[i] for i in ids]), ids=_sha_json(ids.tolist()))
-            got, hit = cache.get_or_compute(
-                "text", key, {"model": w.model_id(), "items": int(len(ids))},
-                lambda: {"emb": text_enc.encode([titles[i] for i in ids], w, tc, device, progress)})
-            emb = np.zeros((n + 1, got["emb"].shape[1]), dtype=np.float32)
-            emb[ids] = got["emb"]
-        parts["text"], masks["text"] = emb, have
-        report["text"] = {"model": w.model_id(), "dim": int(emb.shape[1]), "empty_titles": int(n - len(ids)),
-                          "cache_hit": hit, "items_per_s": None if hit else round(len(ids) / max(timer.seconds["text"], 1e-9), 1)}
-
-    missing_images = 0
-    if cfg["image"]["enabled"]:
-        ic = cfg["image"]
-        image_dir = paths.require_images()
-        with timer("image"):
-            w = weights_mod.resolve_image(ic["model"], ic["checkpoint"])
-            models.append(w.manifest_entry(cache_dir))
-            fp = images_fingerprint(image_dir, n)
-            precision = ic["precision"]
-            if precision == "auto":
-                precision = "bf16" if device.startswith("cuda") else "fp32"
-            key = cache_key(part="image", model=w.model_id(), weights=w.sha256(cache_dir),
-                            image_size=ic["image_size"], precision=precision, inputs=fp, n=n)
-            got, hit = cache.get_or_compute(
-                "image", key, {"model": w.model_id(), "items": n, "images_fingerprint": fp},
-                lambda: dict(zip(("emb", "status"), image_enc.encode(
-                    image_dir, np.arange(1, n + 1), w, {**ic, "precision": precision}, device, progress))))
-            emb = np.zeros((n + 1, got["emb"].shape[1]), dtype=np.float32)
-            emb[1:] = got["emb"]
-            status = np.concatenate([[image_enc.OK], got["status"]])
-        ok = status == image_enc.OK
-        ok[0] = False
-        missing_images = int((status[1:] == image_enc.MISSING).sum())
-        unreadable = int((status[1:] == image_enc.UNREADABLE).sum())
-        parts["image"], masks["image"] = emb, ok
-        report["image"] = {"model": w.model_id(), "dim": int(emb.shape[1]), "missing": missing_images,
-                           "unreadable": unreadable, "cache_hit": hit,
-                           "images_per_s": None if hit else round(n / max(timer.seconds["image"], 1e-9), 1),
-                           "first_missing": [int(i) for i in np.flatnonzero(status == image_enc.MISSING)[:10]]}
-        read_files_images = {str(image_dir.resolve()): f"stat-fingerprint:{fp}"}
-    else:
-        read_files_images = {}
-
-    if cfg["tags"]["enabled"]:
-        with timer("tags"):
-            emb, has, explained = tags_mod.tag_embeddings(tags, int(cfg["tags"]["dim"]), seed)
-        parts["tags"], masks["tags"] = emb, has
-        report["tags"] = {"dim": int(emb.shape[1]), "items_without_tags": int(n - has[1:].sum()),
-                          "svd_explained": round(explained, 4)}
-
-    if cfg["behaviour"]["enabled"]:
-        bc = cfg["behaviour"]
-        with timer("behaviour"):
-            srcs = []
-            if bc["item_seq"]:
-                srcs.append(paths.require(C.ITEM_SEQ_TABLE))
-            if bc["train_sequences"]:
-                srcs.append(paths.require(C.TRAIN))
-            src_sha = hash_inputs(srcs)
-            key = cache_key(part="behaviour", cfg=bc, seed=seed, n=n, inputs=list(src_sha.values()))
-
-            def compute():
-                e, wm, st, _ = behaviour_mod.behaviour_embeddings(paths, n, bc, seed)
-                return {"emb": e, "warm": wm, "stats": np.array(json.dumps(st))}
-
-            got, hit = cache.get_or_compute("behaviour", key, {"sources": [str(p) for p in srcs]}, compute)
-            input_hashes.update(src_sha)
-        parts["behaviour"], warm = got["emb"], got["warm"].astype(bool)
-        masks["behaviour"] = warm
-        report["behaviour"] = {**json.loads(str(got["stats"])), "cache_hit": hit}
-
+        items = read_items(paths)
+    ctx = Context(paths, cfg, items, device, cfg.runtime.seed, EncoderCache(cache_dir, enabled=use_cache),
+                  Path(cache_dir), bars, inputs=hash_inputs([items.path]))
+    parts: dict = {}
+    for name in cfg.enabled_parts():
+        with timer(name):
+            got = PART_BUILDERS[name](ctx)
+        parts.update(got)
+        for pname, part in got.items():
+            log.info("%s: %d-D, %d of %d items have it, %.1f s%s", pname, part.emb.shape[1],
+                     int(part.mask[1:].sum()), items.n, timer.seconds[name],
+                     " (cache hit)" if part.report.get("cache_hit") else "")
+    # fusion holds a prepared float32 copy of every part, plus one block of their concatenation
+    check_alloc(2 * (items.n + 1) * sum(p.emb.shape[1] for p in parts.values()) * 4, "fusion of the parts")
+    warm = parts["behaviour"].mask if "behaviour" in parts else None
     with timer("fusion"):
-        emb, fusion_info = fuse_mod.fuse(parts, masks, cfg["fusion"]["weights"], cfg["fusion"], warm,
-                                         seed, device=device, progress=bar)
+        emb, fusion_info = fuse_mod.fuse({k: p.emb for k, p in parts.items()},
+                                         {k: p.mask for k, p in parts.items()},
+                                         {k: p.weight for k, p in parts.items()}, cfg.fusion, warm,
+                                         cfg.runtime.seed, device=device,
+                                         progress=(lambda it, **kw: tqdm(it, **kw)) if bars else None)
+    log.info("fusion: %s, %.1f s", fusion_info.get("method"), timer.seconds["fusion"])
+    report = {k: p.report for k, p in parts.items()}
     report["fusion"] = fusion_info
-
     with timer("write"):
         item_info = out / ITEM_INFO_NAME
         provided = paths.table(C.ITEM_INFO)
         # item_tags must stay exactly the provided ones (only item_emb_d128 may change)
-        out_tags = read_item_info(provided)[0] if provided.is_file() else tags
+        out_tags = read_item_info(provided)[0] if provided.is_file() else items.tags
         write_item_info(item_info, out_tags, emb)
     timer.seconds["total"] = round(sum(timer.seconds.values()), 3)
+    image = report.get("image", {})
     manifest = write_manifest(
-        out / MANIFEST_NAME, kind="task1", config=cfg,
-        inputs={**input_hashes, **read_files_images},
-        models=models, timings=timer.seconds,
+        out / MANIFEST_NAME, kind="task1", config=cfg.dump(), inputs=ctx.inputs,
+        models=ctx.models, timings=timer.seconds,
         explained_variance={"fusion": fusion_info.get("explained_variance"),
                             "tags_svd": report.get("tags", {}).get("svd_explained"),
                             "behaviour_svd": report.get("behaviour", {}).get("svd_explained")},
-        missing_images=missing_images, fallback=FALLBACK, n_items=n, device=device,
+        missing_images=image.get("missing", 0), unreadable_images=image.get("unreadable", 0),
+        fallback=FALLBACK, n_items=items.n, device=device,
         parts=report, cache={"dir": str(Path(cache_dir).resolve()), "enabled": use_cache,
-                             "hits": cache.hits, "misses": cache.misses},
+                             "hits": ctx.cache.hits, "misses": ctx.cache.misses},
         outputs={str(item_info.resolve()): file_sha256(item_info)})
+    log.info("wrote %s in %.1f s", item_info, timer.seconds["total"])
     return manifest

@@ -39,9 +39,9 @@ class EncoderCache:
         if not (self.enabled and path.is_file()):
             return None
         try:
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:
                 out = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError):  # a damaged entry is a miss, then overwritten
+        except Exception:  # noqa: BLE001  a damaged entry (BadZipFile, zlib, truncated) is a miss, then overwritten
             return None
         self.hits.append(name)
         return out

@@ -76,6 +76,30 @@ def evaluate(data_dir, item_info, out, baseline, with_random, sets, max_epochs, 
     runs.after_evaluate(report, out, time.perf_counter() - t0, results)
 
 
+@main.command()
+@click.option("--data-dir", required=True, type=click.Path(), help="organisers' data root")
+@click.option("--item-info", required=True, type=click.Path(dir_okay=False), help="the new item_info.parquet")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="folder for tune_results.csv, best_din.yaml and the trials' runs")
+@click.option("--space", "space", default="tune_din", show_default=True,
+              help="a tuner YAML path or a name in task1/configs")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="override a tuner key, e.g. --set trials=4 --set search=random (repeatable)")
+@click.option("--baseline", default=None, type=click.Path(dir_okay=False),
+              help="item_info each trial is compared with (default: the provided one)")
+@click.option("--device", default=None, help="auto | cpu | cuda[:N]")
+@click.option("--quiet", is_flag=True)
+def tune(data_dir, item_info, out, space, sets, baseline, device, quiet):
+    """Search the five DIN keys the Task-1 track may change; write the winner to best_din.yaml."""
+    from mmctr.config import parse_sets
+
+    from .tune import load_tune_config, tune as run_tune
+
+    cfg = load_tune_config(space, parse_sets(sets))
+    summary = run_tune(data_dir, item_info, out, cfg, baseline=baseline, device=device, quiet=quiet)
+    click.echo(json.dumps(summary, indent=2))
+
+
 def entry() -> None:
     """Console-script entry point (mmctr-task1)."""
     run(main)

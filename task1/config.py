@@ -1,155 +1,208 @@
-"""task1 configs: a YAML file of nested sections over DEFAULTS, plus `--set a.b=value` overrides.
+"""task1 configs: typed sections (pydantic, on mmctr.config) over defaults, a YAML file, `--set`.
 
-A config is a plain nested dict. Every key must exist in DEFAULTS: a typo is a KitError naming
-the key, never a silently ignored setting.
+One model per part, as open_clip's CLIPVisionCfg: every key has a type and a range, unknown keys
+are refused, bools are never ints and YAML number forms (`5e-2`) are numbers. A bad value is one
+KitError naming the key, the value and what is allowed, raised before anything is encoded.
 """
 from __future__ import annotations
 
-import copy
+import os
+import re
 from pathlib import Path
+from typing import Literal, Optional
 
-import yaml
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from mmctr import yamlconfig
+from mmctr.config import Section, build, merge, parse_sets, read_yaml  # noqa: F401  (parse_sets re-exported)
 from mmctr.errors import KitError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-
-DEFAULTS = {
-    "text": {
-        "enabled": True,
-        "model": "all-MiniLM-L6-v2",  # a known name, a local sentence-transformers dir, or a HF id in the local cache
-        "batch_size": 256,
-        "max_length": 64,  # tokens; titles are short
-        "prefix": "",  # e.g. "query: " for multilingual-e5
-    },
-    "image": {
-        "enabled": True,
-        "model": "efficientnet-lite0",  # or an open_clip architecture, e.g. ViT-L-14 (needs checkpoint)
-        "checkpoint": None,  # local open_clip checkpoint file (or a HF hub id already in the local cache)
-        "image_size": None,  # None = the model's own input size
-        "batch_size": 64,
-        "workers": 2,  # DataLoader decode workers
-        "precision": "auto",  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
-    },
-    "tags": {
-        "enabled": True,
-        "dim": 64,  # TF-IDF bag of tags, truncated SVD to this size
-    },
-    "behaviour": {
-        "enabled": True,
-        "dim": 64,  # PPMI co-occurrence, truncated SVD to this size
-        "window": 5,  # items at most this far apart in a sequence co-occur (weight 1/distance)
-        "item_seq": True,  # use item_seq.parquet
-        "train_sequences": True,  # use train.parquet item_seq + the target of positive clicks
-        "min_count": 1,  # items seen fewer times are cold (no behaviour vector)
-        "neg_shift": 1.0,  # PMI shift: PPMI = max(PMI - log(neg_shift), 0)
-    },
-    "fusion": {
-        "method": "contrastive",  # pca | contrastive
-        "weights": {"text": 1.0, "image": 1.0, "tags": 1.0, "behaviour": 1.0},
-        "steps": 400,  # contrastive: optimiser steps (batches of warm items)
-        "batch_size": 1024,
-        "lr": 2.0e-3,
-        "hidden": 256,
-        "content_dim": 256,  # contrastive: content parts are first reduced to this many principal components
-        "temperature": 0.1,
-        "behaviour_mix": 1.0,  # contrastive: weight of the item's own projected behaviour vector
-        "holdout": 0.05,  # contrastive: share of warm items held out to measure content->behaviour recall
-        # Rows are L2-normalised, then scaled to this norm: sqrt(128) = unit variance per dimension.
-        # The fixed DIN feeds item_emb_d128 raw into a Linear layer; unit-norm rows (per-dim std
-        # ~0.09) learned measurably slower there (valid AUC 0.640 vs 0.698 on the demo sample).
-        "output_norm": 11.313708498984761,
-    },
-    "runtime": {
-        "device": "auto",  # auto | cpu | cuda | cuda:N
-        "num_threads": 2,  # torch CPU threads; 0 = torch's default
-        "seed": 20242025,
-    },
-}
-
-PARTS = ("text", "image", "tags", "behaviour")
-FUSION_METHODS = ("pca", "contrastive")
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
+MAX_DIM = 1024  # a part's SVD size; 128-D is the output, so more only costs memory
+MAX_FEATURE_DIM = 16384  # a precomputed feature vector (BERT 768, CLIP 1024, VLM hidden 4096...)
 
 
-def _merge(base: dict, over: dict, where: str) -> dict:
-    for key, value in over.items():
-        path = f"{where}.{key}" if where else key
-        if key not in base:
-            known = ", ".join(sorted(base))
-            raise KitError(f"unknown config key '{path}' (known at this level: {known})")
-        if isinstance(base[key], dict):
-            if not isinstance(value, dict):
-                raise KitError(f"config key '{path}' is a section; give a mapping, got {value!r}")
-            _merge(base[key], value, path)
-        else:
-            base[key] = value
-    return base
+def usable_cores() -> int:
+    """CPU cores this process may run on (the affinity mask where there is one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
-def parse_sets(items) -> dict:
-    """['fusion.method=pca', 'image.batch_size=32'] -> nested dict (values parsed as YAML)."""
-    out: dict = {}
-    for item in items or ():
-        if "=" not in item:
-            raise KitError(f"--set '{item}' is not KEY=VALUE (e.g. fusion.method=pca)")
-        key, text = item.split("=", 1)
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise KitError(f"--set {key}: value is not valid YAML: {exc}") from None
-        node = out
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
-    return out
+class TextCfg(Section):
+    enabled: bool = True
+    model: str = Field("all-MiniLM-L6-v2", min_length=1)  # known name, local dir, or cached HF id
+    batch_size: int = Field(256, ge=1, le=65536)
+    max_length: int = Field(64, ge=1, le=8192)  # tokens; titles are short
+    prefix: str = ""  # e.g. "query: " for multilingual-e5
+
+
+class ImageCfg(Section):
+    enabled: bool = True
+    model: str = Field("efficientnet-lite0", min_length=1)  # or an open_clip architecture (ViT-L-14)
+    pretrained: Optional[str] = None  # open_clip pretrained tag (laion2b_s32b_b82k, openai...)
+    checkpoint: Optional[str] = None  # local weights file (or a HF hub id already in the local cache)
+    image_size: Optional[int] = Field(None, ge=16, le=1024)  # None = the model's own input size
+    batch_size: int = Field(64, ge=1, le=4096)
+    workers: int = Field(default_factory=usable_cores, ge=0, le=256)  # DataLoader decode workers
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+
+
+class TagsCfg(Section):
+    enabled: bool = True
+    dim: int = Field(64, ge=1, le=MAX_DIM)  # TF-IDF bag of tags, truncated SVD to this size
+
+
+class BehaviourCfg(Section):
+    enabled: bool = True
+    dim: int = Field(64, ge=1, le=MAX_DIM)  # PPMI co-occurrence, truncated SVD to this size
+    window: int = Field(5, ge=1, le=64)  # items at most this far apart co-occur (weight 1/distance)
+    item_seq: bool = True  # use item_seq.parquet
+    train_sequences: bool = True  # use train.parquet item_seq + the target of positive clicks
+    min_count: int = Field(1, ge=1, le=1_000_000)  # items seen fewer times are cold
+    neg_shift: float = Field(1.0, ge=1.0, le=1e6)  # PPMI = max(PMI - log(neg_shift), 0)
+
+
+class SourceCfg(Section):
+    """One precomputed feature: a list column of item_feature.parquet, or a file keyed by item_id
+    (parquet with item_id + one list column, or .npy whose row i is item i; row 0 = padding when
+    it has n_items + 1 rows)."""
+
+    column: Optional[str] = Field(None, min_length=1)
+    file: Optional[str] = Field(None, min_length=1)
+    file_column: Optional[str] = Field(None, min_length=1)  # a parquet file's feature column
+    name: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # part name in the manifest
+    weight: float = Field(1.0, ge=0.0, le=100.0)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.column is None) == (self.file is None):
+            raise ValueError("give exactly one of 'column' (of item_feature.parquet) or 'file'")
+        if self.file_column is not None and self.file is None:
+            raise ValueError("'file_column' goes with 'file'")
+        return self
+
+    def part_name(self) -> str:
+        return "precomputed:" + (self.name or self.column or Path(self.file).stem)
+
+
+class PrecomputedCfg(Section):
+    enabled: bool = False
+    sources: list[SourceCfg] = Field(default_factory=list, max_length=16)
+
+    @model_validator(mode="after")
+    def _sources(self):
+        if self.enabled and not self.sources:
+            raise ValueError("precomputed.enabled needs at least one source "
+                             "(e.g. sources: [{column: txt_emb_BERT}])")
+        names = [s.part_name() for s in self.sources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"two precomputed sources share the name {dup}; give each a distinct 'name'")
+        return self
+
+
+class FusionWeights(Section):
+    text: float = Field(1.0, ge=0.0, le=100.0)
+    image: float = Field(1.0, ge=0.0, le=100.0)
+    tags: float = Field(1.0, ge=0.0, le=100.0)
+    behaviour: float = Field(1.0, ge=0.0, le=100.0)
+
+
+class FusionCfg(Section):
+    method: Literal["pca", "contrastive"] = "contrastive"
+    weights: FusionWeights = Field(default_factory=FusionWeights)  # precomputed: each source's weight
+    steps: int = Field(400, ge=1, le=100_000)  # contrastive: optimiser steps (batches of warm items)
+    batch_size: int = Field(1024, ge=2, le=65536)
+    lr: float = Field(2.0e-3, gt=0.0, le=1.0)
+    hidden: int = Field(256, ge=1, le=8192)
+    content_dim: int = Field(256, ge=1, le=4096)  # content parts first reduced to this many PCs
+    temperature: float = Field(0.1, ge=1e-3, le=10.0)
+    behaviour_mix: float = Field(1.0, ge=0.0, le=100.0)  # weight of the item's own behaviour vector
+    holdout: float = Field(0.05, ge=0.0, le=0.5)  # share of warm items held out to measure recall
+    # Rows are L2-normalised, then scaled to this norm: sqrt(128) = unit variance per dimension.
+    # The fixed DIN feeds item_emb_d128 raw into a Linear layer; unit-norm rows (per-dim std
+    # ~0.09) learned measurably slower there (valid AUC 0.640 vs 0.698 on the demo sample).
+    output_norm: float = Field(11.313708498984761, gt=0.0, le=1000.0)
+
+
+class RuntimeCfg(Section):
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_threads: int = Field(2, ge=0, le=1024)  # torch CPU threads; 0 = torch's default
+    seed: int = Field(20242025, ge=0, le=2**32 - 1)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not DEVICE_RE.match(v):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return v
+
+
+CONTENT = ("text", "image", "tags")
+
+
+class Task1Config(Section):
+    text: TextCfg = Field(default_factory=TextCfg)
+    image: ImageCfg = Field(default_factory=ImageCfg)
+    tags: TagsCfg = Field(default_factory=TagsCfg)
+    behaviour: BehaviourCfg = Field(default_factory=BehaviourCfg)
+    precomputed: PrecomputedCfg = Field(default_factory=PrecomputedCfg)
+    fusion: FusionCfg = Field(default_factory=FusionCfg)
+    runtime: RuntimeCfg = Field(default_factory=RuntimeCfg)
+    _source: Optional[str] = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _parts(self):  # KitError passes through pydantic unwrapped: these name no single key
+        if not self.enabled_parts():
+            raise KitError("every part is disabled: enable at least one of "
+                             + ", ".join(PARTS))
+        weights = [getattr(self.fusion.weights, p) for p in (*CONTENT, "behaviour") if getattr(self, p).enabled]
+        weights += [src.weight for src in self.precomputed.sources] if self.precomputed.enabled else []
+        if not any(w > 0 for w in weights):
+            raise KitError("every enabled part has fusion weight 0: the embedding would be all zeros; "
+                           "give at least one enabled part a positive weight")
+        if self.fusion.method == "contrastive":
+            if not self.behaviour.enabled:
+                raise KitError("fusion.method=contrastive aligns content to behaviour: "
+                                 "set behaviour.enabled=true or use fusion.method=pca")
+            if not any(getattr(self, p).enabled for p in (*CONTENT, "precomputed")):
+                raise KitError("fusion.method=contrastive needs a content part "
+                                 "(text, image, tags or precomputed)")
+        return self
+
+    def enabled_parts(self) -> list:
+        return [p for p in PARTS if getattr(self, p).enabled]
+
+    @property
+    def source(self) -> Optional[str]:
+        return self._source
+
+    def dump(self) -> dict:
+        """Plain dict for manifests (with the config file it came from)."""
+        return {**self.model_dump(mode="json"), "config_source": self._source}
+
+
+PARTS = ("text", "image", "tags", "behaviour", "precomputed")
 
 
 def config_path(name_or_path) -> Path:
     return yamlconfig.config_path(name_or_path, CONFIG_DIR)
 
 
-def load_config(name_or_path=None, overrides: dict | None = None) -> dict:
-    """DEFAULTS <- YAML file (a path or a name in task1/configs) <- overrides; then checked."""
-    cfg = copy.deepcopy(DEFAULTS)
-    source = None
+def load_config(name_or_path=None, overrides: dict | None = None) -> Task1Config:
+    """Defaults <- YAML file (a path or a name in task1/configs) <- overrides; typed and checked."""
+    raw, source = {}, None
     if name_or_path is not None:
         path = config_path(name_or_path)
-        raw = yamlconfig.read_mapping(path)
-        try:
-            _merge(cfg, raw, "")
-        except KitError as exc:
-            raise KitError(f"{path}: {exc}") from None
+        raw = read_yaml(path)
         source = str(path)
-    _merge(cfg, overrides or {}, "")
-    check(cfg)
-    cfg["config_source"] = source
+    where = " + ".join(x for x in (source, "--set" if overrides else None) if x) or None
+    try:
+        cfg = build(Task1Config, merge(raw, overrides or {}), where)
+    except KitError as exc:
+        msg = str(exc)
+        raise KitError(msg if where is None or msg.startswith(where) else f"{where}: {msg}") from None
+    cfg._source = source
     return cfg
-
-
-def check(cfg: dict) -> None:
-    if cfg["fusion"]["method"] not in FUSION_METHODS:
-        raise KitError(f"fusion.method '{cfg['fusion']['method']}' unknown: choose one of "
-                       f"{', '.join(FUSION_METHODS)}")
-    if not any(cfg[p]["enabled"] for p in PARTS):
-        raise KitError("every part is disabled: enable at least one of " + ", ".join(PARTS))
-    if cfg["fusion"]["method"] == "contrastive":
-        if not cfg["behaviour"]["enabled"]:
-            raise KitError("fusion.method=contrastive aligns content to behaviour: "
-                           "set behaviour.enabled=true or use fusion.method=pca")
-        if not any(cfg[p]["enabled"] for p in ("text", "image", "tags")):
-            raise KitError("fusion.method=contrastive needs a content part (text, image or tags)")
-    for sec, key in (("text", "batch_size"), ("image", "batch_size"), ("tags", "dim"),
-                     ("behaviour", "dim"), ("behaviour", "window"), ("fusion", "steps"),
-                     ("fusion", "batch_size"), ("fusion", "hidden"), ("fusion", "content_dim")):
-        v = cfg[sec][key]
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise KitError(f"{sec}.{key} must be a positive integer, got {v!r}")
-    if cfg["image"]["workers"] < 0:
-        raise KitError(f"image.workers must be >= 0, got {cfg['image']['workers']}")
-    if cfg["image"]["precision"] not in ("auto", "fp32", "fp16", "bf16"):
-        raise KitError(f"image.precision must be auto, fp32, fp16 or bf16, got {cfg['image']['precision']!r}")
-    unknown = set(cfg["fusion"]["weights"]) - set(PARTS)
-    if unknown:
-        raise KitError(f"fusion.weights: unknown part(s) {sorted(unknown)}; parts are {', '.join(PARTS)}")

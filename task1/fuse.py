@@ -1,10 +1,10 @@
-"""Fuse the parts (text, image, tags, behaviour) into one L2-normalised 128-D vector per item.
+"""Fuse the parts (text, image, tags, precomputed features, behaviour) into one 128-D vector per item.
 
 Every part is first made comparable (`prepare`): rows L2-normalised, items without that part
 get the part's mean (the documented fallback), centred, scaled to unit mean squared norm and
 multiplied by its fusion weight. Then:
 - pca: concatenate the parts, keep the top 128 principal components;
-- contrastive: a content tower (MLP over text+image+tags) and a behaviour projection are trained
+- contrastive: a content tower (MLP over every part but behaviour) and a behaviour projection are trained
   with a symmetric InfoNCE loss on warm items, so content lands where its behaviour would be;
   output = normalise(content_vec + behaviour_mix * behaviour_vec) for warm items and the content
   vector alone for cold ones, which thereby inherit the behaviour geometry.
@@ -19,7 +19,8 @@ import torch
 
 from mmctr import contract as C
 
-CONTENT_PARTS = ("text", "image", "tags")
+BEHAVIOUR = "behaviour"
+CHUNK = 16384  # rows per block in the PCA (bounded float64 temporaries)
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
@@ -28,19 +29,19 @@ def _l2(x: np.ndarray) -> np.ndarray:
 
 def prepare(emb: np.ndarray, mask: np.ndarray, weight: float) -> np.ndarray:
     """emb (n+1, d), mask (n+1,) rows that have this part -> comparable float32 (n+1, d)."""
-    x = emb.astype(np.float64).copy()
+    x = np.array(emb, dtype=np.float32)  # a copy; float32 keeps wide parts (1024-D x 92k) small
     mask = mask.copy()
     mask[0] = False
     if not mask.any():
-        return np.zeros_like(x, dtype=np.float32)
+        return np.zeros_like(x)
     x[mask] = _l2(x[mask])
-    mean = x[mask].mean(axis=0)
+    mean = x[mask].mean(axis=0, dtype=np.float64).astype(np.float32)
     x[~mask] = mean  # fallback: an item without this part sits at the part's mean
     x -= mean
     x[0] = 0
-    energy = np.sqrt((x[mask] ** 2).sum(axis=1).mean())
-    x *= weight / max(energy, 1e-12)
-    return x.astype(np.float32)
+    energy = float(np.sqrt(np.einsum("ij,ij->i", x[mask], x[mask], dtype=np.float64).mean()))
+    x *= np.float32(weight / max(energy, 1e-12))
+    return x
 
 
 def finish(z: np.ndarray) -> np.ndarray:
@@ -49,22 +50,42 @@ def finish(z: np.ndarray) -> np.ndarray:
     return z
 
 
+def _blocks(parts: dict, n1: int):
+    names = sorted(parts)
+    for start in range(1, n1, CHUNK):
+        stop = min(n1, start + CHUNK)
+        yield start, stop, np.concatenate([np.asarray(parts[k][start:stop], np.float32) for k in names], axis=1)
+
+
 def _pca_project(parts: dict, dim: int):
     """Concatenate parts (sorted by name), project items 1..n on the top `dim` principal
-    components. Returns (z (n+1, dim) float64 with row 0 zero, explained fraction, input dim)."""
-    x = np.concatenate([parts[k] for k in sorted(parts)], axis=1).astype(np.float64)[1:]
-    x -= x.mean(axis=0)
-    cov = x.T @ x / max(len(x), 1)
+    components. Returns (z (n+1, dim) float64 with row 0 zero, explained fraction, input dim).
+    The covariance is accumulated block by block (float32 products, float64 sums), so memory
+    stays at one block of the concatenation however wide the parts are."""
+    n1 = len(next(iter(parts.values())))
+    n = max(n1 - 1, 1)
+    d = sum(parts[k].shape[1] for k in parts)
+    mean = np.zeros(d)
+    for _, _, x in _blocks(parts, n1):
+        mean += x.sum(axis=0, dtype=np.float64)
+    mean /= n
+    cov = np.zeros((d, d))
+    m32 = mean.astype(np.float32)
+    for _, _, x in _blocks(parts, n1):
+        xt = torch.from_numpy(x - m32)
+        cov += (xt.T @ xt).double().numpy()
+    cov /= n
     vals, vecs = np.linalg.eigh(cov)
     order = np.argsort(vals)[::-1]
     vals, vecs = vals[order].clip(min=0), vecs[:, order]
-    k = min(dim, x.shape[1])
+    k = min(dim, d)
     vecs = vecs[:, :k]
     vecs *= np.sign(vecs[np.abs(vecs).argmax(axis=0), np.arange(k)])  # deterministic signs
-    z = np.zeros((len(x) + 1, dim))
-    z[1:, :k] = x @ vecs
+    z = np.zeros((n1, dim))
+    for start, stop, x in _blocks(parts, n1):
+        z[start:stop, :k] = (x.astype(np.float64) - mean) @ vecs
     explained = float(vals[:k].sum() / vals.sum()) if vals.sum() > 0 else 0.0
-    return z, explained, int(x.shape[1])
+    return z, explained, int(d)
 
 
 def pca(parts: dict, dim: int = C.EMB_DIM):
@@ -76,9 +97,9 @@ def pca(parts: dict, dim: int = C.EMB_DIM):
 def contrastive(parts: dict, warm: np.ndarray, cfg: dict, seed: int, device: str = "cpu",
                 dim: int = C.EMB_DIM, progress=None):
     """Align content to behaviour (InfoNCE); returns (emb (n+1, dim), info)."""
-    names = [k for k in sorted(parts) if k in CONTENT_PARTS]
+    names = [k for k in sorted(parts) if k != BEHAVIOUR]
     # content = top principal components of the content parts (cheap tower, less noise)
-    content_np, content_explained, d_in = _pca_project({k: parts[k] for k in names}, int(cfg["content_dim"]))
+    content_np, content_explained, d_in = _pca_project({k: parts[k] for k in names}, cfg.content_dim)
     content = torch.from_numpy((content_np / np.sqrt((content_np ** 2).sum(1).mean())).astype(np.float32))
     behave = torch.from_numpy(parts["behaviour"])
     warm = warm.copy()
@@ -86,15 +107,15 @@ def contrastive(parts: dict, warm: np.ndarray, cfg: dict, seed: int, device: str
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        f = torch.nn.Sequential(torch.nn.Linear(content.shape[1], cfg["hidden"]), torch.nn.GELU(),
-                                torch.nn.Linear(cfg["hidden"], dim))
+        f = torch.nn.Sequential(torch.nn.Linear(content.shape[1], cfg.hidden), torch.nn.GELU(),
+                                torch.nn.Linear(cfg.hidden, dim))
         h = torch.nn.Linear(behave.shape[1], dim, bias=False)
     dev = torch.device(device)
     f, h = f.to(dev), h.to(dev)
-    log_t = torch.tensor(np.log(cfg["temperature"]), device=dev)
+    log_t = torch.tensor(np.log(cfg.temperature), device=dev)
     idx = torch.from_numpy(np.flatnonzero(warm))
     idx = idx[torch.randperm(len(idx), generator=gen)]
-    n_hold = int(round(len(idx) * float(cfg["holdout"]))) if len(idx) >= 40 else 0
+    n_hold = int(round(len(idx) * cfg.holdout)) if len(idx) >= 40 else 0
     hold, train = idx[:n_hold], idx[n_hold:]
     info = {"method": "contrastive", "content_parts": names, "input_dim": d_in,
             "content_dim": int(content.shape[1]), "content_explained_variance": round(content_explained, 4),
@@ -103,10 +124,10 @@ def contrastive(parts: dict, warm: np.ndarray, cfg: dict, seed: int, device: str
         # no behaviour to align to: the content tower is untrained; fall back to PCA of content
         z, pinfo = pca({k: parts[k] for k in names}, dim)
         return z, {**info, **pinfo, "method": "pca (no warm items for contrastive)"}
-    opt = torch.optim.AdamW([*f.parameters(), *h.parameters()], lr=float(cfg["lr"]), weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(cfg["steps"]))
-    bs = min(int(cfg["batch_size"]), len(train))
-    steps = range(int(cfg["steps"]))
+    opt = torch.optim.AdamW([*f.parameters(), *h.parameters()], lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps)
+    bs = min(cfg.batch_size, len(train))
+    steps = range(cfg.steps)
     losses = []
     for _ in (progress(steps, desc="fusion") if progress else steps):
         b = train[torch.randint(len(train), (bs,), generator=gen)].unique()
@@ -132,7 +153,7 @@ def contrastive(parts: dict, warm: np.ndarray, cfg: dict, seed: int, device: str
         rank = (sims > sims.diag()[:, None]).sum(1)
         info["holdout_recall_at_10"] = round(float((rank < 10).float().mean()), 4)
         info["holdout_recall_at_10_chance"] = round(min(1.0, 10 / n_hold), 4)
-    mix = float(cfg["behaviour_mix"])
+    mix = cfg.behaviour_mix
     w = torch.from_numpy(warm).float()[:, None]
     aligned = (zc + mix * w * zb).numpy()
     # The alignment keeps only what content shares with behaviour; the content's own
@@ -143,16 +164,17 @@ def contrastive(parts: dict, warm: np.ndarray, cfg: dict, seed: int, device: str
     return finish(z), info
 
 
-def fuse(parts: dict, masks: dict, weights: dict, cfg: dict, warm, seed: int, device="cpu", progress=None):
-    """parts/masks: name -> raw (n+1, d) array / (n+1,) mask. Returns (emb (n+1, 128), info).
+def fuse(parts: dict, masks: dict, weights: dict, cfg, warm, seed: int, device="cpu", progress=None):
+    """parts/masks/weights: name -> raw (n+1, d) array / (n+1,) mask / fusion weight; cfg: FusionCfg.
+    Returns (emb (n+1, 128), info).
 
     An item that has none of the parts (every part fell back) gets the all-zero vector."""
-    prepared = {k: prepare(parts[k], masks[k], float(weights.get(k, 1.0))) for k in parts}
-    if cfg["method"] == "pca":
+    prepared = {k: prepare(parts[k], masks[k], float(weights[k])) for k in parts}
+    if cfg.method == "pca":
         z, info = pca(prepared)
     else:
         z, info = contrastive(prepared, warm, cfg, seed, device=device, progress=progress)
-    z = z * np.float32(cfg["output_norm"])
+    z = z * np.float32(cfg.output_norm)
     nothing = ~np.logical_or.reduce([masks[k] for k in parts])
     nothing[0] = True
     z[nothing] = 0

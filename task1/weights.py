@@ -54,6 +54,8 @@ class Weights:
     path: Path  # weight file or model directory
     source: str  # "package:<pip name>" | "local" | "hf-cache:<id>"
     arch: str | None = None  # open_clip architecture
+    pretrained: str | None = None  # open_clip pretrained tag (decides preprocessing and activation)
+    preprocess: dict | None = None  # open_clip: {"mean", "std", "quick_gelu"} from the tag
     _sha: str | None = field(default=None, repr=False)
 
     def sha256(self, memo_dir=None) -> str:
@@ -62,11 +64,15 @@ class Weights:
         return self._sha
 
     def model_id(self) -> str:
-        return f"{self.family}:{self.arch or self.name}"
+        tag = f"/{self.pretrained}" if self.pretrained else ""
+        return f"{self.family}:{self.arch or self.name}{tag}"
 
     def manifest_entry(self, memo_dir=None) -> dict:
-        return {"name": self.model_id(), "kind": self.kind, "source": self.source,
-                "path": str(self.path), "sha256": self.sha256(memo_dir)}
+        entry = {"name": self.model_id(), "kind": self.kind, "source": self.source,
+                 "path": str(self.path), "sha256": self.sha256(memo_dir)}
+        if self.family == "open_clip":
+            entry.update(arch=self.arch, pretrained=self.pretrained, preprocess=self.preprocess)
+        return entry
 
 
 def _check_readable(path: Path, what: str) -> Path:
@@ -166,9 +172,33 @@ def open_clip_architectures() -> list:
     return list(open_clip.list_models())
 
 
-def resolve_image(name: str, checkpoint=None) -> Weights:
-    """EfficientNet-Lite0 (bundled) or an open_clip architecture with a local checkpoint."""
+def open_clip_preprocess(arch: str, pretrained: str | None) -> dict:
+    """{"mean", "std", "quick_gelu", "hf_hub"} of an open_clip (architecture, pretrained tag), from
+    open_clip's pretrained registry (no download); a tag unknown for the arch is a KitError."""
+    import open_clip
+
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if not pretrained:
+        raise KitError(f"open_clip model '{arch}' needs image.pretrained: the tag its weights were "
+                       f"trained as, which decides the preprocessing mean/std and QuickGELU "
+                       f"(known for {arch}: {', '.join(tags) or 'none'})")
+    cfg = open_clip.get_pretrained_cfg(arch, pretrained)
+    if not cfg:
+        raise KitError(f"image.pretrained '{pretrained}' is not a tag of open_clip '{arch}'; "
+                       f"known: {', '.join(tags) or 'none'}")
+    mean = tuple(float(x) for x in cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
+    std = tuple(float(x) for x in cfg.get("std", open_clip.OPENAI_DATASET_STD))
+    quick = bool(cfg.get("quick_gelu", False)) or arch.endswith("-quickgelu")
+    return {"mean": list(mean), "std": list(std), "quick_gelu": quick,
+            "hf_hub": (cfg.get("hf_hub") or "").rstrip("/") or None}
+
+
+def resolve_image(name: str, checkpoint=None, pretrained: str | None = None) -> Weights:
+    """EfficientNet-Lite0 (bundled) or an open_clip (architecture, pretrained tag) whose weights
+    are a local file, a cached HF hub id, or the tag's own HF hub repo if it is in the local cache."""
     if name in KNOWN_IMAGE:
+        if pretrained:
+            raise KitError(f"image.pretrained is for open_clip architectures; '{name}' takes none")
         if checkpoint:
             p = Path(str(checkpoint)).expanduser()
             if not p.is_file():
@@ -177,22 +207,38 @@ def resolve_image(name: str, checkpoint=None) -> Weights:
         return _from_package("image", name, KNOWN_IMAGE)
     archs = open_clip_architectures()
     if name in archs:
-        if not checkpoint:
-            raise KitError(f"open_clip model '{name}' needs image.checkpoint: a local checkpoint file "
-                           f"(e.g. open_clip_pytorch_model.bin) or a cached HF hub id; nothing is downloaded")
-        p = Path(str(checkpoint)).expanduser()
-        if p.is_file():
-            return Weights("image", name, "open_clip", _check_readable(p.resolve(), f"image model '{name}'"),
-                           "local", arch=name)
-        repo = str(checkpoint).removeprefix("hf-hub:")
-        cached = _from_hf_cache(repo)
-        if cached is not None:
-            files = [f for f in _weight_files(cached) if f.name.startswith("open_clip")] or _weight_files(cached)
-            if files:
-                return Weights("image", name, "open_clip", _check_readable(files[0], f"image model '{name}'"),
-                               f"hf-cache:{repo}", arch=name)
-        raise KitError(f"image checkpoint for '{name}' not found: {checkpoint} is neither a local file "
-                       f"nor a Hugging Face id in the local cache")
+        pre = open_clip_preprocess(name, pretrained)
+        hub = pre.pop("hf_hub")
+        found = None
+        if checkpoint:
+            p = Path(str(checkpoint)).expanduser()
+            if p.is_file():
+                found = (p.resolve(), "local")
+            else:
+                repo = str(checkpoint).removeprefix("hf-hub:")
+                cached = _open_clip_file(_from_hf_cache(repo))
+                if cached is None:
+                    raise KitError(f"image checkpoint for '{name}' not found: {checkpoint} is neither a "
+                                   f"local file nor a Hugging Face id in the local cache")
+                found = (cached, f"hf-cache:{repo}")
+        elif hub:
+            cached = _open_clip_file(_from_hf_cache(hub))
+            if cached is not None:
+                found = (cached, f"hf-cache:{hub}")
+        if found is None:
+            raise KitError(f"open_clip '{name}' ({pretrained}) needs image.checkpoint: a local weights file "
+                           f"(e.g. open_clip_pytorch_model.bin), or its HF repo {hub or '(none)'} in the "
+                           f"local cache; nothing is downloaded")
+        path, source = found
+        return Weights("image", name, "open_clip", _check_readable(path, f"image model '{name}'"), source,
+                       arch=name, pretrained=pretrained, preprocess=pre)
     raise KitError(f"unknown image model '{name}': known names are {', '.join(sorted(KNOWN_IMAGE))}, "
-                   f"or any open_clip architecture with a local checkpoint (e.g. ViT-L-14, ViT-B-32, RN50; "
+                   f"or any open_clip architecture with its pretrained tag (e.g. ViT-L-14 + laion2b_s32b_b82k; "
                    f"{len(archs)} in open_clip.list_models())")
+
+
+def _open_clip_file(snapshot):
+    if snapshot is None:
+        return None
+    files = [f for f in _weight_files(snapshot) if f.name.startswith("open_clip")] or _weight_files(snapshot)
+    return files[0] if files else None

@@ -116,6 +116,7 @@ def test_manifest_records_inputs_models_and_timings(built, data):
         assert disk["timings"][k] >= 0
     assert disk["missing_images"] == 0
     assert disk["config"]["fusion"]["method"] == "contrastive"
+    assert disk["config"]["config_source"].endswith("default.yaml")
     assert disk["outputs"][str((out / build_mod.ITEM_INFO_NAME).resolve())] == \
         file_sha256(out / build_mod.ITEM_INFO_NAME)
     assert 0 < disk["explained_variance"]["behaviour_svd"] <= 1
@@ -223,7 +224,7 @@ def test_unknown_model_names_list_the_known_ones(data, tmp_path):
         build_mod.build(data, fast_cfg(text={"model": "no-such-model"}), tmp_path, progress=False)
     with pytest.raises(KitError, match=r"unknown image model 'resnet-9000'.*efficientnet-lite0"):
         build_mod.build(data, fast_cfg(image={"model": "resnet-9000"}), tmp_path, progress=False)
-    with pytest.raises(KitError, match=r"open_clip model 'ViT-L-14' needs image.checkpoint"):
+    with pytest.raises(KitError, match=r"open_clip model 'ViT-L-14' needs image.pretrained"):
         build_mod.build(data, fast_cfg(image={"model": "ViT-L-14"}), tmp_path, progress=False)
     assert not (tmp_path / build_mod.ITEM_INFO_NAME).exists()
 
@@ -256,14 +257,14 @@ def test_missing_image_folder_is_a_clear_error(data, tmp_path):
 def test_config_rejects_unknown_keys_and_parses_sets():
     assert parse_sets(["fusion.method=pca", "image.batch_size=8"]) == \
         {"fusion": {"method": "pca"}, "image": {"batch_size": 8}}
-    assert load_config("default", parse_sets(["fusion.method=pca"]))["fusion"]["method"] == "pca"
+    assert load_config("default", parse_sets(["fusion.method=pca"])).fusion.method == "pca"
     with pytest.raises(KitError, match=r"unknown config key 'fusion.metod'"):
         load_config("default", parse_sets(["fusion.metod=pca"]))
-    with pytest.raises(KitError, match=r"fusion.method 'umap' unknown"):
+    with pytest.raises(KitError, match=r"fusion.method' = 'umap'.*'pca' or 'contrastive'"):
         load_config("default", {"fusion": {"method": "umap"}})
     with pytest.raises(KitError, match=r"config 'nope' not found"):
         load_config("nope")
-    assert load_config("text_only")["image"]["enabled"] is False
+    assert load_config("text_only").image.enabled is False
 
 
 def test_cli_bad_input_exits_2_with_one_line(data, tmp_path):

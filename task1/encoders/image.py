@@ -1,10 +1,11 @@
 """Cover images -> embeddings: EfficientNet-Lite0 (bundled, offline default) or any open_clip tower.
 
-Decoding runs in DataLoader workers: PIL `draft()` lets libjpeg downscale big JPEGs while
-decoding, then a shorter-side resize and a centre crop give uint8 tensors; normalisation
-happens on the device. On CUDA the tower runs channels_last under bf16/fp16 autocast.
-A missing or unreadable image yields no vector; its `ok` flag is False and build.py applies
-the documented fallback.
+Decoding runs in DataLoader workers through mmctr.images.open_cover (PIL draft decode, pixel
+and aspect guards: one hostile cover cannot take GBs), then a shorter-side resize and a centre
+crop give uint8 tensors; normalisation happens on the device with the tower's own mean/std
+(for open_clip: those of its pretrained tag). On CUDA the tower runs channels_last under
+bf16/fp16 autocast. A missing, corrupt or oversized image yields no vector; its status says
+which and build.py applies the documented fallback.
 """
 from __future__ import annotations
 
@@ -18,10 +19,13 @@ from tqdm import tqdm
 
 from mmctr import contract as C
 from mmctr.errors import KitError
+from mmctr.images import CoverError, open_cover
 
 from ..weights import Weights
 
 MISSING, UNREADABLE, OK = 0, 1, 2
+PREPROCESS_VERSION = 2  # part of the cache key: 2 = open_cover decode
+DRAFT_ASPECT = 2  # covers up to 2:1 keep the full resolution for the shorter side
 
 
 class CoverDataset(Dataset):
@@ -38,21 +42,18 @@ class CoverDataset(Dataset):
     def __getitem__(self, i):
         path = self.dir / C.image_name(self.ids[i])
         blank = torch.zeros(3, self.size, self.size, dtype=torch.uint8)
-        try:
-            with Image.open(path) as img:
-                img.draft("RGB", (self.resize, self.resize))  # JPEG: decode at reduced scale
-                img = img.convert("RGB")
-                w, h = img.size
-                s = self.resize / min(w, h)
-                img = img.resize((max(self.size, round(w * s)), max(self.size, round(h * s))),
-                                 Image.BICUBIC)
-                w, h = img.size
-                left, top = (w - self.size) // 2, (h - self.size) // 2
-                img = img.crop((left, top, left + self.size, top + self.size))
-                arr = np.asarray(img, dtype=np.uint8).copy()
-        except FileNotFoundError:
+        if not path.exists():
             return blank, MISSING
-        except (OSError, ValueError, Image.DecompressionBombError):
+        try:
+            img = open_cover(path, DRAFT_ASPECT * self.resize)
+            w, h = img.size
+            s = self.resize / min(w, h)
+            img = img.resize((max(self.size, round(w * s)), max(self.size, round(h * s))), Image.BICUBIC)
+            w, h = img.size
+            left, top = (w - self.size) // 2, (h - self.size) // 2
+            img = img.crop((left, top, left + self.size, top + self.size))
+            arr = np.asarray(img, dtype=np.uint8).copy()
+        except (CoverError, OSError, ValueError, Image.DecompressionBombError):
             return blank, UNREADABLE
         return torch.from_numpy(arr).permute(2, 0, 1), OK
 
@@ -106,22 +107,31 @@ def load_tower(weights: Weights, image_size=None) -> Tower:
         resize = int(round(size / cfg["crop_pct"]))
         return Tower(net, net, cfg["mean"], cfg["std"], size, resize, net.num_features)
     if weights.family == "open_clip":
-        import open_clip
-
-        try:
-            model, _, _ = open_clip.create_model_and_transforms(weights.arch, pretrained=str(weights.path))
-        except Exception as exc:
-            raise KitError(f"cannot load open_clip '{weights.arch}' from {weights.path}: "
-                           f"{type(exc).__name__}: {exc}") from None
+        model = load_open_clip(weights)
         visual = model.visual
-        pcfg = getattr(visual, "preprocess_cfg", {}) or {}
-        mean = pcfg.get("mean", open_clip.OPENAI_DATASET_MEAN)
-        std = pcfg.get("std", open_clip.OPENAI_DATASET_STD)
+        mean, std = weights.preprocess["mean"], weights.preprocess["std"]
         native = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
         size = int(image_size or native)
         dim = getattr(visual, "output_dim", None) or model.text_projection.shape[-1]
         return Tower(visual, visual, mean, std, size, size, int(dim))
     raise KitError(f"no image tower for model family '{weights.family}'")
+
+
+def load_open_clip(weights: Weights):
+    """The open_clip model of (arch, pretrained tag) with the weights file loaded: QuickGELU and
+    the preprocessing mean/std come from the tag (a checkpoint file alone carries neither)."""
+    import open_clip
+
+    pre = weights.preprocess
+    try:
+        model = open_clip.create_model(
+            weights.arch, pretrained=None, force_quick_gelu=bool(pre["quick_gelu"]),
+            force_preprocess_cfg={"mean": tuple(pre["mean"]), "std": tuple(pre["std"])})
+        open_clip.load_checkpoint(model, str(weights.path), weights_only=True)
+    except Exception as exc:  # noqa: BLE001  any load failure is the user's file or tag
+        raise KitError(f"cannot load open_clip '{weights.arch}' ({weights.pretrained}) from {weights.path}: "
+                       f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    return model.eval()
 
 
 def _autocast_dtype(precision: str, device: torch.device):
@@ -130,17 +140,21 @@ def _autocast_dtype(precision: str, device: torch.device):
     return {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
-def encode(image_dir, item_ids, weights: Weights, cfg: dict, device: str, progress: bool = True):
-    """Returns (features (n, d) float32 L2-normalised, status (n,) int8: OK/MISSING/UNREADABLE).
+def encode(image_dir, item_ids, weights: Weights, cfg, device: str, progress: bool = True):
+    """cfg: ImageCfg. Returns (features (n, d) float32 L2-normalised, status (n,) int8: OK/MISSING/UNREADABLE).
     Rows whose status is not OK are zero."""
     dev = torch.device(device)
-    tower = load_tower(weights, cfg["image_size"]).to(dev).eval()
+    tower = load_tower(weights, cfg.image_size).to(dev).eval()
     tower = tower.to(memory_format=torch.channels_last)
-    dtype = _autocast_dtype(cfg["precision"], dev)
+    dtype = _autocast_dtype(cfg.precision, dev)
     ds = CoverDataset(image_dir, item_ids, tower.size, tower.resize)
-    dl = DataLoader(ds, batch_size=int(cfg["batch_size"]), shuffle=False,
-                    num_workers=int(cfg["workers"]), pin_memory=dev.type == "cuda",
-                    persistent_workers=False, prefetch_factor=4 if cfg["workers"] else None)
+    from task1.config import usable_cores
+
+    # no idle workers on tiny sets, and no more than 4 per usable core
+    workers = min(cfg.workers, max(1, len(ds) // max(cfg.batch_size, 1)), 4 * usable_cores())
+    dl = DataLoader(ds, batch_size=cfg.batch_size, shuffle=False,
+                    num_workers=workers if cfg.workers else 0, pin_memory=dev.type == "cuda",
+                    persistent_workers=False, prefetch_factor=4 if cfg.workers else None)
     feats = np.zeros((len(ds), tower.dim), dtype=np.float32)
     status = np.zeros(len(ds), dtype=np.int8)
     pos = 0

@@ -18,11 +18,15 @@ def load(weights: Weights, device: str):
                        f"{type(exc).__name__}: {exc}") from None
 
 
-def encode(titles: list, weights: Weights, cfg: dict, device: str, progress: bool = True) -> np.ndarray:
-    """(len(titles), d) float32 L2-normalised embeddings; titles must be non-empty strings."""
+def encode(titles: list, weights: Weights, cfg, device: str, progress: bool = True) -> np.ndarray:
+    """(len(titles), d) float32 L2-normalised embeddings; titles must be non-empty strings; cfg: TextCfg."""
+    if not progress:  # transformers' own "Loading weights" bar too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     model = load(weights, device)
-    model.max_seq_length = int(cfg["max_length"])
-    texts = [cfg["prefix"] + t for t in titles]
-    emb = model.encode(texts, batch_size=int(cfg["batch_size"]), convert_to_numpy=True,
+    model.max_seq_length = cfg.max_length
+    texts = [cfg.prefix + t for t in titles]
+    emb = model.encode(texts, batch_size=cfg.batch_size, convert_to_numpy=True,
                        normalize_embeddings=True, show_progress_bar=progress)
     return np.asarray(emb, dtype=np.float32)
