@@ -84,7 +84,8 @@ def write_task1_config(base: Path, text: dict, clip: dict, out: Path):
     if text_changed:
         cfg.setdefault("text", {})["model"] = text["path"] if text["source"] == "local path" else text["model"]
     if clip.get("model"):
-        cfg.setdefault("image", {}).update(model=clip["model"], checkpoint=clip["checkpoint"])
+        cfg.setdefault("image", {}).update(model=clip["model"], pretrained=clip["pretrained"],
+                                           checkpoint=clip["checkpoint"])
     path = out / "task1.yaml"
     path.write_text(f"# written by docker/fetch_weights.py at build time from {base.name}\n"
                     + yaml.safe_dump(cfg, sort_keys=False))

@@ -515,3 +515,20 @@ def test_demo_checks_the_driver_too(env, fake_smi):
     r = run_gpu_check(env, fake_smi, "cu13", "535.104.05", args=("demo",))
     assert r.returncode == 7 and "use the cu12 image" in r.stderr
     assert not Path(env["MMCTR_OUT"]).exists(), "nothing written before the check"
+
+
+def test_fetch_weights_keeps_the_open_clip_tag(tmp_path):
+    """The image's task1 config names the pretrained tag: task1 takes mean/std and QuickGELU from it."""
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("fetch_weights", DOCKER / "fetch_weights.py")
+    fw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fw)
+    base = tmp_path / "default.yaml"
+    base.write_text("image:\n  model: efficientnet-lite0\n")
+    clip = {"model": "ViT-L-14", "pretrained": "laion2b_s32b_b82k", "checkpoint": "/weights/clip.bin"}
+    path = fw.write_task1_config(base, {"model": None}, clip, tmp_path)
+    image = yaml.safe_load(Path(path).read_text())["image"]
+    assert image == {"model": "ViT-L-14", "pretrained": "laion2b_s32b_b82k", "checkpoint": "/weights/clip.bin"}
