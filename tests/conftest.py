@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,3 +21,11 @@ def tiny_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny") / "data"
     generate(root, TINY)
     return root
+
+
+@pytest.fixture()
+def data_copy(tiny_data, tmp_path) -> Path:
+    """A private copy of the tiny sample, for tests that corrupt or write beside it."""
+    dst = tmp_path / "data"
+    shutil.copytree(tiny_data, dst)
+    return dst

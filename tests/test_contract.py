@@ -1,5 +1,4 @@
 """The data contract: validate() passes on sample data and names every class of corruption."""
-import shutil
 import subprocess
 import sys
 
@@ -17,10 +16,8 @@ from conftest import ROOT
 
 
 @pytest.fixture()
-def data(tiny_data, tmp_path):
-    dst = tmp_path / "data"
-    shutil.copytree(tiny_data, dst)
-    return dst
+def data(data_copy):
+    return data_copy
 
 
 def rewrite(path, fn):

@@ -1,7 +1,6 @@
 """Issue 10 (hardening) probes for the shared mmctr/ layer: covers, validate, CLI errors, metrics,
 item_info, atomic outputs, allocation checks; and issue 9's data-dir write guards."""
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -38,10 +37,8 @@ def patch_jpeg_size(path, w, h):
 
 
 @pytest.fixture()
-def data(tiny_data, tmp_path):
-    dst = tmp_path / "data"
-    shutil.copytree(tiny_data, dst)
-    return dst
+def data(data_copy):
+    return data_copy
 
 
 def rewrite(path, fn):

@@ -28,10 +28,9 @@ from mmctr.paths import DataPaths
 from mmctr.sample import SampleConfig, generate, read_truth
 from mmctr.tracks import TASK1_TUNABLE, TRACKS, fixed_din_config, get_track
 from submission import layout as L
-from submission.cli import entry
 from submission.prediction import score
 from submission.rules import RULES, check
-from test_submission_integrity import make_run as _make_run  # tests/ is on sys.path under pytest
+from test_submission_integrity import cli, edit, restamp_prediction, make_run as _make_run  # tests/ is on sys.path under pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -98,16 +97,6 @@ def run_prediction(runs: Path) -> np.ndarray:
     return np.loadtxt(L.RunLayout.of(runs).prediction, delimiter=",", skiprows=1)[:, 1]
 
 
-def edit(path: Path, fn) -> None:
-    doc = json.loads(path.read_text())
-    fn(doc)
-    path.write_text(json.dumps(doc))
-
-
-def restamp_prediction(runs: Path) -> None:
-    """After rewriting prediction.csv on purpose, record its new hash (as predict would)."""
-    lay = L.RunLayout.of(runs)
-    edit(lay.task2_manifest, lambda d: d["prediction"].update(sha256=file_sha256(lay.prediction)))
 
 
 def replace_item_info(runs: Path, table: pa.Table) -> None:
@@ -127,14 +116,6 @@ def run_check(runs, data, track, code, **kw):
     return check(track, runs, data, code_dirs=[code], task2_code=kw.pop("task2_code", [code]), **kw)
 
 
-def cli(monkeypatch, capsys, *args) -> tuple:
-    """Run `python -m submission ARGS` in-process through the real entry point."""
-    monkeypatch.setattr(sys, "argv", ["submission", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        entry()
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 # ------------------------------------------------------------------ good runs

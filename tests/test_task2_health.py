@@ -1,5 +1,4 @@
 """task2 numerical health and input errors: one line, before any work, nothing saved as best."""
-import shutil
 import subprocess
 import sys
 
@@ -18,13 +17,6 @@ from task2.train import BEST, Trainer, train_model
 from conftest import ROOT
 
 FAST = {"batch_size": 256, "max_epochs": 1, "num_threads": 1}
-
-
-@pytest.fixture
-def data_copy(tiny_data, tmp_path):
-    dst = tmp_path / "data"
-    shutil.copytree(tiny_data, dst)
-    return dst
 
 
 def _cli(*args):
