@@ -106,3 +106,18 @@ def test_crafted_checkpoint_does_not_execute(run, tiny_data, tmp_path, repin):
     assert not marker.exists()
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert ("differs from the manifest" if not repin else "not a plain-data checkpoint") in r.stderr
+
+
+@pytest.mark.parametrize("change", [{"max_len": 10**9}, {"n_tags": 10**12}, {"config": {"d_model": 10**6}}])
+def test_hostile_model_args_are_refused_before_allocating(run, tiny_data, tmp_path, change):
+    out, _, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    state = load_checkpoint(copy / "best.pt")
+    state["model_args"] = {**state["model_args"], **change}
+    torch.save(state, copy / "best.pt")  # plain data, re-pinned: only the bounds stand in the way
+    m = _manifest(copy)
+    m["checkpoint"]["sha256"] = file_sha256(copy / "best.pt")
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(KitError, match="max_len|n_tags|tag ids|d_model|unknown config key"):
+        predict_run(copy, tiny_data, "task2")

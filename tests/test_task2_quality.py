@@ -1,5 +1,5 @@
-"""task2 main model quality levers: ablation switches, id-embedding dropout, quadratic-interest
-sequence features, the id parameter group; and the full model learns the planted signal."""
+"""task2 main model quality levers: ablation switches, quadratic-interest sequence features, the
+id parameter group; and the full model learns the planted signal. (id_dropout: test_task2_models.py)"""
 import pytest
 import torch
 
@@ -8,7 +8,6 @@ from mmctr.paths import DataPaths
 from task2.config import load_config, parse_overrides
 from task2.data import ItemTable, load_split
 from task2.models import create_model
-from task2.models.layers import ItemEncoder
 from task2.train import train_model
 
 # switch -> state_dict key prefix that must be gone when it is off
@@ -71,25 +70,6 @@ def test_defaults_keep_the_parameter_names_of_existing_checkpoints(tiny_tables):
     for name in ("items.id_emb.weight", "items.mm_proj.weight", "items.code_embs.0.weight",
                  "encoder.layers.0.self_attn.in_proj_weight", "target_attn.in_proj_weight", "cross.layers.0.weight"):
         assert name in keys
-
-
-def test_id_dropout_zeroes_whole_id_vectors_in_training_only():
-    torch.manual_seed(0)
-    n = 400
-    tags = torch.randint(1, 9, (n + 1, 3))
-    tags[0] = 0
-    emb = torch.randn(n + 1, 16)
-    enc = ItemEncoder(tags, emb, id_dim=8, tag_dim=4, mm_dim=4, id_dropout=0.5)
-    with torch.no_grad():
-        enc.id_emb.weight.normal_()
-    ids = torch.arange(1, n + 1)
-    enc.train()
-    id_part = enc(ids)[:, :8]
-    zero_rows = (id_part == 0).all(1)
-    assert 0.4 < zero_rows.float().mean() < 0.6  # dropped with p = 0.5, rows whole
-    assert torch.equal(id_part[~zero_rows], enc.id_emb.weight[ids][~zero_rows])  # kept rows not rescaled
-    enc.eval()
-    assert torch.equal(enc(ids)[:, :8], enc.id_emb.weight[ids])
 
 
 def test_quadratic_interest_pools_target_item_dot_products_over_valid_positions():

@@ -10,6 +10,7 @@ import torch
 from mmctr.config import build
 from mmctr.errors import KitError
 
+from ..config import TrainConfig
 from . import din, transformer_dcn
 
 MODELS = {
@@ -52,7 +53,8 @@ def create_model(spec, tags: torch.Tensor, mm_emb: torch.Tensor, derive: bool = 
     config_cls = model_config_class(args["model"])
     cls = MODELS[args["model"]][0]
     net = build(config_cls, args["config"], "checkpoint model_args")
-    if len(tags) - 1 != args["n_items"] or int(tags.max()) + 1 > args["n_tags"]:
+    build(TrainConfig, {"max_len": args["max_len"], "seed": args["seed"]}, "checkpoint model_args")
+    if len(tags) - 1 != args["n_items"] or int(tags.max()) + 1 != args["n_tags"]:
         raise KitError(f"item_info has {len(tags) - 1} items and tag ids up to {int(tags.max())}; the model was "
                        f"built for {args['n_items']} items and {args['n_tags']} tag ids")
     extra = {"max_len": args["max_len"]} if cls is transformer_dcn.TransformerDCN else {}

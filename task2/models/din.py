@@ -21,7 +21,7 @@ Units = list[int]
 
 
 class DINConfig(Section):
-    """The DIN's own keys (challenge.md's fixed values are the defaults but for net_dropout)."""
+    """The DIN's own keys; defaults are challenge.md's fixed DIN (net_dropout: the organisers' tuner)."""
 
     embedding_dim: int = Field(64, ge=1, le=1024)
     dnn_hidden_units: Units = Field([1024, 512, 256], min_length=1)
@@ -31,7 +31,7 @@ class DINConfig(Section):
     attention_dropout: float = Field(0.1, ge=0, lt=1)
     din_use_softmax: bool = False
     batch_norm: bool = True
-    net_dropout: float = Field(0.0, ge=0, lt=1)
+    net_dropout: float = Field(0.1, ge=0, lt=1)  # the organisers' tuner value
 
     @field_validator("dnn_activations", "attention_activation", mode="before")
     @classmethod

@@ -49,19 +49,18 @@ class ItemEncoder(nn.Module):
     def __init__(self, tags: torch.Tensor, mm_emb: torch.Tensor, id_dim: int, tag_dim: int,
                  mm_dim: int, code_sizes: tuple = (), code_dim: int = 16, seed: int = 0,
                  standardize: bool = False, n_tags: int | None = None, derive: bool = True,
-                 use_id: bool = True, use_mm: bool = True, id_dropout: float = 0.0):
+                 id_dropout: float = 0.0, use_id: bool = True, use_mm: bool = True):
         super().__init__()
         n_rows, width = mm_emb.shape
+        self.id_dropout = id_dropout  # drop whole id vectors in training: items lean on content
         self.register_buffer("tags", tags.long(), persistent=False)
         self.register_buffer("mm_emb", mm_emb.float(), persistent=False)
         self.standardize = standardize
         if standardize:  # z-score each dimension over the items: any embedding scale learns alike
             self.register_buffer("mm_mean", torch.zeros(width))
             self.register_buffer("mm_std", torch.ones(width))
-        # use_id / use_mm = False leave that part out (ablations); id_dropout zeroes an item's id
-        # vector with that probability in training, as an unseen (cold) item's would be.
+        # use_id / use_mm = False leave that part out (ablations)
         self.id_emb = nn.Embedding(n_rows, id_dim, padding_idx=0) if use_id else None
-        self.id_dropout = id_dropout
         self.tag_emb = nn.Embedding(n_tags or int(tags.max()) + 1, tag_dim, padding_idx=0)
         self.mm_proj = nn.Linear(width, mm_dim, bias=False) if use_mm else None
         self.code_sizes = tuple(code_sizes)
@@ -102,23 +101,27 @@ class ItemEncoder(nn.Module):
         if self.id_emb is not None:
             id_vec = self.id_emb(ids)
             if self.training and self.id_dropout > 0:
-                keep = torch.rand(ids.shape, device=ids.device) >= self.id_dropout
-                id_vec = id_vec * keep.unsqueeze(-1).to(id_vec.dtype)
+                keep = torch.full(ids.shape, 1 - self.id_dropout, device=ids.device)
+                id_vec = id_vec * (torch.bernoulli(keep) / (1 - self.id_dropout)).unsqueeze(-1)
             parts.insert(0, id_vec)
         if self.mm_proj is not None:
             parts.append(self.mm_proj(self.frozen(ids)))
         parts += [emb(self.codes[ids, j]) for j, emb in enumerate(self.code_embs)]
         return torch.cat(parts, -1)
 
-    def encode(self, target: torch.Tensor, seq: torch.Tensor, proj: nn.Module | None = None):
+    def encode(self, target: torch.Tensor, seq: torch.Tensor, proj: nn.Module | None = None,
+               dedup: bool | None = None):
         """Embed targets (b,) and sequences (b, l). Returns (b, d) and (b, l, d).
 
         On the CPU each distinct item is embedded once (a batch holds far fewer distinct items
         than positions). On a GPU `torch.unique` would force a host sync per step (its output
         size is data-dependent), and embedding every position is cheap there, so no dedup.
+        `dedup` forces either path (both give the same result).
         """
         ids = torch.cat([target, seq.flatten()])
-        if ids.is_cuda:
+        if dedup is None:
+            dedup = not ids.is_cuda
+        if not dedup:
             vec = self(ids)
             if proj is not None:
                 vec = proj(vec)
@@ -148,9 +151,10 @@ class TargetAttention(nn.Module):
         self.score = mlp(4 * dim, hidden, dropout=dropout, out_dim=1)
         self.use_softmax = use_softmax
 
-    def forward(self, target: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, target: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor,
+                dense: bool | None = None) -> torch.Tensor:
         b, l, d = seq.shape
-        if seq.is_cuda:  # dense: nonzero() would sync the host every step
+        if seq.is_cuda if dense is None else dense:  # dense: nonzero() would sync the host every step
             q = target.unsqueeze(1).expand_as(seq)
             scores = self.score(torch.cat([q, seq, q - seq, q * seq], -1)).squeeze(-1) * mask
         else:

@@ -38,10 +38,10 @@ class TransformerDCNConfig(Section):
     dnn_hidden_units: list[int] = Field([512, 256], min_length=1)
     net_dropout: float = Field(0.1, ge=0, lt=1)
     batch_norm: bool = True
+    id_dropout: float = Field(0.0, ge=0, lt=1)  # drop an item's id vector in training (sparse ids overfit)
     use_id_embedding: bool = True  # the item id table (False: items known by content only)
     use_mm: bool = True  # the learned projection of the frozen multimodal embedding
     use_target_attention: bool = True
-    id_dropout: float = Field(0.0, ge=0, lt=1)  # P(an item's id vector is zeroed) in training
     # quadratic interest: per-head <target, item> dot products over the sequence, pooled
     # (mean, max, most recent), and log(1 + sequence length)
     seq_features: bool = False
@@ -68,7 +68,7 @@ class TransformerDCN(nn.Module):
         self.items = ItemEncoder(tags, mm_emb, id_dim=d, tag_dim=cfg.tag_dim, mm_dim=cfg.mm_dim,
                                  code_sizes=tuple(cfg.code_sizes), code_dim=cfg.code_dim, seed=seed,
                                  standardize=cfg.mm_standardize, n_tags=n_tags, derive=derive,
-                                 use_id=cfg.use_id_embedding, use_mm=cfg.use_mm, id_dropout=cfg.id_dropout)
+                                 id_dropout=cfg.id_dropout, use_id=cfg.use_id_embedding, use_mm=cfg.use_mm)
         self.item_proj = nn.Linear(self.items.out_dim, dm)
         self.pair_proj = nn.Linear(3 * dm, dm)
         self.pos = nn.Embedding(max_len + 1, dm)  # position counted from the most recent

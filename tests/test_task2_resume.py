@@ -1,0 +1,104 @@
+"""task2 --resume: refuses what cannot change, applies and records what can, replays RNGs exactly."""
+import json
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mmctr.errors import KitError
+from task2.config import load_config
+from task2.train import rng_state, set_rng_state, train_model
+
+from conftest import ROOT
+
+ONE = {"batch_size": 512, "max_epochs": 1, "num_threads": 1}
+TWO = {**ONE, "max_epochs": 2}
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("resume") / "run"
+    train_model(load_config("transformer_dcn_small", ONE), tiny_data, None, out, quiet=True)
+    return out
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_resume_without_last_checkpoint_is_refused(tiny_data, tmp_path):
+    with pytest.raises(KitError, match=r"--resume: .*last.pt not found"):
+        train_model(load_config("transformer_dcn_small", TWO), tiny_data, None, tmp_path / "none",
+                    quiet=True, resume=True)
+
+
+def test_resume_with_another_model_or_changed_model_keys_is_refused(one_epoch, tiny_data, tmp_path):
+    run = _copy(one_epoch, tmp_path / "r")
+    with pytest.raises(KitError, match=r"holds model 'transformer_dcn', the config asks for 'din'"):
+        train_model(load_config("din_baseline", TWO), tiny_data, None, run, quiet=True, resume=True)
+    with pytest.raises(KitError, match=r"key\(s\) \['d_model', 'n_heads'\] differ"):
+        train_model(load_config("transformer_dcn_small", {**TWO, "d_model": 32, "n_heads": 2}), tiny_data, None,
+                    run, quiet=True, resume=True)
+    with pytest.raises(KitError, match=r"key\(s\) \['batch_size'\] differ"):
+        train_model(load_config("transformer_dcn_small", {**TWO, "batch_size": 256}), tiny_data, None,
+                    run, quiet=True, resume=True)
+
+
+def test_resume_applies_and_records_a_new_learning_rate(one_epoch, tiny_data, tmp_path):
+    run = _copy(one_epoch, tmp_path / "r")
+    summary = train_model(load_config("transformer_dcn_small", {**TWO, "learning_rate": 0.05}), tiny_data, None,
+                          run, quiet=True, resume=True)
+    assert summary["history"][1]["lr"] == 0.05  # the epoch trained at the new rate
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["config"]["learning_rate"] == 0.05
+    assert m["resumed"] == [{"from_epoch": 1, "changed": {"learning_rate": [0.001, 0.05]}}]
+
+
+def test_resume_with_a_tampered_last_checkpoint_is_refused(one_epoch, tiny_data, tmp_path):
+    run = _copy(one_epoch, tmp_path / "r")
+    with open(run / "last.pt", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(KitError, match="differs from the manifest"):
+        train_model(load_config("transformer_dcn_small", TWO), tiny_data, None, run, quiet=True, resume=True)
+
+
+def test_resume_equals_uninterrupted(one_epoch, tiny_data, tmp_path):
+    full = train_model(load_config("transformer_dcn_small", TWO), tiny_data, None, tmp_path / "full", quiet=True)
+    run = _copy(one_epoch, tmp_path / "r")
+    resumed = train_model(load_config("transformer_dcn_small", TWO), tiny_data, None, run, quiet=True, resume=True)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    for a, b in zip(resumed["history"], full["history"]):  # one thread: bit for bit
+        assert (a["train_loss"], a["valid_auc"], a["lr"]) == (b["train_loss"], b["valid_auc"], b["lr"])
+
+
+def test_rng_state_round_trips_every_generator():
+    state = rng_state()
+    draws = (torch.rand(3), np.random.rand(3), random.random())
+    set_rng_state(state)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
+
+
+def test_ddp_resume_replays_each_rank(tiny_data, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+    def ddp(out, epochs, *extra):
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                            "--master_port=29531", "-m", "task2", "train", "--data-dir", str(tiny_data),
+                            "--config", "transformer_dcn_small", "--out", str(out), "--max-epochs", str(epochs),
+                            "--set", "batch_size=512", "--set", "num_threads=1", "--device", "cpu", *extra],
+                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=400)
+        assert r.returncode == 0, r.stderr[-2000:]
+        return json.loads((out / "manifest.json").read_text())["history"]
+
+    full = ddp(tmp_path / "full", 2)
+    ddp(tmp_path / "r", 1)
+    resumed = ddp(tmp_path / "r", 2, "--resume")
+    assert [h["valid_auc"] for h in resumed] == [h["valid_auc"] for h in full]
