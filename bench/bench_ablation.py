@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--first-seed", type=int, default=1)
     ap.add_argument("--max-epochs", type=int, default=4)
-    ap.add_argument("--only", help="comma-separated ablation names (default: all)")
+    ap.add_argument("--only", help="comma-separated ablation names (default: all; 'none': only --variant ones)")
     ap.add_argument("--variant", action="append", default=[], help="extra variant NAME=KEY=VALUE[;KEY=VALUE]")
     ap.add_argument("--set", action="append", default=[], help="override for every variant, KEY=VALUE")
     ap.add_argument("--out", default="runs/bench_ablation", help="results.jsonl goes here")
@@ -119,7 +119,7 @@ def main() -> None:
     args = ap.parse_args()
 
     root = DataPaths.resolve(args.data_dir).root
-    names = args.only.split(",") if args.only else list(ABLATIONS)
+    names = [] if args.only == "none" else args.only.split(",") if args.only else list(ABLATIONS)
     unknown = [n for n in names if n not in ABLATIONS]
     if unknown:
         raise SystemExit(f"error: --only {unknown}: known ablations are {', '.join(ABLATIONS)}")
