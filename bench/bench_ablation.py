@@ -16,7 +16,7 @@ Measured 2026-11-23, shared 2-core CPU (1 thread per run, 2 runs at once), trans
   +0.0032, codes +0.0029, transformer +0.0009 (at this size the extra capacity does not pay).
 - demo sample (60k rows, 2,000 items, 3k valid; seq oracle 0.7412), <= 4 epochs: full 0.7134 ±
   0.0022 (3 seeds; fall after the best epoch 0.0026); seq_features 0.7156 ± 0.0024 (+0.0022, fall
-  0.0012, +0.03 at epoch 1); no_dcnv2 -0.0001, id_dropout 0.2 +0.0017 (fall 0.0058), id lr x0.3
+  0.0012, +0.03 at epoch 1); no_dcnv2 -0.0001, no_id_embedding -0.0022 (fall 0.0029: not only ids), id_dropout 0.2 +0.0017 (fall 0.0058), id lr x0.3
   -0.0009, embedding_regularizer 1e-5 +0.0000 (2 seeds each). No change cleared +0.003, so the
   defaults stay.
 """
