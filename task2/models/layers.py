@@ -49,7 +49,7 @@ class ItemEncoder(nn.Module):
     def __init__(self, tags: torch.Tensor, mm_emb: torch.Tensor, id_dim: int, tag_dim: int,
                  mm_dim: int, code_sizes: tuple = (), code_dim: int = 16, seed: int = 0,
                  standardize: bool = False, n_tags: int | None = None, derive: bool = True,
-                 id_dropout: float = 0.0):
+                 id_dropout: float = 0.0, use_id: bool = True, use_mm: bool = True):
         super().__init__()
         n_rows, width = mm_emb.shape
         self.id_dropout = id_dropout  # drop whole id vectors in training: items lean on content
@@ -59,15 +59,16 @@ class ItemEncoder(nn.Module):
         if standardize:  # z-score each dimension over the items: any embedding scale learns alike
             self.register_buffer("mm_mean", torch.zeros(width))
             self.register_buffer("mm_std", torch.ones(width))
-        self.id_emb = nn.Embedding(n_rows, id_dim, padding_idx=0)
+        # use_id / use_mm = False leave that part out (ablations)
+        self.id_emb = nn.Embedding(n_rows, id_dim, padding_idx=0) if use_id else None
         self.tag_emb = nn.Embedding(n_tags or int(tags.max()) + 1, tag_dim, padding_idx=0)
-        self.mm_proj = nn.Linear(width, mm_dim, bias=False)
+        self.mm_proj = nn.Linear(width, mm_dim, bias=False) if use_mm else None
         self.code_sizes = tuple(code_sizes)
         self.register_buffer("codes", torch.zeros(n_rows, len(code_sizes), dtype=torch.long),
                              persistent=bool(code_sizes))
         self.code_embs = nn.ModuleList(nn.Embedding(k + 1, code_dim, padding_idx=0) for k in code_sizes)
-        self.out_dim = id_dim + tag_dim + mm_dim + code_dim * len(code_sizes)
-        for emb in (self.id_emb, self.tag_emb, *self.code_embs):
+        self.out_dim = id_dim * use_id + tag_dim + mm_dim * use_mm + code_dim * len(code_sizes)
+        for emb in (e for e in (self.id_emb, self.tag_emb, *self.code_embs) if e is not None):
             nn.init.normal_(emb.weight, std=1e-4)
             with torch.no_grad():
                 emb.weight[0].zero_()
@@ -96,11 +97,15 @@ class ItemEncoder(nn.Module):
         tags = self.tags[ids]
         tag_mask = (tags > 0).unsqueeze(-1).float()
         tag_vec = (self.tag_emb(tags) * tag_mask).sum(-2) / tag_mask.sum(-2).clamp(min=1)
-        id_vec = self.id_emb(ids)
-        if self.training and self.id_dropout > 0:
-            keep = torch.full(ids.shape, 1 - self.id_dropout, device=ids.device)
-            id_vec = id_vec * (torch.bernoulli(keep) / (1 - self.id_dropout)).unsqueeze(-1)
-        parts = [id_vec, tag_vec, self.mm_proj(self.frozen(ids))]
+        parts = [tag_vec]
+        if self.id_emb is not None:
+            id_vec = self.id_emb(ids)
+            if self.training and self.id_dropout > 0:
+                keep = torch.full(ids.shape, 1 - self.id_dropout, device=ids.device)
+                id_vec = id_vec * (torch.bernoulli(keep) / (1 - self.id_dropout)).unsqueeze(-1)
+            parts.insert(0, id_vec)
+        if self.mm_proj is not None:
+            parts.append(self.mm_proj(self.frozen(ids)))
         parts += [emb(self.codes[ids, j]) for j, emb in enumerate(self.code_embs)]
         return torch.cat(parts, -1)
 
@@ -129,8 +134,12 @@ class ItemEncoder(nn.Module):
         return vec[:len(target)], vec[len(target):].view(*seq.shape, -1)
 
     def embedding_parameters(self):
-        return [self.id_emb.weight, self.tag_emb.weight, self.mm_proj.weight,
+        return [*self.id_parameters(), self.tag_emb.weight, *([self.mm_proj.weight] if self.mm_proj is not None else []),
                 *(e.weight for e in self.code_embs)]
+
+    def id_parameters(self):
+        """The item id table (sparse, the part that overfits first), empty when ids are off."""
+        return [self.id_emb.weight] if self.id_emb is not None else []
 
 
 class TargetAttention(nn.Module):

@@ -5,6 +5,9 @@ Every sequence item is paired with the target ([s, t, s*t] → d_model); a trans
 a DCNv2 cross network and a deep MLP, side by side, cross all of it with the likes/views levels.
 Items carry an id embedding, tag embedding, a learned projection of the frozen 128-D multimodal
 embedding and learned codes (k-means ids) of that embedding at two granularities.
+
+Each component can be switched off for ablations (bench/bench_ablation.py): use_id_embedding,
+use_mm, code_sizes: [], n_layers: 0 (no transformer), use_target_attention, cross_layers: 0.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ class TransformerDCNConfig(Section):
     mm_standardize: bool = True  # z-score the frozen embedding per dimension before its projection
     d_model: int = Field(128, ge=1, le=8192)
     n_heads: int = Field(4, ge=1, le=256)
-    n_layers: int = Field(2, ge=1, le=64)
+    n_layers: int = Field(2, ge=0, le=64)  # 0 = no transformer: the pair tokens are pooled as they are
     ff_mult: int = Field(2, ge=1, le=16)
     attn_dropout: float = Field(0.1, ge=0, lt=1)
     cross_layers: int = Field(3, ge=0, le=64)
@@ -36,6 +39,12 @@ class TransformerDCNConfig(Section):
     net_dropout: float = Field(0.1, ge=0, lt=1)
     batch_norm: bool = True
     id_dropout: float = Field(0.0, ge=0, lt=1)  # drop an item's id vector in training (sparse ids overfit)
+    use_id_embedding: bool = True  # the item id table (False: items known by content only)
+    use_mm: bool = True  # the learned projection of the frozen multimodal embedding
+    use_target_attention: bool = True
+    # quadratic interest: per-head <target, item> dot products over the sequence, pooled
+    # (mean, max, most recent), and log(1 + sequence length)
+    seq_features: bool = False
 
     @field_validator("n_heads")
     @classmethod
@@ -71,17 +80,20 @@ class TransformerDCN(nn.Module):
         self.items = ItemEncoder(tags, mm_emb, id_dim=d, tag_dim=cfg.tag_dim, mm_dim=cfg.mm_dim,
                                  code_sizes=tuple(cfg.code_sizes), code_dim=cfg.code_dim, seed=seed,
                                  standardize=cfg.mm_standardize, n_tags=n_tags, derive=derive,
-                                 id_dropout=cfg.id_dropout)
+                                 id_dropout=cfg.id_dropout, use_id=cfg.use_id_embedding, use_mm=cfg.use_mm)
         self.item_proj = nn.Linear(self.items.out_dim, dm)
         self.pair_proj = nn.Linear(3 * dm, dm)
         self.pos = nn.Embedding(max_len + 1, dm)  # position counted from the most recent
         layer = nn.TransformerEncoderLayer(dm, cfg.n_heads, cfg.ff_mult * dm, cfg.attn_dropout,
                                            batch_first=True, norm_first=True, activation="gelu")
-        self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
-        self.target_attn = nn.MultiheadAttention(dm, cfg.n_heads, dropout=cfg.attn_dropout, batch_first=True)
+        self.encoder = (nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
+                        if cfg.n_layers else None)
+        self.target_attn = (nn.MultiheadAttention(dm, cfg.n_heads, dropout=cfg.attn_dropout, batch_first=True)
+                            if cfg.use_target_attention else None)
+        self.n_heads, self.seq_features = cfg.n_heads, cfg.seq_features
         self.likes = nn.Embedding(n_levels, d)
         self.views = nn.Embedding(n_levels, d)
-        x_dim = 5 * dm + 2 * d
+        x_dim = (5 if cfg.use_target_attention else 3) * dm + 2 * d + (3 * cfg.n_heads + 1) * cfg.seq_features
         self.cross = CrossNetV2(x_dim, cfg.cross_layers)
         self.deep = mlp(x_dim, cfg.dnn_hidden_units, dropout=cfg.net_dropout, batch_norm=cfg.batch_norm)
         self.head = nn.Linear(x_dim + cfg.dnn_hidden_units[-1], 1)
@@ -96,13 +108,37 @@ class TransformerDCN(nn.Module):
         pairs = self.pair_proj(torch.cat([s, tt, s * tt], -1)) + self.pos(recency)
         tokens = torch.cat([t.unsqueeze(1), pairs], 1)
         pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=seq.device), ~mask], 1)
-        h = self.encoder(tokens, src_key_padding_mask=pad)
+        h = self.encoder(tokens, src_key_padding_mask=pad) if self.encoder is not None else tokens
         keep = (~pad).unsqueeze(-1).to(h.dtype)
         mean = (h * keep).sum(1) / keep.sum(1)
-        attn, _ = self.target_attn(t.unsqueeze(1), tokens, tokens, key_padding_mask=pad, need_weights=False)
-        attn = attn.squeeze(1)
-        x = torch.cat([t, h[:, 0], mean, attn, t * attn, self.likes(batch["likes"]), self.views(batch["views"])], -1)
+        parts = [t, h[:, 0], mean]
+        if self.target_attn is not None:
+            attn, _ = self.target_attn(t.unsqueeze(1), tokens, tokens, key_padding_mask=pad, need_weights=False)
+            attn = attn.squeeze(1)
+            parts += [attn, t * attn]
+        if self.seq_features:
+            parts.append(self.quadratic_interest(t, s, mask))
+        x = torch.cat([*parts, self.likes(batch["likes"]), self.views(batch["views"])], -1)
         return self.head(torch.cat([self.cross(x), self.deep(x)], -1)).squeeze(-1)
+
+    def quadratic_interest(self, t: torch.Tensor, s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(b, 3 * n_heads + 1): per head, the scaled dot product of the target with each sequence
+        item, pooled by mean / max over the valid positions and taken at the most recent one;
+        then log(1 + sequence length)."""
+        b, l, dm = s.shape
+        dh = dm // self.n_heads
+        dots = (s.view(b, l, self.n_heads, dh) * t.view(b, 1, self.n_heads, dh)).sum(-1) / dh ** 0.5
+        m = mask.unsqueeze(-1).to(dots.dtype)
+        n = m.sum(1)
+        mean = (dots * m).sum(1) / n.clamp(min=1)
+        top = dots.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
+        top = torch.where(n > 0, top, torch.zeros_like(top))
+        last = dots[:, -1] * m[:, -1]  # sequences are left-padded: the most recent item is last
+        return torch.cat([mean, top, last, torch.log1p(n)], -1)
 
     def embedding_parameters(self):
         return [*self.items.embedding_parameters(), self.likes.weight, self.views.weight]
+
+    def id_parameters(self):
+        """The item id table alone (for a separate learning rate or L2 on sparse ids)."""
+        return self.items.id_parameters()
