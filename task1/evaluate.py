@@ -22,8 +22,9 @@ REPORT_NAME = "report.json"
 ENGINES = ("kit", "fuxictr")
 
 
-def din_config(sets=(), overrides: dict | None = None) -> dict:
-    """The fixed DIN config; only the keys the Task-1 track may tune (and runtime keys) change."""
+def din_config(sets=(), overrides: dict | None = None):
+    """The fixed DIN config (a task2 RunConfig); only the keys the Task-1 track may tune (and
+    runtime keys) change."""
     from task2.config import RUNTIME_KEYS, load_config, parse_overrides
 
     over = {**parse_overrides(sets), **(overrides or {})}

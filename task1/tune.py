@@ -178,7 +178,7 @@ def _seed_runs(root, item_info, out, point, cfg, device, runtime, results_path, 
     for k in range(1, cfg.seeds):
         seed = base_seed + k
         din = din_config(overrides={**point, **runtime})
-        din = {**din, "seed": seed} if isinstance(din, dict) else din.model_copy(update={"seed": seed})
+        din = din.replace("train", seed=seed)
         t0 = time.perf_counter()
         res = train_model(din, root, item_info, out / f"best_seed_{seed}", device=device,
                           max_epochs=cfg.max_epochs, quiet=True)
