@@ -34,3 +34,16 @@ def test_reproduce_damaged_entry_is_one_error_line(tmp_path):
     bundle.write_bytes(bytes(raw))
     with pytest.raises(KitError, match="'run.sh' is damaged"):
         R.safe_extract(bundle, tmp_path / "out")
+
+
+def test_atomic_write_through_link_dotdot_lands_where_the_kernel_puts_it(tmp_path):
+    """`--out a/link/../f`: mkstemp collapsed `link/..` lexically, so the temp file went to another
+    folder (or failed: `mmctr sample --out link/..` half-rewrote a sample, then died)."""
+    from mmctr.io import write_json
+
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "link").symlink_to(tmp_path / "real" / "sub")
+    write_json(tmp_path / "a" / "link" / ".." / "f.json", {"x": 1})
+    assert (tmp_path / "real" / "f.json").is_file()
+    assert not list((tmp_path / "a").glob(".f.json.*"))
