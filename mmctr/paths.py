@@ -110,5 +110,5 @@ def refuse_data_like(out, what: str = "--out") -> None:
     for root in resolved.parents:
         if (root / C.CTR_DIR).is_dir() and (resolved.parent == root or (
                 resolved.relative_to(root).parts[0] in (C.CTR_DIR, C.IMAGES_DIR, "sample_truth"))):
-            raise KitError(f"{what} {out} is inside the data set {root} (it holds {C.CTR_DIR}/): the data "
-                           "is read-only to the kit; write outputs elsewhere (e.g. runs/)")
+            raise KitError(f"{what} {out} is inside the data directory {root} (it holds {C.CTR_DIR}/): "
+                           "the data is read-only to the kit; write outputs elsewhere (e.g. runs/)")

@@ -303,7 +303,8 @@ def _check_task2_manifest(ctx: _Ctx, t2: dict) -> None:
     if isinstance(ck, dict) and ck.get(L.PATH):
         p = ctx.data_file(ck[L.PATH], ctx.run2)
         if not p.is_file():
-            r.warn("provenance", f"{where}:{L.CHECKPOINT}", f"checkpoint {ctx.rel(p)} is missing; cannot verify it")
+            r.add("provenance", f"{where}:{L.CHECKPOINT}", f"checkpoint {ctx.rel(p)} is missing: the "
+                  "prediction cannot be verified without it (keep the run's best.pt)")
         elif not ck.get(L.SHA256) or ctx.sha(p) != ck[L.SHA256]:
             r.add("provenance", ctx.rel(p), "checkpoint changed after training (sha256 differs from the manifest)")
     else:
@@ -639,8 +640,8 @@ def _check_rescored(ctx: _Ctx, t2: dict, scores, where: str) -> None:
     from .fingerprint import RESCORE_TOL, RESCORE_TOL_AMP, rescore
 
     state, items, why = _load_run_checkpoint(ctx, t2)
-    if state is None:
-        ctx.report.warn("provenance", where, f"not re-scored with the checkpoint: {why}")
+    if state is None:  # an unloadable checkpoint would let any prediction through unverified
+        ctx.report.add("provenance", where, f"cannot be re-scored with the run's checkpoint: {why}")
         return
     seed = secrets.randbits(31)
     try:

@@ -73,7 +73,7 @@ def test_commands_without_data_dir_do_not_write_into_a_data_set(argv, tiny_data,
     with pytest.raises(SystemExit) as exc:
         (submission_entry if args[0] == "submission" else mmctr_entry)()
     err = capsys.readouterr().err
-    assert exc.value.code == 2 and err.startswith("error: ") and "inside the data set" in err, err
+    assert exc.value.code == 2 and err.startswith("error: ") and "inside the data directory" in err, err
     assert sorted(p.name for p in (tiny_data / C.CTR_DIR).iterdir()) == before
 
 
@@ -85,3 +85,60 @@ def test_outputs_beside_a_data_set_stay_allowed(tmp_path):
     refuse_data_like(tmp_path / "runs" / "report.png")  # ~/mm/runs next to ~/mm/MicroLens_1M_x1
     with pytest.raises(KitError):
         refuse_data_like(tmp_path / "report.png")
+
+
+# ------------------------------------------------------------ check: an unverifiable run is not ok
+
+from test_submission_integrity import (  # noqa: E402,F401  (fixtures and run builders)
+    clean_code, data, edit, make_run, restamp_prediction, run_check)
+
+
+def _blend(runs):
+    from submission import layout as L
+
+    lay = L.RunLayout.of(runs)
+    lines = lay.prediction.read_text().split("\n")
+    for i in range(1, len(lines) - 1):
+        idx, p = lines[i].split(",")
+        lines[i] = f"{idx},{(float(p) + 0.9) / 2:.8f}"
+    lay.prediction.write_text("\n".join(lines))
+    restamp_prediction(runs)
+
+
+class Junk:  # any class outside torch's weights_only allowlist
+    pass
+
+
+def _unloadable_checkpoint(runs):
+    """best.pt gains a non-plain object (weights_only refuses it); its sha256 is re-pinned."""
+    import torch
+
+    from mmctr.io import file_sha256
+    from submission import layout as L
+
+    ck = L.RunLayout.of(runs).runs / L.TASK2_DIR / "best.pt"
+    state = torch.load(ck, weights_only=True)
+    state["junk"] = Junk()
+    torch.save(state, ck)
+    sha = file_sha256(ck)
+    edit(L.RunLayout.of(runs).task2_manifest, lambda d: (
+        d["checkpoint"].update(sha256=sha), d["prediction"]["checkpoints_loaded"][0].update(sha256=sha)))
+
+
+def _checkpoint_path_elsewhere(runs):
+    from submission import layout as L
+
+    edit(L.RunLayout.of(runs).task2_manifest, lambda d: d["checkpoint"].update(path="gone.pt"))
+
+
+@pytest.mark.parametrize("sabotage", [_unloadable_checkpoint, _checkpoint_path_elsewhere])
+def test_blend_behind_an_unverifiable_checkpoint_is_not_ok(tmp_path, data, clean_code, sabotage):
+    """Task-2 track: a blended prediction passed check + pack once the checkpoint could not be
+    loaded (a pickled object in best.pt, or the manifest's checkpoint path pointing at nothing):
+    re-scoring was skipped with a warning and the report said ok."""
+    runs = make_run(tmp_path, data, "task2")
+    assert run_check(runs, data, "task2", clean_code).ok
+    _blend(runs)
+    sabotage(runs)
+    report = run_check(runs, data, "task2", clean_code)
+    assert "provenance" in report.broken, report.lines()
