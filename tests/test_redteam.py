@@ -142,3 +142,50 @@ def test_blend_behind_an_unverifiable_checkpoint_is_not_ok(tmp_path, data, clean
     sabotage(runs)
     report = run_check(runs, data, "task2", clean_code)
     assert "provenance" in report.broken, report.lines()
+
+
+def _data_copy_with_train_changed(data, to):
+    """A participant's copy of the data whose train.parquet gained rows (test rows, perturbed)."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmctr import contract as C
+
+    shutil.copytree(data, to, symlinks=True)
+    train = to / C.TRAIN.relpath
+    t = pq.read_table(train)
+    pq.write_table(pa.concat_tables([t, t.slice(0, 10)]), train)
+    return to
+
+
+def test_run_trained_on_a_modified_train_parquet_fails_against_the_real_data(tmp_path, data, clean_code):
+    """A run trained on another train.parquet (e.g. perturbed test rows with labels appended)
+    passed `check --data-dir REAL`: files under the data dir were matched by path, never by sha256."""
+    mine = _data_copy_with_train_changed(data, tmp_path / "mine")
+    runs = make_run(tmp_path, mine, "task2")
+    assert run_check(runs, mine, "task2", clean_code).ok
+    report = run_check(runs, data, "task2", clean_code)
+    assert "inputs-in-data" in report.broken and any("trained on modified data" in v.reason
+                                                     for v in report.violations), report.lines()
+
+
+def test_run_whose_manifest_hides_train_parquet_is_not_ok(tmp_path, data, clean_code):
+    from mmctr import contract as C
+    from submission import layout as L
+
+    runs = make_run(tmp_path, data, "task2")
+    edit(L.RunLayout.of(runs).task2_manifest,
+         lambda d: [d[k].pop(C.TRAIN.relpath) for k in ("inputs", "data_files")])
+    assert "inputs-in-data" in run_check(runs, data, "task2", clean_code).broken
+
+
+def test_input_the_real_data_lacks_is_not_ok(tmp_path, data, clean_code):
+    from mmctr import contract as C
+    from submission import layout as L
+
+    runs = make_run(tmp_path, data, "task2")
+    extra = f"{C.CTR_DIR}/train_extra.parquet"
+    edit(L.RunLayout.of(runs).task2_manifest, lambda d: d["inputs"].update({extra: "0" * 64}))
+    assert "inputs-in-data" in run_check(runs, data, "task2", clean_code).broken
