@@ -189,3 +189,12 @@ def test_input_the_real_data_lacks_is_not_ok(tmp_path, data, clean_code):
     extra = f"{C.CTR_DIR}/train_extra.parquet"
     edit(L.RunLayout.of(runs).task2_manifest, lambda d: d["inputs"].update({extra: "0" * 64}))
     assert "inputs-in-data" in run_check(runs, data, "task2", clean_code).broken
+
+
+def test_runs_on_a_non_utf8_results_csv_is_one_error_line(tmp_path):
+    """`mmctr runs` over a damaged results.csv was an `unexpected UnicodeDecodeError` + traceback log."""
+    from mmctr.runs import read_results
+
+    (tmp_path / "results.csv").write_bytes(b"\xff\xfe\x00garbage\n")
+    with pytest.raises(KitError, match="not a results table the kit can read"):
+        read_results(tmp_path)
