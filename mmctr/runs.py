@@ -374,6 +374,13 @@ def read_steps(path) -> list[tuple[str, float]]:
 def summary_block(runs_dir, data_dir, zip_path=None, track: str = "task1_2", steps=None) -> str:
     """What a finished track folder reached: valid AUC, test AUC of the zip against the sample's
     labels next to the oracle and the sequence-only oracle, time per step, where things are."""
+    try:
+        return _summary_block(runs_dir, data_dir, zip_path, track, steps)
+    except (TypeError, ValueError) as exc:  # a hand-edited manifest: a string where a number was
+        raise KitError(f"{runs_dir}: a run manifest holds a value of the wrong type ({exc})") from None
+
+
+def _summary_block(runs_dir, data_dir, zip_path, track, steps) -> str:
     from .manifest import TASK1_DIR, TASK1_MANIFEST, TASK2_DIR, TASK2_MANIFEST, read_manifest
     from .paths import DataPaths
     from .sample import TRUTH_DIR, read_truth, summary

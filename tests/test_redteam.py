@@ -198,3 +198,35 @@ def test_runs_on_a_non_utf8_results_csv_is_one_error_line(tmp_path):
     (tmp_path / "results.csv").write_bytes(b"\xff\xfe\x00garbage\n")
     with pytest.raises(KitError, match="not a results table the kit can read"):
         read_results(tmp_path)
+
+
+def test_summary_over_a_hand_edited_manifest_is_one_error_line(tmp_path, tiny_data):
+    """`mmctr summary` with best_valid_auc "nan" (a string) in the task2 manifest was an
+    `unexpected ValueError` with a traceback log."""
+    import json
+
+    from mmctr.runs import summary_block
+
+    (tmp_path / "task2").mkdir()
+    (tmp_path / "task2" / "manifest.json").write_text(json.dumps({"kind": "task2", "best_valid_auc": "nan"}))
+    with pytest.raises(KitError, match="wrong type"):
+        summary_block(tmp_path, tiny_data, track="task2")
+
+
+def test_resume_refuses_a_damaged_history_before_training(tmp_path, tiny_data, monkeypatch, capsys):
+    """`task2 train --resume` over a damaged history.jsonl trained a whole epoch, printed its
+    result, then died on the history when drawing: the check now comes before any work."""
+    import sys
+
+    from task2 import train as train_mod
+    from task2.cli import entry
+
+    out = tmp_path / "runs" / "task2"
+    out.mkdir(parents=True)
+    (out / "history.jsonl").write_text('{"epoch": 1}\n{bad\n')
+    monkeypatch.setattr(train_mod, "train_model", lambda *a, **k: pytest.fail("trained before the check"))
+    monkeypatch.setattr(sys, "argv", ["task2", "train", "--data-dir", str(tiny_data), "--config", "din_baseline",
+                                      "--out", str(out), "--resume"])
+    with pytest.raises(SystemExit) as exc:
+        entry()
+    assert exc.value.code == 2 and "history.jsonl line 2 is not JSON" in capsys.readouterr().err
