@@ -194,8 +194,11 @@ def runs_table(runs_root, track, model, as_csv):
 @click.option("--model")
 def report(runs_root, out, track, model):
     """Draw every run of results.csv side by side (best valid AUC, AUC per epoch) into a PNG."""
+    from .paths import refuse_data_like
     from .plots import plot_results
 
+    if out:
+        refuse_data_like(out)
     click.echo(f"ok: {plot_results(runs_root, out, track=track, model=model)}")
 
 

@@ -32,6 +32,9 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp collapses `link/..` lexically; the kernel (and os.replace) follows the link: resolve
+    # the folder so the temp file is made where the file will land (same dir, same filesystem).
+    path = path.parent.resolve() / path.name
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)

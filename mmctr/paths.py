@@ -101,3 +101,14 @@ def refuse_data_write(out, data_dir, what: str = "--out") -> None:
     if is_inside(out, data_locations(root)):
         raise KitError(f"{what} {out} is inside the data directory {root}: the data is read-only "
                        f"to the kit; write outputs elsewhere (e.g. runs/)")
+
+
+def refuse_data_like(out, what: str = "--out") -> None:
+    """For commands that take no --data-dir: refuse an output that lands in a data set's own
+    entries (a folder holding MicroLens_1M_x1/: its files, MicroLens_1M_x1/, item_images/, ...)."""
+    resolved = Path(os.path.realpath(Path(out).expanduser()))
+    for root in resolved.parents:
+        if (root / C.CTR_DIR).is_dir() and (resolved.parent == root or (
+                resolved.relative_to(root).parts[0] in (C.CTR_DIR, C.IMAGES_DIR, "sample_truth"))):
+            raise KitError(f"{what} {out} is inside the data directory {root} (it holds {C.CTR_DIR}/): "
+                           "the data is read-only to the kit; write outputs elsewhere (e.g. runs/)")

@@ -134,21 +134,28 @@ def read_results(runs_root, track: str | None = None, model: str | None = None) 
     path = Path(runs_root) / RESULTS_NAME
     if not path.is_file():
         raise KitError(f"no results table at {path} (a train or evaluate run writes it)")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise KitError(f"{path} has columns {reader.fieldnames}, expected {','.join(COLUMNS)}")
-        rows = []
-        for i, raw in enumerate(reader, start=2):
-            try:
-                row = {c: (raw[c] or None) for c in COLUMNS}
-                for c in FLOAT_COLUMNS:
-                    row[c] = float(row[c]) if row[c] is not None else None
-                for c in INT_COLUMNS:
-                    row[c] = int(row[c]) if row[c] is not None else None
-            except (TypeError, ValueError) as exc:
-                raise KitError(f"{path} line {i}: {exc}") from None
-            rows.append(row)
+    try:
+        with open(path, newline="") as f:
+            return _typed_rows(path, csv.DictReader(f), track, model)
+    except (UnicodeDecodeError, csv.Error) as exc:  # a damaged or foreign file: one line, not a traceback
+        raise KitError(f"{path} is not a results table the kit can read: {exc}") from None
+
+
+def _typed_rows(path: Path, reader, track, model) -> list[dict]:
+    """Typed rows of a results.csv reader (one KitError naming the line of a bad cell)."""
+    if tuple(reader.fieldnames or ()) != COLUMNS:
+        raise KitError(f"{path} has columns {reader.fieldnames}, expected {','.join(COLUMNS)}")
+    rows = []
+    for i, raw in enumerate(reader, start=2):
+        try:
+            row = {c: (raw[c] or None) for c in COLUMNS}
+            for c in FLOAT_COLUMNS:
+                row[c] = float(row[c]) if row[c] is not None else None
+            for c in INT_COLUMNS:
+                row[c] = int(row[c]) if row[c] is not None else None
+        except (TypeError, ValueError) as exc:
+            raise KitError(f"{path} line {i}: {exc}") from None
+        rows.append(row)
     return [r for r in rows if (track is None or r["track"] == track) and (model is None or r["model"] == model)]
 
 
@@ -367,6 +374,13 @@ def read_steps(path) -> list[tuple[str, float]]:
 def summary_block(runs_dir, data_dir, zip_path=None, track: str = "task1_2", steps=None) -> str:
     """What a finished track folder reached: valid AUC, test AUC of the zip against the sample's
     labels next to the oracle and the sequence-only oracle, time per step, where things are."""
+    try:
+        return _summary_block(runs_dir, data_dir, zip_path, track, steps)
+    except (TypeError, ValueError) as exc:  # a hand-edited manifest: a string where a number was
+        raise KitError(f"{runs_dir}: a run manifest holds a value of the wrong type ({exc})") from None
+
+
+def _summary_block(runs_dir, data_dir, zip_path, track, steps) -> str:
     from .manifest import TASK1_DIR, TASK1_MANIFEST, TASK2_DIR, TASK2_MANIFEST, read_manifest
     from .paths import DataPaths
     from .sample import TRUTH_DIR, read_truth, summary

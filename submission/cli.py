@@ -85,8 +85,11 @@ def pack(track, runs, data_dir, out, prediction, code_dirs, task2_code):
 @click.option("--no-embed", is_flag=True, help="use an existing checkout instead of embedding the code")
 def notebook(track, out, data, no_embed):
     """Export a self-contained notebook that runs the track end to end."""
+    from mmctr.paths import refuse_data_like
+
     from .notebook import write
 
+    refuse_data_like(out)
     path = write(track, out, data=data, embed=not no_embed)
     click.echo(f"ok: {path}")
 

@@ -15,6 +15,7 @@ code. Entries that would land outside the temp dir, and symlink entries, are ref
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -33,6 +34,8 @@ from . import layout as L
 from .prediction import parse_prediction, test_rows
 
 REPRODUCE_TOL = 1e-3
+MAX_BUNDLE_BYTES = 8 << 30  # uncompressed total a bundle may unpack to (code + run files, no data)
+MAX_BUNDLE_ENTRIES = 100_000
 SHIPPED = "run/prediction.csv"  # inside the bundle
 
 
@@ -43,7 +46,12 @@ def safe_extract(bundle: Path, dest: Path) -> None:
     except (OSError, zipfile.BadZipFile) as exc:
         raise KitError(f"{bundle} is not a readable zip ({exc})") from None
     with zf:
-        for info in zf.infolist():
+        infos = zf.infolist()
+        total = sum(info.file_size for info in infos)
+        if len(infos) > MAX_BUNDLE_ENTRIES or total > MAX_BUNDLE_BYTES:
+            raise KitError(f"{bundle}: {len(infos)} entries, {total} bytes unpacked: more than a bundle "
+                           f"holds (at most {MAX_BUNDLE_ENTRIES} entries, {MAX_BUNDLE_BYTES} bytes)")
+        for info in infos:
             name = PurePosixPath(info.filename)
             if name.is_absolute() or ".." in name.parts or "\\" in info.filename:
                 raise KitError(f"{bundle}: entry {info.filename!r} would land outside the folder")
@@ -54,7 +62,11 @@ def safe_extract(bundle: Path, dest: Path) -> None:
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(zf.read(info))
+            try:  # streamed: the header's file_size caps what ZipExtFile yields
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
+                raise KitError(f"{bundle}: entry {info.filename!r} is damaged ({exc})") from None
             if (info.external_attr >> 16) & 0o111:
                 target.chmod(0o755)
 

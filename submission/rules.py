@@ -303,7 +303,8 @@ def _check_task2_manifest(ctx: _Ctx, t2: dict) -> None:
     if isinstance(ck, dict) and ck.get(L.PATH):
         p = ctx.data_file(ck[L.PATH], ctx.run2)
         if not p.is_file():
-            r.warn("provenance", f"{where}:{L.CHECKPOINT}", f"checkpoint {ctx.rel(p)} is missing; cannot verify it")
+            r.add("provenance", f"{where}:{L.CHECKPOINT}", f"checkpoint {ctx.rel(p)} is missing: the "
+                  "prediction cannot be verified without it (keep the run's best.pt)")
         elif not ck.get(L.SHA256) or ctx.sha(p) != ck[L.SHA256]:
             r.add("provenance", ctx.rel(p), "checkpoint changed after training (sha256 differs from the manifest)")
     else:
@@ -354,6 +355,23 @@ def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
                 for key in ("path", "source"):  # where the weights live ("source" may be "package:...")
                     if isinstance(m.get(key), str) and Path(m[key]).expanduser().is_absolute():
                         declared_src.append(_resolve(m[key]))
+    if t2 is not None and isinstance(t2.get(M.INPUTS), dict):  # what task2 must have read
+        read = {_resolve(p): (raw, sha) for raw, (p, sha) in _manifest_inputs(ctx, t2, ctx.run2, "").items()}
+        test_like = truth_shas | {test_sha}  # reported under no-test-in-training below
+        where = f"{ctx.rel(ctx.run.task2_manifest)}:{M.INPUTS}"
+        tables = {_resolve(p) for p in (ctx.paths.table(C.TRAIN), ctx.paths.table(C.VALID), test_path,
+                                        ctx.paths.table(C.ITEM_INFO), ctx.run.item_info)}
+        for table in (C.TRAIN, C.VALID):
+            if _resolve(ctx.paths.table(table)) not in read:
+                r.add("inputs-in-data", where, f"does not record {table.relpath} of this data dir as read: "
+                      "the CTR model must train on the provided data")
+        info = t2.get(L.ITEM_INFO) if isinstance(t2.get(L.ITEM_INFO), dict) else {}
+        if info.get(L.PATH):
+            tables.add(_resolve(_item_info_path(ctx, info)))
+        for p, (raw, sha) in read.items():  # task2 reads train, valid and one item_info: nothing else
+            if p not in tables and not _under(p, _resolve(truth)) and not (sha and sha in test_like):
+                r.add("inputs-in-data", f"{where}[{raw}]", "task2 reads only train, valid and its "
+                      "item_info; another input means training on other data")
     for doc, mpath, may_use_weights in ((t1, ctx.run.task1_manifest, True),
                                         (t2, ctx.run.task2_manifest, False)):
         if doc is None:
@@ -367,7 +385,15 @@ def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
             elif _under(_resolve(p), _resolve(truth)) or (sha and sha in truth_shas):
                 r.add("no-test-in-training", shown,
                       "reads the sample's true labels/click probabilities (test labels)")
-            if ctx.in_data(p) or _under(_resolve(p), ctx.run.runs):
+            if ctx.in_data(p):  # the organisers' copy must be the very file the run read
+                if not p.is_file():
+                    r.add("inputs-in-data", shown, f"{ctx.rel(p)} is not in this data dir: the run read "
+                          "a file the organisers' data does not have")
+                elif sha != ctx.sha(p):
+                    r.add("inputs-in-data", shown, f"{ctx.rel(p)} in this data dir is not the file the run "
+                          "read (sha256 differs from the manifest): trained on modified data")
+                continue
+            if _under(_resolve(p), ctx.run.runs):
                 continue
             if may_use_weights and ((sha and sha in declared_sha) or
                                     any(_resolve(p) == s or _under(_resolve(p), s) for s in declared_src)):
@@ -639,8 +665,8 @@ def _check_rescored(ctx: _Ctx, t2: dict, scores, where: str) -> None:
     from .fingerprint import RESCORE_TOL, RESCORE_TOL_AMP, rescore
 
     state, items, why = _load_run_checkpoint(ctx, t2)
-    if state is None:
-        ctx.report.warn("provenance", where, f"not re-scored with the checkpoint: {why}")
+    if state is None:  # an unloadable checkpoint would let any prediction through unverified
+        ctx.report.add("provenance", where, f"cannot be re-scored with the run's checkpoint: {why}")
         return
     seed = secrets.randbits(31)
     try:

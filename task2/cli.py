@@ -31,6 +31,8 @@ def train(data_dir, config, item_info, out, sets, max_epochs, device, resume):
     from mmctr import runs
     results = runs.runs_root_for(out)  # runs/results.csv gets this run's row
     runs.check_results(results, data_dir)
+    if resume:  # its history is appended to and drawn at the end: a damaged one fails now, not then
+        runs.read_history(out)
     t0 = time.perf_counter()
 
     overrides = parse_overrides(sets)
