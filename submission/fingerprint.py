@@ -2,8 +2,10 @@
 
 The fingerprint of a network is its module types (in order) and its state_dict names and shapes,
 with the item-table sizes written as symbols, so it does not depend on the data. The fixed
-DIN's fingerprint hash is frozen in mmctr.tracks (FIXED_DIN_ARCH_SHA256); print the current
-code's with `python -m submission.fingerprint` (only after a deliberate change of the baseline).
+DIN's fingerprint hash is frozen in mmctr.tracks (FIXED_DIN_ARCH_SHA256), and so are its logits on
+a fixed synthetic batch (FIXED_DIN_LOGITS: an edited forward with the same modules changes them);
+print the current code's with `python -m submission.fingerprint` (only after a deliberate change
+of the baseline).
 """
 from __future__ import annotations
 
@@ -48,6 +50,37 @@ def fingerprint(model, n_items: int, n_tags: int) -> dict:
     return {**doc, "params": sum(p.numel() for p in model.parameters()), "sha256": sha}
 
 
+def forward_fingerprint() -> list:
+    """Logits of the fixed DIN (eval mode) on a fixed synthetic item table and batch, every
+    parameter and buffer drawn from a fixed generator: pins what din.py computes, not only its
+    shapes. Frozen in mmctr.tracks.FIXED_DIN_LOGITS."""
+    import types
+
+    import torch
+
+    g = torch.Generator().manual_seed(20242025)
+    n_items, n_tags = 40, 12
+    tags = torch.randint(1, n_tags, (n_items + 1, 5), generator=g)
+    tags[0] = 0
+    emb = torch.randn(n_items + 1, 128, generator=g)
+    emb[0] = 0
+    items = types.SimpleNamespace(n_items=n_items, n_tags=n_tags, tags=tags, emb=emb)
+    model = build_fixed_din(items)
+    with torch.no_grad():
+        for name, t in sorted(model.state_dict().items()):
+            if t.is_floating_point():
+                value = torch.randn(t.shape, generator=g) * 0.1
+                t.copy_(value.abs() + 0.5 if name.endswith("running_var") else value)
+    model.eval()
+    seq = torch.randint(1, n_items + 1, (6, 8), generator=g)
+    seq[torch.arange(6).unsqueeze(1) > torch.arange(8).unsqueeze(0) + 2] = 0  # left padding...
+    seq = seq.flip(1)  # ...most recent last
+    batch = {"seq": seq, "item": torch.randint(1, n_items + 1, (6,), generator=g),
+             "likes": torch.randint(0, 11, (6,), generator=g), "views": torch.randint(0, 11, (6,), generator=g)}
+    with torch.no_grad():
+        return [round(float(v), 6) for v in model(batch).reshape(-1)]
+
+
 def build_fixed_din(items, net_dropout: float = 0.1):
     """The fixed DIN as the current task2 code builds it over `items` (a task2 ItemTable)."""
     from task2.models import create_model
@@ -88,6 +121,7 @@ def main() -> None:
         emb = torch.zeros(1001, 128)
 
     print(fingerprint(build_fixed_din(_Items()), _Items.n_items, _Items.n_tags)["sha256"])
+    print(forward_fingerprint())
 
 
 if __name__ == "__main__":

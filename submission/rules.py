@@ -17,7 +17,8 @@ from mmctr import manifest as M
 from mmctr.errors import KitError
 from mmctr.io import file_sha256
 from mmctr.paths import DataPaths, data_locations, is_inside
-from mmctr.tracks import FIXED_DIN_ARCH_SHA256, TASK1_TUNABLE, Track, fixed_din_config, get_track
+from mmctr.tracks import (FIXED_DIN_ARCH_SHA256, FIXED_DIN_LOGITS, FIXED_DIN_LOGITS_TOL, TASK1_TUNABLE, Track,
+                          fixed_din_config, get_track)
 
 from . import layout as L
 from .scan import iter_sources, scan_file, tracked_sources
@@ -534,7 +535,7 @@ def _load_run_checkpoint(ctx: _Ctx, t2: dict):
 
 
 def _check_din_architecture(ctx: _Ctx, t2: dict, cfg: dict) -> None:
-    from .fingerprint import build_fixed_din, fingerprint, shapes
+    from .fingerprint import build_fixed_din, fingerprint, forward_fingerprint, shapes
 
     r = ctx.report
     state, items, why = _load_run_checkpoint(ctx, t2)
@@ -555,6 +556,13 @@ def _check_din_architecture(ctx: _Ctx, t2: dict, cfg: dict) -> None:
               f"the DIN code builds another network than the fixed DIN (architecture fingerprint "
               f"{fp['sha256'][:12]}, frozen {FIXED_DIN_ARCH_SHA256[:12]}): the Task-1 track may not change "
               "the CTR model code")
+    logits = forward_fingerprint()
+    gap = max(abs(a - b) for a, b in zip(logits, FIXED_DIN_LOGITS))
+    if len(logits) != len(FIXED_DIN_LOGITS) or gap > FIXED_DIN_LOGITS_TOL:
+        r.add("fixed-din", "task2/models/din.py",
+              f"the DIN code computes another function than the fixed DIN (logits on the frozen synthetic "
+              f"batch differ by {gap:.2e}, tolerance {FIXED_DIN_LOGITS_TOL:g}): the Task-1 track may not "
+              "change the CTR model code")
     got = shapes(state["model"], items.n_items, items.n_tags)
     if got != fp["state"]:
         want = {n: s for n, s, _ in fp["state"]}

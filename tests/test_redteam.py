@@ -255,11 +255,6 @@ def test_tree_library_behind_an_import_of_a_git_ignored_module_is_caught(tmp_pat
     assert "no-trees" in run_check(runs, data, "task2", clean_code).broken
 
 
-@pytest.mark.xfail(strict=True, reason="hole open: under the Task-1 track the fixed DIN is pinned by its "
-                   "architecture fingerprint (module types, shapes, parameter count) only; an edit of "
-                   "din.py's forward (here: the DNN input scaled by 1.5) keeps it, and re-scoring runs the "
-                   "same edited code, so check says ok (fix: freeze in mmctr/tracks.py a functional "
-                   "fingerprint: outputs of the fixed DIN at a fixed seed on a fixed synthetic batch)")
 def test_fixed_din_with_an_edited_forward_is_caught(tmp_path, data, clean_code, monkeypatch):
     from task2.models import din
 

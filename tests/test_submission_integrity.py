@@ -654,3 +654,20 @@ def test_reproduce_md_names_the_image_variant(monkeypatch):
     import torch
 
     assert torch.__version__ in packmod._environment_line()
+
+
+def test_frozen_fixed_din_fingerprints_match_the_current_code():
+    """The frozen architecture hash and logits are the current din.py's (update them in
+    mmctr/tracks.py only after a deliberate change of the baseline: `python -m submission.fingerprint`)."""
+    import torch
+
+    from mmctr.tracks import FIXED_DIN_ARCH_SHA256, FIXED_DIN_LOGITS, FIXED_DIN_LOGITS_TOL
+    from submission.fingerprint import build_fixed_din, fingerprint, forward_fingerprint
+
+    tags = torch.zeros(31, 5, dtype=torch.long)
+    tags[1, 0] = 6
+    items = type("Items", (), {"n_items": 30, "n_tags": 7, "tags": tags, "emb": torch.zeros(31, 128)})
+    assert fingerprint(build_fixed_din(items), 30, 7)["sha256"] == FIXED_DIN_ARCH_SHA256
+    got = forward_fingerprint()
+    assert max(abs(a - b) for a, b in zip(got, FIXED_DIN_LOGITS)) <= FIXED_DIN_LOGITS_TOL
+    assert forward_fingerprint() == got  # deterministic
