@@ -21,7 +21,7 @@ from mmctr.tracks import (FIXED_DIN_ARCH_SHA256, FIXED_DIN_LOGITS, FIXED_DIN_LOG
                           fixed_din_config, get_track)
 
 from . import layout as L
-from .scan import iter_sources, scan_file, tracked_sources
+from .scan import iter_sources, local_imports, scan_file, tracked_sources
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TASK2_CODE = "task2"  # the kit's CTR model code (repo-relative): also scanned for pretrained models
@@ -255,6 +255,14 @@ def _check_code(ctx: _Ctx, code_dirs, task2_code) -> None:
         for p in iter_sources(d):
             shown, was_ctr = files.get(_resolve(p), (_display(p), False))
             files[_resolve(p)] = (shown, was_ctr or ctr)
+    queue = list(files)
+    while queue:  # follow static imports into repo modules git does not track (or ignores)
+        src = queue.pop()
+        for dep in local_imports(src, REPO_ROOT):
+            if dep not in files:
+                files[dep] = (_display(dep), files[src][1])
+                queue.append(dep)
+                r.warn("scope", files[dep][0], f"not tracked by git, imported by {files[src][0]}: scanned too")
     for p, (shown, ctr_code) in files.items():
         for h in scan_file(p, pretrained=ctr_code, display=shown):
             if h.kind == "tree":

@@ -357,6 +357,45 @@ def scan_file(path, pretrained: bool, display: str | None = None) -> list:
     return _scan_source(text, file, 0, pretrained)
 
 
+def local_imports(path, repo) -> list:
+    """Files under `repo` that `path`'s static imports resolve to (a.b -> a/b.py or a/b/__init__.py;
+    relative imports from the file's own folder). Lets the scan follow tracked code into modules
+    that git does not track or ignores."""
+    path, repo = Path(path), Path(repo).resolve()
+    if path.suffix != ".py":
+        return []
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, OSError, ValueError):
+        return []
+    targets = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets += [(repo, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = repo
+            if node.level:
+                base = path.resolve().parent
+                for _ in range(node.level - 1):
+                    base = base.parent
+            mod = node.module or ""
+            targets += [(base, f"{mod}.{a.name}" if mod else a.name) for a in node.names]
+            if mod:
+                targets.append((base, mod))
+    found = []
+    for base, dotted in targets:
+        stem = base.joinpath(*dotted.split("."))
+        for cand in (stem.with_suffix(".py"), stem / "__init__.py"):
+            try:
+                resolved = cand.resolve()
+                resolved.relative_to(repo)
+            except (ValueError, OSError):
+                continue
+            if cand.is_file() and not cand.is_symlink():
+                found.append(resolved)
+    return found
+
+
 def tracked_sources(repo) -> tuple:
     """(git-tracked and untracked-not-ignored .py/.ipynb paths relative to `repo`, the symlinks
     among them, not followed).

@@ -232,10 +232,6 @@ def test_resume_refuses_a_damaged_history_before_training(tmp_path, tiny_data, m
     assert exc.value.code == 2 and "history.jsonl line 2 is not JSON" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(strict=True, reason="hole open: the scan reads git-tracked files only and does not "
-                   "follow a tracked file's import into an untracked/git-ignored module of the repo "
-                   "(fix: for each static import that resolves to a .py under REPO_ROOT, scan that file "
-                   "too, or flag the import of an untracked repo module)")
 def test_tree_library_behind_an_import_of_a_git_ignored_module_is_caught(tmp_path, data, clean_code,
                                                                           monkeypatch):
     import subprocess
