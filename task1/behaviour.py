@@ -19,6 +19,8 @@ from mmctr.paths import DataPaths
 from .linalg import truncated_svd
 
 CHUNK_VALUES = 2_000_000  # co-occurrence pairs are counted in slices of this many items (bounded temporaries)
+MERGE_EVERY = 8  # slices' sparse counts are summed in groups of this many
+SVD_POWER_ITERATIONS = 4  # each costs two sparse products (PPMI with smoothed contexts is not symmetric)
 
 
 def _lists(col, path, n_items: int):
@@ -66,10 +68,26 @@ def sequences(paths: DataPaths, cfg, n_items: int):
     return out, read
 
 
+def _merge(mats: list, shape) -> sp.csr_matrix:
+    """Sum sparse matrices in one pass (duplicates summed by the COO -> CSR conversion)."""
+    if len(mats) == 1:
+        return mats[0]
+    coos = [m.tocoo() for m in mats]
+    return sp.coo_matrix((np.concatenate([c.data for c in coos]),
+                          (np.concatenate([c.row for c in coos]), np.concatenate([c.col for c in coos]))),
+                         shape=shape).tocsr()
+
+
 def cooccurrence(seqs, n_items: int, window: int) -> sp.csr_matrix:
-    """Symmetric (n+1, n+1) counts: items d <= window apart in one sequence add 1/d."""
-    total = sp.csr_matrix((n_items + 1, n_items + 1), dtype=np.float64)
+    """Symmetric (n+1, n+1) counts: items d <= window apart in one sequence add 1/d.
+
+    Vectorised over all sequences at once: for each distance d, the values d apart with the same
+    list id are a pair. Each slice's pairs are summed into a CSR; slices are merged in groups (one
+    sort each, not one pass per slice), and the matrix is symmetrised once at the end."""
+    shape = (n_items + 1, n_items + 1)
+    done: list = []
     for values, parents in seqs:
+        values, parents = values.astype(np.int32), parents.astype(np.int64)
         for start in range(0, len(values), CHUNK_VALUES):
             stop = min(len(values), start + CHUNK_VALUES + window)  # overlap: pairs across the cut
             v, p = values[start:stop], parents[start:stop]
@@ -82,13 +100,17 @@ def cooccurrence(seqs, n_items: int, window: int) -> sp.csr_matrix:
                     same[CHUNK_VALUES:] = False
                 a, b = v[:-d][same], v[d:][same]
                 ne = a != b
-                rows.append(a[ne].astype(np.int32)), cols.append(b[ne].astype(np.int32))
-                w.append(np.full(int(ne.sum()), 1.0 / d, dtype=np.float32))
+                rows.append(a[ne]), cols.append(b[ne])
+                w.append(np.full(int(ne.sum()), 1.0 / d, dtype=np.float64))
             if rows:
-                r, c, ww = np.concatenate(rows), np.concatenate(cols), np.concatenate(w)
-                m = sp.csr_matrix((ww.astype(np.float64), (r, c)), shape=total.shape)
-                total = total + m + m.T
-    return total.tocsr()
+                done.append(sp.coo_matrix((np.concatenate(w), (np.concatenate(rows), np.concatenate(cols))),
+                                          shape=shape).tocsr())
+            if len(done) >= MERGE_EVERY:
+                done = [_merge(done, shape)]
+    if not done:
+        return sp.csr_matrix(shape, dtype=np.float64)
+    upper = _merge(done, shape)
+    return (upper + upper.T).tocsr()
 
 
 def ppmi(co: sp.csr_matrix, alpha: float = 0.75, shift: float = 1.0) -> sp.csr_matrix:
@@ -115,7 +137,7 @@ def behaviour_embeddings(paths: DataPaths, n_items: int, cfg, seed: int):
     cold[0] = True
     co = sp.diags((~cold).astype(np.float64)) @ co @ sp.diags((~cold).astype(np.float64))
     m = ppmi(co, shift=cfg.neg_shift)
-    emb, explained = truncated_svd(m, cfg.dim, seed)
+    emb, explained = truncated_svd(m, cfg.dim, seed, niter=SVD_POWER_ITERATIONS)
     warm = np.asarray((m != 0).sum(axis=1)).ravel() > 0
     emb[~warm] = 0
     stats = {"sequences": int(sum(len(np.unique(p)) for _, p in seqs)),
