@@ -113,17 +113,41 @@ def cooccurrence(seqs, n_items: int, window: int) -> sp.csr_matrix:
     return (upper + upper.T).tocsr()
 
 
+def _rows_of(csr: sp.csr_matrix) -> np.ndarray:
+    return np.repeat(np.arange(csr.shape[0], dtype=np.int32), np.diff(csr.indptr))
+
+
+def _keep(csr: sp.csr_matrix, rows: np.ndarray, keep: np.ndarray, data: np.ndarray) -> sp.csr_matrix:
+    """The entries of a CSR (row of each entry: `rows`) where `keep`, with new values; stays CSR."""
+    per_row = np.bincount(rows[keep], minlength=csr.shape[0])
+    indptr = np.concatenate([[0], np.cumsum(per_row)])
+    return sp.csr_matrix((data[keep], csr.indices[keep], indptr), shape=csr.shape)
+
+
+def drop_cold(co: sp.csr_matrix, cold: np.ndarray) -> sp.csr_matrix:
+    """Remove the rows and columns of cold items (row 0 holds no counts: ids start at 1)."""
+    if not cold[1:].any():
+        return co
+    rows = _rows_of(co)
+    return _keep(co, rows, ~cold[rows] & ~cold[co.indices], co.data)
+
+
 def ppmi(co: sp.csr_matrix, alpha: float = 0.75, shift: float = 1.0) -> sp.csr_matrix:
     """Positive PMI with context-distribution smoothing (counts^alpha) and a log(shift) offset."""
-    co = co.tocoo()
+    co = sp.csr_matrix(co)
     row_sum = np.asarray(co.sum(axis=1)).ravel()
     ctx = row_sum ** alpha
     total, ctx_total = row_sum.sum(), ctx.sum()
     if total <= 0:
-        return co.tocsr()
-    pmi = np.log(co.data) + np.log(ctx_total) - np.log(row_sum[co.row]) - np.log(ctx[co.col]) - np.log(shift)
-    keep = pmi > 0
-    return sp.csr_matrix((pmi[keep], (co.row[keep], co.col[keep])), shape=co.shape)
+        return co
+    with np.errstate(divide="ignore"):  # log(0) only for rows/columns without counts, never gathered
+        log_row, log_ctx = np.log(row_sum).astype(np.float32), np.log(ctx).astype(np.float32)
+    pmi = np.log(co.data).astype(np.float32)
+    pmi += np.float32(np.log(ctx_total) - np.log(shift))
+    rows = _rows_of(co)
+    pmi -= log_row[rows]
+    pmi -= log_ctx[co.indices]
+    return _keep(co, rows, pmi > 0, pmi)
 
 
 def behaviour_embeddings(paths: DataPaths, n_items: int, cfg, seed: int):
@@ -135,7 +159,7 @@ def behaviour_embeddings(paths: DataPaths, n_items: int, cfg, seed: int):
     co = cooccurrence(seqs, n_items, cfg.window)
     cold = counts < cfg.min_count
     cold[0] = True
-    co = sp.diags((~cold).astype(np.float64)) @ co @ sp.diags((~cold).astype(np.float64))
+    co = drop_cold(co, cold)
     m = ppmi(co, shift=cfg.neg_shift)
     emb, explained = truncated_svd(m, cfg.dim, seed, niter=SVD_POWER_ITERATIONS)
     warm = np.asarray((m != 0).sum(axis=1)).ravel() > 0

@@ -98,3 +98,30 @@ def test_pca_on_row_sample_keeps_the_axes(monkeypatch):
     q_full, q_part = np.linalg.qr(full[1:])[0], np.linalg.qr(part[1:])[0]
     assert np.linalg.svd(q_full.T @ q_part, compute_uv=False).min() > 0.99
     assert explained_part == pytest.approx(explained_full, abs=0.02)
+
+
+def _ppmi_reference(co, alpha=0.75, shift=1.0):
+    co = co.toarray()
+    row_sum = co.sum(1)
+    ctx = row_sum ** alpha
+    out = np.zeros_like(co)
+    r, c = np.nonzero(co)
+    pmi = np.log(co[r, c]) + np.log(ctx.sum()) - np.log(row_sum[r]) - np.log(ctx[c]) - np.log(shift)
+    out[r[pmi > 0], c[pmi > 0]] = pmi[pmi > 0]
+    return out
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_ppmi_and_drop_cold_match_dense_references(shift):
+    a = sp.random(60, 60, density=0.2, random_state=1)
+    a = (a + a.T).tolil()
+    a[0, :], a[:, 0], a[58:, :], a[:, 58:] = 0, 0, 0, 0  # padding row and trailing rows without counts
+    a = a.tocsr()
+    a.eliminate_zeros()
+    np.testing.assert_allclose(behaviour.ppmi(a, shift=shift).toarray(), _ppmi_reference(a, shift=shift), atol=1e-5)
+    cold = np.random.default_rng(0).random(60) < 0.3
+    cold[0] = True
+    dense = a.toarray()
+    dense[cold] = 0
+    dense[:, cold] = 0
+    np.testing.assert_array_equal(behaviour.drop_cold(a, cold).toarray(), dense)
