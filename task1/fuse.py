@@ -19,6 +19,8 @@ import torch
 
 from mmctr import contract as C
 
+from .linalg import blas_threads
+
 BEHAVIOUR = "behaviour"
 CHUNK = 16384  # rows per block in the PCA (bounded float64 temporaries)
 PCA_FIT_ROWS = 32768  # the principal axes are fitted on at most this many random items
@@ -114,6 +116,23 @@ def pca(parts: dict, dim: int = C.EMB_DIM):
     return finish(z), {"method": "pca", "input_dim": d_in, "explained_variance": round(explained, 4)}
 
 
+def _train_steps(f, h, opt, sched, content, behave, train, bs, log_t, gen, dev, steps, progress, losses):
+    """The InfoNCE steps: random batches of warm training items, content vs behaviour."""
+    for _ in (progress(steps, desc="fusion") if progress else steps):
+        b = train[torch.randint(len(train), (bs,), generator=gen)].unique()
+        zc = torch.nn.functional.normalize(f(content[b].to(dev)), dim=-1)
+        zb = torch.nn.functional.normalize(h(behave[b].to(dev)), dim=-1)
+        logits = zc @ zb.T / log_t.exp()
+        target = torch.arange(len(b), device=dev)
+        loss = (torch.nn.functional.cross_entropy(logits, target)
+                + torch.nn.functional.cross_entropy(logits.T, target)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+
+
 def contrastive(parts: dict, warm: np.ndarray, cfg: dict, seed: int, device: str = "cpu",
                 dim: int = C.EMB_DIM, progress=None):
     """Align content to behaviour (InfoNCE); returns (emb (n+1, dim), info)."""
@@ -149,19 +168,15 @@ def contrastive(parts: dict, warm: np.ndarray, cfg: dict, seed: int, device: str
     bs = min(cfg.batch_size, len(train))
     steps = range(cfg.steps)
     losses = []
-    for _ in (progress(steps, desc="fusion") if progress else steps):
-        b = train[torch.randint(len(train), (bs,), generator=gen)].unique()
-        zc = torch.nn.functional.normalize(f(content[b].to(dev)), dim=-1)
-        zb = torch.nn.functional.normalize(h(behave[b].to(dev)), dim=-1)
-        logits = zc @ zb.T / log_t.exp()
-        target = torch.arange(len(b), device=dev)
-        loss = (torch.nn.functional.cross_entropy(logits, target)
-                + torch.nn.functional.cross_entropy(logits.T, target)) / 2
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+    threads = torch.get_num_threads()
+    if dev.type == "cpu":
+        # One step is ~0.1 GFLOP: a second thread gains little, and on shared cores its
+        # synchronisation made steps 10x slower (1,300 vs 125 ms at load 12 on 2 cores).
+        torch.set_num_threads(1)
+    try:
+        _train_steps(f, h, opt, sched, content, behave, train, bs, log_t, gen, dev, steps, progress, losses)
+    finally:
+        torch.set_num_threads(threads)
     with torch.no_grad():
         zc = torch.cat([torch.nn.functional.normalize(f(c.to(dev)), dim=-1).cpu()
                         for c in content.split(65536)])
@@ -189,11 +204,12 @@ def fuse(parts: dict, masks: dict, weights: dict, cfg, warm, seed: int, device="
     Returns (emb (n+1, 128), info).
 
     An item that has none of the parts (every part fell back) gets the all-zero vector."""
-    prepared = {k: prepare(parts[k], masks[k], float(weights[k])) for k in parts}
-    if cfg.method == "pca":
-        z, info = pca(prepared)
-    else:
-        z, info = contrastive(prepared, warm, cfg, seed, device=device, progress=progress)
+    with blas_threads():
+        prepared = {k: prepare(parts[k], masks[k], float(weights[k])) for k in parts}
+        if cfg.method == "pca":
+            z, info = pca(prepared)
+        else:
+            z, info = contrastive(prepared, warm, cfg, seed, device=device, progress=progress)
     z = z * np.float32(cfg.output_norm)
     nothing = ~np.logical_or.reduce([masks[k] for k in parts])
     nothing[0] = True

@@ -1,10 +1,23 @@
 """Deterministic randomized truncated SVD of a scipy sparse matrix (float32 sparse products)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import scipy.sparse as sp
+import torch
+from threadpoolctl import threadpool_limits
 
 OVERSAMPLE = 10  # extra sketch columns beyond k (Halko et al.)
+
+
+@contextmanager
+def blas_threads():
+    """numpy's BLAS/LAPACK limited to torch's thread count (task1 build sets it from
+    runtime.num_threads): OpenBLAS otherwise starts one thread per core, and on a loaded machine
+    its spinning threads made a QR 5x slower than one thread (measured on 2 shared cores)."""
+    with threadpool_limits(limits=max(1, torch.get_num_threads()), user_api="blas"):
+        yield
 
 
 def _orth(y: np.ndarray) -> np.ndarray:
@@ -29,7 +42,11 @@ def truncated_svd(mat, k: int, seed: int, niter: int = 6, symmetric: bool = Fals
     matrix (|eigenvalue| = singular value), so each iteration costs one sparse product. Column
     signs are fixed so that each column's largest-magnitude entry is positive (identical results
     run to run)."""
-    mat = sp.csr_matrix(mat, dtype=np.float32)
+    with blas_threads():
+        return _truncated_svd(sp.csr_matrix(mat, dtype=np.float32), k, seed, niter, symmetric)
+
+
+def _truncated_svd(mat, k: int, seed: int, niter: int, symmetric: bool):
     n, m = mat.shape
     k_eff = max(1, min(k, n - 1, m - 1))
     if mat.nnz == 0:
