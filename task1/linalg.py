@@ -21,7 +21,8 @@ def blas_threads():
 
 
 def _orth(y: np.ndarray) -> np.ndarray:
-    return np.linalg.qr(y)[0]
+    # torch's (MKL) QR: 4x faster than numpy's on a 92k x 74 float32 block (0.3 vs 1.25 s)
+    return torch.linalg.qr(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)))[0].numpy()
 
 
 def _range(mat, mat_t, k: int, q: int, seed: int, niter: int, symmetric: bool) -> np.ndarray:
