@@ -10,6 +10,7 @@ Not a test: prints figures (and writes them to <out>/bench_task1.json).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -80,14 +81,16 @@ def bench_full_provided(root: Path, out: Path, threads: int, users: int, train_r
         make_full_features(root, users=users, train_rows=train_rows)
     made = round(time.perf_counter() - t0, 1)
     cfg = load_config("provided_features", {"runtime": {"num_threads": threads}})
+    load_before = os.getloadavg()[0]  # other work on the machine: timings are only comparable at similar load
     t0 = time.perf_counter()
     m = build(root, cfg, out, cache_dir=out / "cache", use_cache=False, progress=False)
     total = round(time.perf_counter() - t0, 1)
     res = {"items": m["n_items"], "threads": threads, "item_seq_users": users, "train_rows": train_rows,
+           "load_avg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
            "cpu_s": round(time.process_time(), 1), "data_made_s": made, "build_s": total,
            "timings": m["timings"], "fusion": m["parts"]["fusion"]}
     print(f"provided_features on {m['n_items']:,} items, {threads} threads: {total} s "
-          f"(per part: {m['timings']})", flush=True)
+          f"(per part: {m['timings']}; load average {res['load_avg_1min']})", flush=True)
     return res
 
 

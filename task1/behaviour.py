@@ -19,6 +19,8 @@ from mmctr.paths import DataPaths
 from .linalg import truncated_svd
 
 CHUNK_VALUES = 2_000_000  # co-occurrence pairs are counted in slices of this many items (bounded temporaries)
+MERGE_EVERY = 8  # slices' sparse counts are summed in groups of this many
+SVD_POWER_ITERATIONS = 4  # each costs two sparse products (PPMI with smoothed contexts is not symmetric)
 
 
 def _lists(col, path, n_items: int):
@@ -66,10 +68,26 @@ def sequences(paths: DataPaths, cfg, n_items: int):
     return out, read
 
 
+def _merge(mats: list, shape) -> sp.csr_matrix:
+    """Sum sparse matrices in one pass (duplicates summed by the COO -> CSR conversion)."""
+    if len(mats) == 1:
+        return mats[0]
+    coos = [m.tocoo() for m in mats]
+    return sp.coo_matrix((np.concatenate([c.data for c in coos]),
+                          (np.concatenate([c.row for c in coos]), np.concatenate([c.col for c in coos]))),
+                         shape=shape).tocsr()
+
+
 def cooccurrence(seqs, n_items: int, window: int) -> sp.csr_matrix:
-    """Symmetric (n+1, n+1) counts: items d <= window apart in one sequence add 1/d."""
-    total = sp.csr_matrix((n_items + 1, n_items + 1), dtype=np.float64)
+    """Symmetric (n+1, n+1) counts: items d <= window apart in one sequence add 1/d.
+
+    Vectorised over all sequences at once: for each distance d, the values d apart with the same
+    list id are a pair. Each slice's pairs are summed into a CSR; slices are merged in groups (one
+    sort each, not one pass per slice), and the matrix is symmetrised once at the end."""
+    shape = (n_items + 1, n_items + 1)
+    done: list = []
     for values, parents in seqs:
+        values, parents = values.astype(np.int32), parents.astype(np.int64)
         for start in range(0, len(values), CHUNK_VALUES):
             stop = min(len(values), start + CHUNK_VALUES + window)  # overlap: pairs across the cut
             v, p = values[start:stop], parents[start:stop]
@@ -82,26 +100,54 @@ def cooccurrence(seqs, n_items: int, window: int) -> sp.csr_matrix:
                     same[CHUNK_VALUES:] = False
                 a, b = v[:-d][same], v[d:][same]
                 ne = a != b
-                rows.append(a[ne].astype(np.int32)), cols.append(b[ne].astype(np.int32))
-                w.append(np.full(int(ne.sum()), 1.0 / d, dtype=np.float32))
+                rows.append(a[ne]), cols.append(b[ne])
+                w.append(np.full(int(ne.sum()), 1.0 / d, dtype=np.float64))
             if rows:
-                r, c, ww = np.concatenate(rows), np.concatenate(cols), np.concatenate(w)
-                m = sp.csr_matrix((ww.astype(np.float64), (r, c)), shape=total.shape)
-                total = total + m + m.T
-    return total.tocsr()
+                done.append(sp.coo_matrix((np.concatenate(w), (np.concatenate(rows), np.concatenate(cols))),
+                                          shape=shape).tocsr())
+            if len(done) >= MERGE_EVERY:
+                done = [_merge(done, shape)]
+    if not done:
+        return sp.csr_matrix(shape, dtype=np.float64)
+    upper = _merge(done, shape)
+    return (upper + upper.T).tocsr()
+
+
+def _rows_of(csr: sp.csr_matrix) -> np.ndarray:
+    return np.repeat(np.arange(csr.shape[0], dtype=np.int32), np.diff(csr.indptr))
+
+
+def _keep(csr: sp.csr_matrix, rows: np.ndarray, keep: np.ndarray, data: np.ndarray) -> sp.csr_matrix:
+    """The entries of a CSR (row of each entry: `rows`) where `keep`, with new values; stays CSR."""
+    per_row = np.bincount(rows[keep], minlength=csr.shape[0])
+    indptr = np.concatenate([[0], np.cumsum(per_row)])
+    return sp.csr_matrix((data[keep], csr.indices[keep], indptr), shape=csr.shape)
+
+
+def drop_cold(co: sp.csr_matrix, cold: np.ndarray) -> sp.csr_matrix:
+    """Remove the rows and columns of cold items (row 0 holds no counts: ids start at 1)."""
+    if not cold[1:].any():
+        return co
+    rows = _rows_of(co)
+    return _keep(co, rows, ~cold[rows] & ~cold[co.indices], co.data)
 
 
 def ppmi(co: sp.csr_matrix, alpha: float = 0.75, shift: float = 1.0) -> sp.csr_matrix:
     """Positive PMI with context-distribution smoothing (counts^alpha) and a log(shift) offset."""
-    co = co.tocoo()
+    co = sp.csr_matrix(co)
     row_sum = np.asarray(co.sum(axis=1)).ravel()
     ctx = row_sum ** alpha
     total, ctx_total = row_sum.sum(), ctx.sum()
     if total <= 0:
-        return co.tocsr()
-    pmi = np.log(co.data) + np.log(ctx_total) - np.log(row_sum[co.row]) - np.log(ctx[co.col]) - np.log(shift)
-    keep = pmi > 0
-    return sp.csr_matrix((pmi[keep], (co.row[keep], co.col[keep])), shape=co.shape)
+        return co
+    with np.errstate(divide="ignore"):  # log(0) only for rows/columns without counts, never gathered
+        log_row, log_ctx = np.log(row_sum).astype(np.float32), np.log(ctx).astype(np.float32)
+    pmi = np.log(co.data).astype(np.float32)
+    pmi += np.float32(np.log(ctx_total) - np.log(shift))
+    rows = _rows_of(co)
+    pmi -= log_row[rows]
+    pmi -= log_ctx[co.indices]
+    return _keep(co, rows, pmi > 0, pmi)
 
 
 def behaviour_embeddings(paths: DataPaths, n_items: int, cfg, seed: int):
@@ -113,9 +159,9 @@ def behaviour_embeddings(paths: DataPaths, n_items: int, cfg, seed: int):
     co = cooccurrence(seqs, n_items, cfg.window)
     cold = counts < cfg.min_count
     cold[0] = True
-    co = sp.diags((~cold).astype(np.float64)) @ co @ sp.diags((~cold).astype(np.float64))
+    co = drop_cold(co, cold)
     m = ppmi(co, shift=cfg.neg_shift)
-    emb, explained = truncated_svd(m, cfg.dim, seed)
+    emb, explained = truncated_svd(m, cfg.dim, seed, niter=SVD_POWER_ITERATIONS)
     warm = np.asarray((m != 0).sum(axis=1)).ravel() > 0
     emb[~warm] = 0
     stats = {"sequences": int(sum(len(np.unique(p)) for _, p in seqs)),
