@@ -157,7 +157,12 @@ def main() -> None:
                                    f"{max(r['epochs'] for r in rep['rows'])} epochs.")
         measured = rep.get("measured") or (f"{path} (written {dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc):%Y-%m-%d %H:%M} UTC "
                                            "by an earlier version of this bench, which did not record its command).")
-        lines = report_lines(rep["rows"], rep["config"], f"{head} Rendered from {measured}")
+        engines = {r["engine"] for r in rep["rows"]}
+        paired = [r for r in rep["rows"] if {q["engine"] for q in rep["rows"] if q["seed"] == r["seed"]} == engines]
+        cut = len(rep["rows"]) - len(paired)
+        if cut:
+            head += f" {cut} run(s) of a seed the other engine did not finish are left out."
+        lines = report_lines(paired, rep["config"], f"{head} Rendered from {measured}")
         print("\n".join(lines))
         if args.doc:
             write_doc_block(Path(args.doc), "din_engines",
