@@ -41,19 +41,19 @@ def report_lines(rep: dict) -> list[str]:
     seeds = sorted({r["seed"] for r in rows})
     lines = [rep["head"], "",
              "| item_info (fixed DIN, kit engine) | " + " | ".join(f"AUC ep {e + 1}" for e in range(n_ep))
-             + f" | best AUC{' (mean ± sd)' if len(seeds) > 1 else ''} | best epoch | samples/s |",
-             "|---|" + "---|" * n_ep + "---|---|---|"]
+             + f" | best AUC{' (mean ± sd)' if len(seeds) > 1 else ''} | seeds | best epoch per seed | samples/s |",
+             "|---|" + "---|" * n_ep + "---|---|---|---|"]
     for name in names:
         rs = [r for r in rows if r["item_info"] == name]
         per_ep = [pm([r["valid_auc"][i] if i < len(r["valid_auc"]) else None for r in rs]) if len(rs) > 1
                   else (f"{rs[0]['valid_auc'][i]:.4f}" if i < len(rs[0]["valid_auc"]) else "-") for i in range(n_ep)]
         best = pm([r["best_valid_auc"] for r in rs]) if len(rs) > 1 else f"{rs[0]['best_valid_auc']:.4f}"
-        lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(per_ep) + f" | {best} | "
+        lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(per_ep) + f" | {best} | {len(rs)} | "
                      f"{'/'.join(str(r['best_epoch']) for r in rs)} | "
                      f"{mean_sd([r['samples_per_s'] for r in rs])[0]:,.0f} |")
     if rep.get("oracle_valid_auc") is not None:
         lines.append(f"| oracle (the sample's true click probability) | " + " | " * n_ep
-                     + f"{rep['oracle_valid_auc']:.4f} | | |")
+                     + f"{rep['oracle_valid_auc']:.4f} | | | |")
     lines += ["", f"Seeds: {', '.join(map(str, seeds))}. Config: din_baseline.yaml (batch_size "
               f"{rep['config']['batch_size']}, net_dropout {rep['config']['net_dropout']}, learning_rate "
               f"{rep['config']['learning_rate']}, embedding_regularizer {rep['config']['embedding_regularizer']})."]
