@@ -1,31 +1,40 @@
 """Benchmark the fixed DIN's two engines side by side: the kit's (task2) and the organisers'
-FuxiCTR 2.3.7 DIN (`make fuxictr-env`), same data, same config, same epochs.
+FuxiCTR 2.3.7 DIN (`make fuxictr-env`), same data, same config, same epochs, several seeds.
 
-Prints valid AUC per epoch and training samples/s of each, and the AUC gap (goal: < 0.005).
+Prints valid AUC per epoch and training samples/s of each run, then per engine the mean ± sd
+over seeds, and the AUC gap kit - fuxictr (goal: within 0.005). The seed is not a Task-1
+tunable key; the bench varies it only to show the noise. `--doc docs/task1.md` also rewrites
+the block `<!-- bench:din_engines -->` ... `<!-- /bench:din_engines -->` there.
 
-    python bench/bench_din_engines.py --data-dir /tmp/fx-data --train-rows 20000 --epochs 2
+    python bench/bench_din_engines.py --data-dir /tmp/fx-data --train-rows 20000 --epochs 2 \\
+        --seeds 20242025,1,2 --doc docs/task1.md
     python bench/bench_din_engines.py --data-dir data/full --device cuda --epochs 3  # on a GPU
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import os
+import re
+import shlex
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from mmctr import contract as C  # noqa: E402
 from mmctr.io import environment, read_parquet, read_parquet_metadata, write_parquet  # noqa: E402
 from mmctr.paths import DataPaths  # noqa: E402
 from task1.evaluate import din_config  # noqa: E402
-from task1.fuxictr_engine import train_fuxictr  # noqa: E402
 from task2.config import parse_overrides  # noqa: E402
-from task2.train import train_model  # noqa: E402
 
-ENGINES = {"kit": train_model, "fuxictr": train_fuxictr}
+FIXED_SEED = 20242025
 
 
 def subset(root: Path, out: Path, n_train: int | None, n_valid: int | None) -> Path:
@@ -37,53 +46,172 @@ def subset(root: Path, out: Path, n_train: int | None, n_valid: int | None) -> P
     return out
 
 
+def engine_fn(name: str):
+    if name == "kit":
+        from task2.train import train_model
+        return train_model
+    if name == "fuxictr":
+        from task1.fuxictr_engine import train_fuxictr
+        return train_fuxictr
+    sys.exit(f"error: unknown engine '{name}' (kit, fuxictr)")
+
+
+def mean_sd(xs) -> tuple[float, float]:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return float("nan"), float("nan")
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def pm(xs, fmt="{:.4f}") -> str:
+    m, s = mean_sd(xs)
+    return f"{fmt.format(m)} ± {fmt.replace('+', '').format(s)}"
+
+
+def stamp(argv) -> str:
+    """Date, commit, machine, load and command of a measurement (for a generated doc block)."""
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = " (uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
+    env = environment()
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    cmd = " ".join(shlex.quote(a) for a in ["python", os.path.relpath(argv[0], ROOT), *argv[1:]])
+    return (f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC at commit {commit}{dirty}: `{cmd}`. "
+            f"Machine: {env.get('platform')}, torch {env.get('torch')}, {os.cpu_count()} CPU cores visible "
+            f"(shared with other jobs; load average 1/5/15 min at the end: {load}), GPU {env.get('cuda') or 'none'}.")
+
+
+def write_doc_block(page: Path, name: str, body: list[str]) -> None:
+    """Replace the block `<!-- bench:NAME -->` ... `<!-- /bench:NAME -->` of page (appended if absent)."""
+    text = page.read_text()
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = begin + "\n" + "\n".join(body).rstrip() + "\n" + end
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    text = pattern.sub(lambda _: block, text, count=1) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    page.write_text(text)
+    print(f"ok: {page} <- bench:{name}")
+
+
+def report_lines(rows: list[dict], cfg, head: str) -> list[str]:
+    engines = list(dict.fromkeys(r["engine"] for r in rows))
+    n_ep = max(r["epochs"] for r in rows)
+    lines = [head, "", "| engine | seed | " + " | ".join(f"AUC ep {e + 1}" for e in range(n_ep))
+             + " | best AUC | samples/s | wall s |", "|---|---|" + "---|" * n_ep + "---|---|---|"]
+    for r in rows:
+        aucs = [f"{a:.4f}" for a in r["valid_auc"]] + ["-"] * (n_ep - len(r["valid_auc"]))
+        lines.append(f"| {r['engine']} | {r['seed']} | " + " | ".join(aucs)
+                     + f" | {r['best_valid_auc']:.4f} | {r['samples_per_s']:,.0f} | {r['wall_s']:.0f} |")
+    lines += ["", f"Mean ± sd over seeds ({len({r['seed'] for r in rows})}):", "",
+              "| engine | " + " | ".join(f"AUC ep {e + 1}" for e in range(n_ep)) + " | best AUC | samples/s |",
+              "|---|" + "---|" * n_ep + "---|---|"]
+    by = {e: [r for r in rows if r["engine"] == e] for e in engines}
+    for e, rs in by.items():
+        per_ep = [pm([r["valid_auc"][i] if i < len(r["valid_auc"]) else None for r in rs]) for i in range(n_ep)]
+        lines.append(f"| {e} | " + " | ".join(per_ep) + f" | {pm([r['best_valid_auc'] for r in rs])} | "
+                     f"{pm([r['samples_per_s'] for r in rs], '{:,.0f}')} |")
+    if {"kit", "fuxictr"} <= set(by):
+        kit = {r["seed"]: r for r in by["kit"]}
+        fx = {r["seed"]: r for r in by["fuxictr"]}
+        seeds = [s for s in kit if s in fx]
+        gaps = [[kit[s]["valid_auc"][i] - fx[s]["valid_auc"][i] for s in seeds
+                 if i < min(len(kit[s]["valid_auc"]), len(fx[s]["valid_auc"]))] for i in range(n_ep)]
+        best = [kit[s]["best_valid_auc"] - fx[s]["best_valid_auc"] for s in seeds]
+        m, _ = mean_sd(best)
+        speed = mean_sd([r["samples_per_s"] for r in by["kit"]])[0] / mean_sd([r["samples_per_s"] for r in by["fuxictr"]])[0]
+        lines += ["", "Gap kit - fuxictr, same seed, mean ± sd over seeds: "
+                  + ", ".join(f"epoch {i + 1} {pm(g, '{:+.4f}')}" for i, g in enumerate(gaps) if g)
+                  + f"; best AUC {pm(best, '{:+.4f}')} ({'within' if abs(m) < 0.005 else 'outside'} the 0.005 goal). "
+                  f"Speed: kit {speed:.1f}x fuxictr samples/s."]
+    lines += ["", f"Config (both engines): batch_size {cfg['batch_size']}, net_dropout {cfg['net_dropout']}, "
+              f"learning_rate {cfg['learning_rate']}, embedding_regularizer {cfg['embedding_regularizer']}, "
+              f"net_regularizer {cfg['net_regularizer']}; everything else din_baseline.yaml."]
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--data-dir", help="the data root (required unless --render)")
     ap.add_argument("--item-info", default=None, help="default: the data's provided item_info.parquet")
     ap.add_argument("--train-rows", type=int, default=None, help="first N train rows (CPU: keep small)")
     ap.add_argument("--valid-rows", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--engines", default="kit,fuxictr")
+    ap.add_argument("--seeds", default=str(FIXED_SEED), help="comma list; each engine runs once per seed")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of each engine")
     ap.add_argument("--set", action="append", default=[],
                     help="a key the Task-1 track may change, for both engines, e.g. batch_size=1024")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--doc", help="rewrite the bench:din_engines block of this markdown page")
+    ap.add_argument("--render", help="a --json file of an earlier (possibly cut-short) run: render it, no training")
     args = ap.parse_args()
+    if args.render:
+        path = Path(args.render)
+        rep = json.loads(path.read_text())
+        r0 = rep["rows"][0]
+        head = rep.get("head") or (f"Data: first {r0['train_rows']:,} train / {r0['valid_rows']:,} valid rows, "
+                                   f"{max(r['epochs'] for r in rep['rows'])} epochs.")
+        measured = rep.get("measured") or (f"{path} (written {dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc):%Y-%m-%d %H:%M} UTC "
+                                           "by an earlier version of this bench, which did not record its command).")
+        engines = {r["engine"] for r in rep["rows"]}
+        paired = [r for r in rep["rows"] if {q["engine"] for q in rep["rows"] if q["seed"] == r["seed"]} == engines]
+        cut = len(rep["rows"]) - len(paired)
+        if cut:
+            head += f" {cut} run(s) of a seed the other engine did not finish are left out."
+        lines = report_lines(paired, rep["config"], f"{head} Rendered from {measured}")
+        print("\n".join(lines))
+        if args.doc:
+            write_doc_block(Path(args.doc), "din_engines",
+                            ["_Generated by `bench/bench_din_engines.py --doc`; do not edit by hand. "
+                             f"{stamp(sys.argv).replace('Measured', 'Rendered', 1)}_", "", *lines])
+        return
 
+    if not args.data_dir:
+        sys.exit("error: --data-dir is required unless --render")
     root = DataPaths.resolve(args.data_dir).root
-    cfg = din_config(overrides={**parse_overrides(args.set), "num_threads": args.threads})
+    base = din_config(overrides={**parse_overrides(args.set), "num_threads": args.threads})
+    seeds = [int(s) for s in args.seeds.split(",")]
+    engines = {e: engine_fn(e) for e in args.engines.split(",")}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = subset(root, Path(tmp) / "data", args.train_rows, args.valid_rows)
         info = Path(args.item_info) if args.item_info else data / C.ITEM_INFO.relpath
         n_train = read_parquet_metadata(data / C.TRAIN.relpath, what="train").num_rows
         n_valid = read_parquet_metadata(data / C.VALID.relpath, what="valid").num_rows
-        for engine in args.engines.split(","):
-            t0 = time.perf_counter()
-            res = ENGINES[engine](cfg, data, info, Path(tmp) / engine, device=args.device,
-                                  max_epochs=args.epochs, quiet=True)
-            rows.append({"engine": engine, "train_rows": n_train, "valid_rows": n_valid,
-                         "epochs": len(res["history"]), "valid_auc": [round(h["valid_auc"], 5) for h in res["history"]],
-                         "best_valid_auc": round(res["best_valid_auc"], 5),
-                         "samples_per_s": round(res["samples_per_s"], 1), "wall_s": round(time.perf_counter() - t0, 1)})
+
+        def head() -> str:
+            return (f"Data: {root} (first {n_train:,} train / {n_valid:,} valid rows), item_info "
+                    f"{'provided' if not args.item_info else args.item_info}, {args.epochs} epochs, "
+                    f"{args.threads} torch threads, device {args.device}.")
+        for seed in seeds:
+            cfg = base.replace("train", seed=seed)
+            for engine, train in engines.items():
+                t0 = time.perf_counter()
+                res = train(cfg, data, info, Path(tmp) / f"{engine}-{seed}", device=args.device,
+                            max_epochs=args.epochs, quiet=True)
+                rows.append({"engine": engine, "seed": seed, "train_rows": n_train, "valid_rows": n_valid,
+                             "epochs": len(res["history"]),
+                             "valid_auc": [round(h["valid_auc"], 5) for h in res["history"]],
+                             "best_valid_auc": round(res["best_valid_auc"], 5),
+                             "samples_per_s": round(res["samples_per_s"], 1),
+                             "wall_s": round(time.perf_counter() - t0, 1)})
+                r = rows[-1]
+                print(f"{engine:8} seed {seed}: valid AUC {r['valid_auc']} {r['samples_per_s']:,.0f} samples/s "
+                      f"{r['wall_s']} s", flush=True)
+                if args.json:  # after each run: a cut-short bench keeps what it measured
+                    Path(args.json).write_text(json.dumps({"config": base.to_flat(), "rows": rows, "head": head(),
+                                                           "measured": stamp(sys.argv)}, indent=2))
+    lines = report_lines(rows, base, head())
     print(f"machine: {environment()}")
-    print(f"data: {root} (first {n_train} train / {n_valid} valid rows), threads {args.threads}, "
-          f"batch_size {cfg['batch_size']}, net_dropout {cfg['net_dropout']}, lr {cfg['learning_rate']}, "
-          f"embedding_regularizer {cfg['embedding_regularizer']}")
-    print(f"{'engine':8} {'train rows':>10} {'epochs':>6} {'valid AUC per epoch':>24} {'best AUC':>9} "
-          f"{'samples/s':>10} {'wall s':>7}")
-    for r in rows:
-        print(f"{r['engine']:8} {r['train_rows']:>10} {r['epochs']:>6} {str(r['valid_auc']):>24} "
-              f"{r['best_valid_auc']:>9.5f} {r['samples_per_s']:>10,.0f} {r['wall_s']:>7}")
-    if len(rows) == 2:
-        gap = rows[0]["best_valid_auc"] - rows[1]["best_valid_auc"]
-        print(f"AUC gap {rows[0]['engine']} - {rows[1]['engine']}: {gap:+.5f} "
-              f"({'within' if abs(gap) < 0.005 else 'outside'} 0.005); "
-              f"speed ratio {rows[0]['samples_per_s'] / rows[1]['samples_per_s']:.1f}x")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"config": cfg, "rows": rows}, indent=2, default=str))
+    print("\n".join(lines))
+    if args.doc:
+        write_doc_block(Path(args.doc), "din_engines",
+                        ["_Generated by `bench/bench_din_engines.py --doc`; do not edit by hand. "
+                         f"{stamp(sys.argv)}_", "", *lines])
 
 
 if __name__ == "__main__":
