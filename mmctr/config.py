@@ -83,7 +83,7 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _describe(err: dict, raw: dict) -> str:
+def _describe(err: dict) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
         return f"unknown config key '{loc}'"
@@ -98,7 +98,7 @@ def build(model: type[S], raw: dict, source: str | None = None) -> S:
     try:
         return model.model_validate(numbers(raw or {}))
     except ValidationError as exc:
-        problems = [_describe(e, raw) for e in exc.errors()]
+        problems = [_describe(e) for e in exc.errors()]
         where = f"{source}: " if source else ""
         known = ""
         if any(e["type"] == "extra_forbidden" for e in exc.errors()) and len(exc.errors()) == 1:

@@ -483,6 +483,10 @@ def test_narrowed_scope_cannot_hide_tracked_files(run12, data, clean_code, tmp_p
     "code = compile('import sklearn.ensemble', 'x', 'exec')\n",
     "import importlib as il\nm = il.import_module(f'{\"xg\"}boost')\n",
     "s = 'import ' + 'xgboost'\nexec(s)\n",
+    "import importlib\nm = getattr(importlib, 'import_module')('xgboost')\n",
+    "import builtins\nbuiltins.exec('import lightgbm')\n",
+    "import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'import xgboost; print(1)'])\n",
+    "import os\nos.system('pip install catboost')\n",
 ])
 def test_dynamic_imports_and_exec_are_flagged(run12, data, clean_code, source):
     (clean_code / "sneaky.py").write_text(source)
@@ -584,17 +588,6 @@ def test_prediction_edited_and_restamped_is_caught_by_rescoring(run12, data, cle
     report = run_check(run12, data, "task1_2", clean_code)
     assert "provenance" in report.broken, report.lines()
     assert any("re-scored" in v.reason for v in report.violations)
-
-
-@pytest.mark.parametrize("source", [
-    "import importlib\nm = getattr(importlib, 'import_module')('xgboost')\n",
-    "import builtins\nbuiltins.exec('import lightgbm')\n",
-    "import subprocess, sys\nsubprocess.run([sys.executable, '-c', 'import xgboost; print(1)'])\n",
-    "import os\nos.system('pip install catboost')\n",
-])
-def test_more_evasions_are_flagged(run12, data, clean_code, source):
-    (clean_code / "sneaky2.py").write_text(source)
-    assert "no-trees" in run_check(run12, data, "task1_2", clean_code).broken
 
 
 def test_untracked_file_beside_tracked_code_is_scanned(run12, data, clean_code, tmp_path, monkeypatch):
