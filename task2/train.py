@@ -276,8 +276,8 @@ class Trainer:
                     self.inputs[where[M.PATH]] = sha
                     if where["root"] == "data":
                         self.data_files[where[M.PATH]] = sha
-                self.item_info_entry = {**locate(self.item_info_path, self.paths.root, self.out),
-                                        M.SHA256: file_sha256(self.item_info_path)}
+                info = locate(self.item_info_path, self.paths.root, self.out)
+                self.item_info_entry = {**info, M.SHA256: self.inputs[info[M.PATH]]}  # hashed just above
 
     def _build(self) -> None:
         with self.timer("build"):
