@@ -72,7 +72,7 @@ def train_one(job: dict) -> dict:
     cfg = load_config(job["config"], over)
     torch.set_num_threads(job["num_threads"])
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, job["data_dir"], None, tmp, quiet=True)
+        trainer = Trainer(cfg, job["data_dir"], job.get("item_info"), tmp, quiet=True)
         if "id_lr_scale" in bench:  # what a param-group change in task2/train.py would do
             ids = {id(p) for p in trainer.core.id_parameters()}
             rest = [p for p in trainer.core.parameters() if id(p) not in ids]
@@ -123,6 +123,7 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated ablation names (default: all; 'none': only --variant ones)")
     ap.add_argument("--variant", action="append", default=[], help="extra variant NAME=KEY=VALUE[;KEY=VALUE]")
     ap.add_argument("--set", action="append", default=[], help="override for every variant, KEY=VALUE")
+    ap.add_argument("--item-info", help="item_info.parquet to train on (default: the data's own)")
     ap.add_argument("--out", default="runs/bench_ablation", help="results.jsonl goes here")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--num-threads", type=int, default=1)
@@ -146,7 +147,8 @@ def main() -> None:
             if any(r["variant"] == name and r["seed"] == seed and r["sets"] == sets for r in done):
                 continue
             jobs.append({"variant": name, "sets": sets, "seed": seed, "config": args.config, "data_dir": str(root),
-                         "max_epochs": args.max_epochs, "num_threads": args.num_threads})
+                         "max_epochs": args.max_epochs, "num_threads": args.num_threads,
+                         "item_info": args.item_info})
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for r in pool.map(train_one, jobs):
             done.append(r)
@@ -162,7 +164,8 @@ def main() -> None:
     results = [r for r in done if r["seed"] in seeds and r["variant"] in variants
                and r["sets"] == variants[r["variant"]] + args.set]
     print(f"machine: {environment()}")
-    print(f"data: {root}  config: {args.config}  seeds: {list(seeds)}  max epochs: {args.max_epochs}  "
+    item_info = args.item_info or "the data's own"
+    print(f"data: {root}  item_info: {item_info}  config: {args.config}  seeds: {list(seeds)}  max epochs: {args.max_epochs}  "
           f"oracle valid AUC: {oracles.get('full')}  sequence-only oracle: {oracles.get('seq')}")
     print(table(results, list(variants), oracles))
 

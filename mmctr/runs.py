@@ -392,11 +392,18 @@ def _summary_block(runs_dir, data_dir, zip_path, track, steps) -> str:
     hist = m2.get("history") or []
     lines.append(f"valid AUC        {m2.get('best_valid_auc', float('nan')):.4f}  ({m2.get('model')}, best epoch "
                  f"{m2.get('best_epoch')} of {len(hist)}, {m2.get('samples_per_s') or 0:,.0f} samples/s)")
+    aucs = [row.get("valid_auc") for row in hist if isinstance(row, dict)]
+    if aucs and all(isinstance(a, (int, float)) for a in aucs):
+        best = max(range(len(aucs)), key=aucs.__getitem__)
+        lines.append(f"after the best   valid AUC fell {aucs[best] - min(aucs[best:]):.4f} at most in the "
+                     f"{len(aucs) - best - 1} epoch(s) before the run stopped")
     truth = (root / TRUTH_DIR / "summary.json").is_file()
     if truth:
         s = summary(root)
+        seq = s.get('valid_seq_oracle_auc', float('nan'))
         lines.append(f"valid oracle     {s.get('valid_oracle_auc', float('nan')):.4f}  "
-                     f"sequence-only oracle {s.get('valid_seq_oracle_auc', float('nan')):.4f}")
+                     f"sequence-only oracle {seq:.4f}  "
+                     f"(gap to it {seq - m2.get('best_valid_auc', float('nan')):+.4f})")
     if zip_path is not None and Path(zip_path).is_file():
         if truth:
             from submission.prediction import score  # the organisers' scoring, as `submission score`
