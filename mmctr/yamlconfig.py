@@ -1,11 +1,44 @@
-"""Named YAML configs shared by task1 and task2: find a config by name or path, read it."""
+"""Named YAML configs shared by task1 and task2: find a config by name or path, read it.
+
+Booleans are read as YAML 1.2 has them: only true/false (True, TRUE, False, FALSE). PyYAML's
+YAML 1.1 words (yes/no/on/off/y/n) stay strings, so a bool key given one is refused by name
+instead of silently meaning a boolean (`on: off` would be {True: False} in YAML 1.1).
+"""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 
 from .errors import KitError
+
+BOOL_TAG = "tag:yaml.org,2002:bool"
+BOOL_WORDS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+
+
+class Loader(yaml.SafeLoader):
+    """yaml.SafeLoader with YAML 1.2 booleans."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != BOOL_TAG]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def construct_yaml_bool(self, node):
+        value = self.construct_scalar(node)
+        if value not in BOOL_WORDS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{value!r} is not a boolean; use true or false", node.start_mark)
+        return BOOL_WORDS[value]
+
+
+Loader.add_implicit_resolver(BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+Loader.add_constructor(BOOL_TAG, Loader.construct_yaml_bool)
+
+
+def load(text: str):
+    """YAML text -> Python values (safe types, YAML 1.2 booleans)."""
+    return yaml.load(text, Loader=Loader)
 
 
 def config_path(name_or_path, config_dir: Path) -> Path:
@@ -25,7 +58,7 @@ def config_path(name_or_path, config_dir: Path) -> Path:
 def read_mapping(path: Path) -> dict:
     """The YAML file's top-level mapping (empty file = {}); clear errors for bad YAML."""
     try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = load(Path(path).read_text()) or {}
     except yaml.YAMLError as exc:
         raise KitError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
