@@ -35,6 +35,7 @@ TINY_T2 = ["--config", "transformer_dcn_small", "--max-epochs", "1", "--set", "m
            "--set", "d_model=16", "--set", "embedding_dim=16", "--set", "tag_dim=8", "--set", "mm_dim=16",
            "--set", "dnn_hidden_units=[32]", "--set", "cross_layers=1"]
 SCORE = re.compile(r"(0|1)\.[0-9]{8}")
+pytestmark = pytest.mark.slow  # trains a model end to end (about a minute of CPU)
 
 
 def cli(cwd: Path, *args) -> subprocess.CompletedProcess:
