@@ -614,3 +614,27 @@ def test_cli_set_yaml11_bool_is_one_line_error(tiny_data, tmp_path, cli_args, ke
     assert r.stderr.startswith("error: ") and f"config key '{key}'" in r.stderr
     assert r.stderr.rstrip().endswith("use true or false")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text, value", [
+    ("010", 10), ("-007", -7), ("0o10", 8), ("0x1F", 31), ("1_000", 1000), ("12", 12),  # YAML 1.1: 010 = 8
+    ("1:30", "1:30"), ("1:30.5", "1:30.5"), ("190:20:30", "190:20:30"),  # YAML 1.1: sexagesimal 90, 90.5...
+    ("1.5", 1.5), ("5e-2", 0.05), ("-.inf", float("-inf")), (".5", 0.5), ("0b101", "0b101"),
+])
+def test_yaml_numbers_read_as_yaml12(tmp_path, text, value):
+    assert yaml_value(text) == value and type(yaml_value(text)) is type(value)
+    f = tmp_path / "c.yaml"
+    f.write_text(f"k: {text}\n")
+    assert read_yaml(f) == {"k": value}
+
+
+def test_leading_zero_and_sexagesimal_config_values(tmp_path):
+    from task2.config import load_config as task2_config
+
+    f = tmp_path / "c.yaml"
+    f.write_text("model: transformer_dcn\nmax_len: 064\nseed: 0123\n")
+    cfg = task2_config(f)
+    assert cfg.train.max_len == 64 and cfg.train.seed == 123
+    f.write_text("model: transformer_dcn\nmax_epochs: 1:30\n")
+    with pytest.raises(KitError, match=r"config key 'max_epochs' = '1:30': Input should be a valid integer"):
+        task2_config(f)
