@@ -41,7 +41,7 @@ def csv_safe(value):
     (also as text: '-5') are left alone."""
     if not isinstance(value, str) or _NUMBER.fullmatch(value):
         return value
-    if value.startswith("'") or value.lstrip(" ").startswith(FORMULA_START):
+    if value.startswith("'") or value.lstrip().startswith(FORMULA_START):
         return "'" + value
     return value
 

@@ -273,7 +273,7 @@ def test_evaluate_cli_records_one_row_per_din(tiny_data, tmp_path):
         assert (out / f"din_{name}" / "training.png").read_bytes()[:8] == PNG_MAGIC
 
 
-FORMULAS = ["=1+1", "+SUM(A1:A2)", "-2+3", "@SUM(1)", "\t=1", " =HYPERLINK(\"http://x\")",
+FORMULAS = ["=1+1", "+SUM(A1:A2)", "-2+3", "@SUM(1)", "\t=1", " =HYPERLINK(\"http://x\")", "\u00a0\u3000=1",
             "=cmd|' /C calc'!A0", "'=already quoted", "'", "'plain"]
 
 
