@@ -42,7 +42,7 @@ def search_dirs() -> list[Path]:
 def _runs_imports(pth: Path) -> bool:
     """True when site.py would exec a line of this .pth file."""
     try:
-        text = pth.read_bytes().decode("utf-8", errors="replace")
+        text = pth.read_bytes().decode("utf-8-sig", errors="replace")
     except OSError:
         return True  # unreadable to us is not proof that nothing runs
     return any(line.startswith(("import ", "import\t")) for line in text.splitlines())

@@ -79,6 +79,7 @@ def test_cheap_build_train_predict_check_pack(tmp_path, tiny_data):
     p = cli(tmp_path, "submission", "pack", "--track", TRACK, "--runs", runs, "--data-dir", tiny_data,
             "--out", out)
     assert p.returncode == 0, p.stderr[-3000:]
+    assert (runs / "submission_repro.zip").is_file()
 
     with zipfile.ZipFile(out) as z:
         assert z.namelist() == [C.SUBMISSION_FILE] == ["prediction.csv"]

@@ -694,6 +694,7 @@ def hooked_site(tmp_path) -> tuple[Path, dict]:
     (site / "usercustomize" / "__init__.py").write_text("")
     (site / "patch.pth").write_text("# a comment\n/some/dir\nimport os; os.environ.setdefault('X', '1')\n")
     (site / "tabbed.pth").write_text("import\tos\n")
+    (site / "bom.pth").write_bytes(b"\xef\xbb\xbfimport os\n")  # Python 3.13's site.py reads utf-8-sig
     (site / "paths_only.pth").write_text("/some/dir\n# import os\n imports.py\n")  # runs nothing
     (site / "setuptools_like.pth").write_text("import os\n")
     _dist(site, "setuptools", {"setuptools_like.pth": None})  # a locked dist, hash matches: vouched for
@@ -705,6 +706,7 @@ def hooked_site(tmp_path) -> tuple[Path, dict]:
                 "usercustomize/__init__.py": "in no installed distribution's RECORD",
                 "patch.pth": "in no installed distribution's RECORD",
                 "tabbed.pth": "in no installed distribution's RECORD",
+                "bom.pth": "in no installed distribution's RECORD",
                 "tampered.pth": "RECORD of numpy lists it with another sha256",
                 "own_wheel.pth": "of distribution my-private-helpers, which the kit's lock files do not pin"}
     return site, {str((site / k).resolve()): v for k, v in expected.items()}
