@@ -182,7 +182,7 @@ def runs_table(runs_root, track, model, as_csv):
 
         w = csv.DictWriter(sys.stdout, fieldnames=runs.COLUMNS, lineterminator="\n")
         w.writeheader()
-        w.writerows(runs.ranked(rows))
+        w.writerows({c: runs.csv_safe(v) for c, v in r.items()} for r in runs.ranked(rows))
     else:
         click.echo(runs.format_table(rows))
 

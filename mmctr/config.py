@@ -1,7 +1,8 @@
 """The typed config layer shared by task1 and task2 (pydantic v2).
 
 A config is a tree of `Section` models: every key has a type and a range, unknown keys are
-refused, bools are never ints, YAML number forms such as `5e-2` are numbers. Sources merge in
+refused, bools are never ints and only true/false (YAML 1.2: `yes`/`on` are strings, refused for a
+bool key), YAML number forms such as `5e-2` are numbers. Sources merge in
 order (defaults <- YAML file <- `--set a.b=value` overrides) and a bad value is one KitError
 naming the key, the value and what is allowed.
 """
@@ -13,6 +14,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from . import yamlconfig
 from .errors import KitError
 
 # YAML 1.1 (PyYAML) reads 5e-2, 1e5, +1.5e3 as strings; YAML 1.2 and users read them as numbers.
@@ -29,9 +31,9 @@ S = TypeVar("S", bound=Section)
 
 
 def yaml_value(text: str):
-    """One `--set` value parsed as YAML, with YAML 1.2 number forms (5e-2) read as numbers."""
+    """One `--set` value parsed as YAML, with YAML 1.2 number forms (5e-2) and booleans read."""
     try:
-        value = yaml.safe_load(text)
+        value = yamlconfig.load(text)
     except yaml.YAMLError as exc:
         raise KitError(f"value {text!r} is not valid YAML: {exc}") from None
     return numbers(value)
@@ -90,6 +92,8 @@ def _describe(err: dict) -> str:
     if err["type"] == "missing":
         return f"config key '{loc}' is required"
     shown = f" = {err['input']!r}" if "input" in err and not isinstance(err["input"], dict) else ""
+    if err["type"] in ("bool_type", "bool_parsing"):
+        return f"config key '{loc}'{shown}: {err['msg']}; use true or false"
     return f"config key '{loc}'{shown}: {err['msg']}"
 
 
@@ -114,9 +118,7 @@ def build(model: type[S], raw: dict, source: str | None = None) -> S:
 
 def read_yaml(path) -> dict:
     """A YAML config file's top-level mapping, numbers normalised (see `numbers`)."""
-    from .yamlconfig import read_mapping
-
-    return numbers(read_mapping(path))
+    return numbers(yamlconfig.read_mapping(path))
 
 
 def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:

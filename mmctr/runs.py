@@ -3,6 +3,9 @@
 Each row says when and from which commit a run ran, what it trained (track, model, config
 hash, item_info sha256) and what it reached (best valid AUC, its logloss, samples/s, wall
 seconds). `python -m mmctr runs` prints the table, best run per track first.
+
+A text cell that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab or CR first) is
+written with a leading single quote (OWASP CSV injection), and read back without it.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import io
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 from .errors import KitError
@@ -27,6 +31,24 @@ COLUMNS = ("time", "kind", "track", "model", "label", "git_commit", "config_hash
 FLOAT_COLUMNS = ("best_valid_auc", "valid_logloss", "samples_per_s", "wall_s")
 INT_COLUMNS = ("epochs", "best_epoch")
 HISTORY_NAME = "history.jsonl"
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def csv_safe(value):
+    """A text cell a spreadsheet would run as a formula, prefixed with a single quote; a cell
+    already starting with one gets another, so `csv_unquote` gives back every value. Numbers
+    (also as text: '-5') are left alone."""
+    if not isinstance(value, str) or _NUMBER.fullmatch(value):
+        return value
+    if value.startswith("'") or value.lstrip().startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_unquote(text: str) -> str:
+    """The value `csv_safe` was given."""
+    return text[1:] if text.startswith("'") else text
 
 
 def runs_root_for(run_dir) -> Path:
@@ -60,7 +82,7 @@ def _cell(name: str, value) -> str:
     text = str(value)
     if "\n" in text or "\r" in text:
         raise KitError(f"results.csv field {name} holds a line break: {text!r}")
-    return text
+    return csv_safe(text)
 
 
 def _header_line() -> str:
@@ -148,7 +170,7 @@ def _typed_rows(path: Path, reader, track, model) -> list[dict]:
     rows = []
     for i, raw in enumerate(reader, start=2):
         try:
-            row = {c: (raw[c] or None) for c in COLUMNS}
+            row = {c: (csv_unquote(raw[c] or "") or None) for c in COLUMNS}
             for c in FLOAT_COLUMNS:
                 row[c] = float(row[c]) if row[c] is not None else None
             for c in INT_COLUMNS:

@@ -222,6 +222,7 @@ def check(track, runs, data_dir, code_dirs=None, task2_code=None, din_config=Non
     t1 = _load(r, ctx.run.task1_manifest, "task1", ctx.rel) if ctx.track.new_embeddings else None
 
     _check_code(ctx, code_dirs, task2_code)
+    _check_startup(ctx)
     if t2 is not None:
         _check_task2_manifest(ctx, t2)
         _check_inputs(ctx, t1, t2)
@@ -236,6 +237,16 @@ def check(track, runs, data_dir, code_dirs=None, task2_code=None, din_config=Non
         _check_provided_embeddings(ctx, t2)
     _check_prediction(ctx, t2)
     return r
+
+
+def _check_startup(ctx: _Ctx) -> None:
+    """A warning, never a failure: start-up hooks in this environment that nothing vouches for."""
+    from .startup import VOUCH, unvouched
+
+    found = unvouched()
+    if found:
+        ctx.report.warn("startup", "sys.path", f"{len(found)} file(s) run at interpreter start-up: "
+                        + "; ".join(f"{p} ({why})" for p, why in found) + f". {VOUCH}")
 
 
 def _check_code(ctx: _Ctx, code_dirs, task2_code) -> None:

@@ -274,3 +274,42 @@ def test_evaluate_cli_records_one_row_per_din(tiny_data, tmp_path):
         {f"item_info={k}": v["best_valid_auc"] for k, v in report["runs"].items()}, abs=1e-6)
     for name in ("new", "provided"):
         assert (out / f"din_{name}" / "training.png").read_bytes()[:8] == PNG_MAGIC
+
+
+FORMULAS = ["=1+1", "+SUM(A1:A2)", "-2+3", "@SUM(1)", "\t=1", " =HYPERLINK(\"http://x\")", "\u00a0\u3000=1",
+            "=cmd|' /C calc'!A0", "'=already quoted", "'", "'plain"]
+
+
+@pytest.mark.parametrize("value", FORMULAS)
+def test_string_cells_that_a_spreadsheet_runs_are_neutralised_and_read_back(tmp_path, value):
+    R.append_result(tmp_path, **_row(label=value, model=value, run_dir=value, git_commit=value,
+                                     config_hash=value, track=value, item_info_sha256=value))
+    with open(tmp_path / "results.csv", newline="") as f:
+        raw = list(csv.DictReader(f))[0]
+    for c in ("label", "model", "run_dir", "git_commit", "config_hash", "track", "item_info_sha256"):
+        assert raw[c] == "'" + value, c  # OWASP: a leading single quote makes the cell text
+    row = R.read_results(tmp_path)[0]
+    assert all(row[c] == value for c in ("label", "model", "run_dir", "track")), row
+    res = CliRunner().invoke(mmctr_main, ["runs", "--runs-root", str(tmp_path)])
+    assert res.exit_code == 0 and "'" + value.strip() not in res.output
+
+
+def test_numbers_and_plain_text_are_written_as_they_are(tmp_path):
+    R.append_result(tmp_path, **_row(label="-5", model="din", run_dir="task2/=r", wall_s=-1.5,
+                                     valid_logloss=-0.25, best_valid_auc=0.5))
+    with open(tmp_path / "results.csv", newline="") as f:
+        raw = list(csv.DictReader(f))[0]
+    assert (raw["label"], raw["model"], raw["run_dir"]) == ("-5", "din", "task2/=r")
+    assert (raw["wall_s"], raw["valid_logloss"]) == ("-1.5", "-0.250000")
+    row = R.read_results(tmp_path)[0]
+    assert row["wall_s"] == -1.5 and row["valid_logloss"] == -0.25 and row["label"] == "-5"
+
+
+def test_runs_csv_export_is_neutralised_too(tmp_path):
+    R.append_result(tmp_path, **_row(label="=1+1", wall_s=-2.0))
+    res = CliRunner().invoke(mmctr_main, ["runs", "--runs-root", str(tmp_path), "--csv"])
+    assert res.exit_code == 0, res.output
+    out = list(csv.DictReader(res.output.splitlines()))[0]
+    assert out["label"] == "'=1+1" and out["wall_s"] == "-2.0"
+    table = CliRunner().invoke(mmctr_main, ["runs", "--runs-root", str(tmp_path)]).output
+    assert " =1+1 " in table and "'=1+1" not in table

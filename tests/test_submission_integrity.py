@@ -665,3 +665,99 @@ def test_frozen_fixed_din_fingerprints_match_the_current_code():
     got = forward_fingerprint()
     assert max(abs(a - b) for a, b in zip(got, FIXED_DIN_LOGITS)) <= FIXED_DIN_LOGITS_TOL
     assert forward_fingerprint() == got  # deterministic
+
+
+# ------------------------------------------------------------------ start-up hooks: warned, not vouched for
+
+def _record_hash(path: Path) -> str:
+    import base64
+    import hashlib
+
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
+
+
+def _dist(site: Path, name: str, files: dict) -> None:
+    """A distribution installed in `site`: METADATA + RECORD listing `files` (name -> hash or None)."""
+    info = site / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    rows = [f"{f},{h if h is not None else _record_hash(site / f)},1" for f, h in files.items()]
+    (info / "RECORD").write_text("\n".join(rows + [f"{info.name}/METADATA,,", f"{info.name}/RECORD,,"]) + "\n")
+
+
+@pytest.fixture()
+def hooked_site(tmp_path) -> tuple[Path, dict]:
+    """A site dir with every kind of start-up hook; which ones check must name, and why."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import builtins\nbuiltins.len = len\n")
+    (site / "usercustomize").mkdir()
+    (site / "usercustomize" / "__init__.py").write_text("")
+    (site / "patch.pth").write_text("# a comment\n/some/dir\nimport os; os.environ.setdefault('X', '1')\n")
+    (site / "tabbed.pth").write_text("import\tos\n")
+    (site / "bom.pth").write_bytes(b"\xef\xbb\xbfimport os\n")  # Python 3.13's site.py reads utf-8-sig
+    (site / "paths_only.pth").write_text("/some/dir\n# import os\n imports.py\n")  # runs nothing
+    (site / "setuptools_like.pth").write_text("import os\n")
+    _dist(site, "setuptools", {"setuptools_like.pth": None})  # a locked dist, hash matches: vouched for
+    (site / "tampered.pth").write_text("import os; os.system('true')\n")
+    _dist(site, "numpy", {"tampered.pth": "sha256=" + "A" * 43})  # a locked dist, another hash
+    (site / "own_wheel.pth").write_text("import os\n")
+    _dist(site, "my-private-helpers", {"own_wheel.pth": None})  # RECORD matches, not a kit dependency
+    expected = {"sitecustomize.py": "in no installed distribution's RECORD",
+                "usercustomize/__init__.py": "in no installed distribution's RECORD",
+                "patch.pth": "in no installed distribution's RECORD",
+                "tabbed.pth": "in no installed distribution's RECORD",
+                "bom.pth": "in no installed distribution's RECORD",
+                "tampered.pth": "RECORD of numpy lists it with another sha256",
+                "own_wheel.pth": "of distribution my-private-helpers, which the kit's lock files do not pin"}
+    return site, {str((site / k).resolve()): v for k, v in expected.items()}
+
+
+def test_startup_hooks_not_vouched_for_are_listed(hooked_site):
+    from submission.startup import unvouched
+
+    site, expected = hooked_site
+    assert dict(unvouched([site])) == expected
+    assert unvouched([site / "nowhere", site / "sitecustomize.py"]) == []  # not folders: nothing there
+
+
+def test_sitecustomize_in_a_zip_on_sys_path_is_listed(tmp_path):
+    from submission.startup import unvouched
+
+    archive = tmp_path / "hooks.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("sitecustomize.py", "import os\n")
+        z.writestr("usercustomize/__init__.py", "")
+        z.writestr("other.py", "")
+    assert unvouched([archive]) == [(str(archive / "sitecustomize.py"), "in no installed distribution's RECORD"),
+                                    (str(archive / "usercustomize/__init__.py"),
+                                     "in no installed distribution's RECORD")]
+
+
+def test_check_warns_about_startup_hooks_and_still_passes(run12, data, clean_code, hooked_site, monkeypatch):
+    site, expected = hooked_site
+    monkeypatch.syspath_prepend(str(site))
+    report = run_check(run12, data, "task1_2", clean_code)
+    assert report.ok, report.lines()
+    warned = [w for w in report.warnings if w.rule == "startup"]
+    assert len(warned) == 1 and "startup" not in report.checked
+    for path, why in expected.items():
+        assert f"{path} ({why})" in warned[0].reason
+    assert "check cannot vouch for code run at interpreter start-up; the organisers' `submission " \
+           "reproduce` in a clean image does" in warned[0].reason
+    assert str(site / "paths_only.pth") not in warned[0].reason
+    assert str(site / "setuptools_like.pth") not in warned[0].reason
+    assert any(line.startswith("warn [startup]") for line in report.lines())
+
+
+def test_check_cli_names_a_sitecustomize_that_ran(run12, data, clean_code, tmp_path):
+    site = tmp_path / "pp"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import os\nos.environ['MMCTR_HOOKED'] = '1'\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(site)]))
+    r = subprocess.run([sys.executable, "-m", "submission", "check", "--track", "task1_2", "--runs", str(run12),
+                        "--data-dir", str(data), "--code", str(clean_code), "--json"],
+                       capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    warned = [w for w in json.loads(r.stdout)["warnings"] if w["rule"] == "startup"]
+    assert len(warned) == 1 and str((site / "sitecustomize.py").resolve()) in warned[0]["reason"]

@@ -33,7 +33,10 @@ def _load(name, *sets):
     ("learning_rate=0", r"'learning_rate' = 0: Input should be greater than 0"),
     ("n_heads=3", r"'n_heads' = 3: Value error, n_heads = 3 must divide d_model = 64"),
     ("code_sizes=[0]", r"'code_sizes' = \[0\]: Value error, each code size must be in 1..1000000"),
-    ("amp=1", r"'amp' = 1: Input should be a valid boolean"),
+    ("amp=1", r"'amp' = 1: Input should be a valid boolean; use true or false"),
+    ("amp=yes", r"'amp' = 'yes': Input should be a valid boolean; use true or false"),
+    ("compile=on", r"'compile' = 'on': Input should be a valid boolean; use true or false"),
+    ("mm_standardize=off", r"'mm_standardize' = 'off': Input should be a valid boolean; use true or false"),
     ("dnn_hidden_units=[0]", r"'dnn_hidden_units' = \[0\]: Value error, every width must be in 1..65536"),
     ("net_dropout=1.5", r"'net_dropout' = 1.5: Input should be less than 1"),
 ])
@@ -104,3 +107,14 @@ def test_cli_device_foo_is_one_line(tiny_data, tmp_path):
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "'device' = 'foo'" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("key", ["batch_norm", "use_mm", "seq_features", "amp", "compile"])
+def test_bool_keys_in_a_yaml_file_refuse_yaml11_words(tmp_path, key):
+    f = tmp_path / "c.yaml"
+    f.write_text(f"model: transformer_dcn\n{key}: yes\n")
+    with pytest.raises(KitError, match=rf"c\.yaml: config key '{key}' = 'yes': .*valid boolean; use true or false"):
+        load_config(f)
+    f.write_text((ROOT / "task2/configs/din_baseline.yaml").read_text().replace("batch_norm: true", "batch_norm: No"))
+    with pytest.raises(KitError, match=r"config key 'batch_norm' = 'No': .*valid boolean; use true or false"):
+        load_config(f)
