@@ -35,9 +35,6 @@ class TrainConfig(Section):
     early_stop_patience: int = Field(3, ge=1, le=1000)
     lr_decay_factor: float = Field(0.1, gt=0, le=1)  # lr x factor after an epoch without gain
     grad_clip_norm: float = Field(10.0, ge=0)  # 0 = no clipping
-    # validate, keep and predict with an exponential moving average of the weights, updated every
-    # step with this decay (0 = the raw weights, as FuxiCTR): a smoother valid curve after the best epoch
-    ema_decay: float = Field(0.0, ge=0, lt=1)
     seed: int = Field(20242025, ge=0, le=2**63 - 1)
 
 

@@ -7,7 +7,6 @@ read once per epoch (or per `log_every` steps).
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -225,37 +224,6 @@ def setup_log(out: Path, show: bool) -> logging.Handler:
     return handler
 
 
-class WeightEMA:
-    """An exponential moving average of a model's floating-point parameters and buffers (batch-norm
-    statistics included); integer buffers (k-means codes, counters) are copied. The decay warms up
-    as min(decay, (1 + n) / (10 + n)) over the first updates, so early epochs are not pulled
-    toward the initial weights. Updates run on the device with no host sync."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.module = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay, self.n = decay, 0
-        saved = set(model.state_dict())  # non-persistent buffers (the item table) never change
-        mine = dict([*self.module.named_parameters(), *self.module.named_buffers()])
-        pairs = [(mine[k], v) for k, v in [*model.named_parameters(), *model.named_buffers()] if k in saved]
-        self.floats = [(a, b) for a, b in pairs if a.dtype.is_floating_point]
-        self.others = [(a, b) for a, b in pairs if not a.dtype.is_floating_point]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        decay = min(self.decay, (1 + self.n) / (10 + self.n))
-        self.n += 1
-        torch._foreach_lerp_([a for a, _ in self.floats], [b for _, b in self.floats], 1 - decay)
-        for a, b in self.others:
-            a.copy_(b)
-
-    def state_dict(self) -> dict:
-        return {"model": self.module.state_dict(), "n": self.n}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state["model"])
-        self.n = int(state["n"])
-
-
 class Trainer:
     """Holds one run's data, model and optimiser; `fit()` trains it and returns the summary."""
 
@@ -320,12 +288,6 @@ class Trainer:
             model = torch.compile(self.core) if self.cfg.runtime.compile else self.core
             self.model = self.dist.wrap(model)
             self.opt = torch.optim.Adam(self.model.parameters(), lr=self.cfg.train.learning_rate)
-            self.ema = WeightEMA(self.core, self.cfg.train.ema_decay) if self.cfg.train.ema_decay else None
-
-    @property
-    def scored(self) -> torch.nn.Module:
-        """The weights that are validated, saved as best.pt and predict with: the EMA when on."""
-        return self.ema.module if self.ema is not None else self.core
 
     def _resume(self) -> None:
         path = self.out / LAST
@@ -353,8 +315,6 @@ class Trainer:
         try:
             self.core.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
-            if self.ema is not None:
-                self.ema.load_state_dict(state["ema"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise KitError(f"--resume: {path} does not fit this model: {str(exc).splitlines()[0]}") from None
         if "learning_rate" in changed:  # apply the new rate; otherwise keep the decayed one
@@ -435,13 +395,11 @@ class Trainer:
         if self.cfg.train.grad_clip_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip_norm)
         self.opt.step()
-        if self.ema is not None:
-            self.ema.update()
         return loss.detach()
 
     def evaluate(self) -> tuple[float, float]:
         """Valid AUC and log loss of the current weights (metrics refuse non-finite scores)."""
-        probs = predict_split(self.scored, self.valid, self.cfg.runtime.eval_batch_size, self.dev, self.cfg.runtime.amp)
+        probs = predict_split(self.core, self.valid, self.cfg.runtime.eval_batch_size, self.dev, self.cfg.runtime.amp)
         labels = self.valid.label.cpu().numpy()
         return roc_auc(labels, probs), log_loss(labels, probs)
 
@@ -460,12 +418,9 @@ class Trainer:
             log.info(f"epoch {epoch + 1}: loss {loss:.4f} valid AUC {auc:.5f} logloss {ll:.4f} "
                      f"({self.samples_per_s[-1]:,.0f} samples/s)" + ("  *best*" if improved else ""))
             base = {"model": self.core.state_dict(), "model_args": self.model_args, "config": cfg.learned()}
-            if self.ema is not None:
-                base["ema"] = self.ema.state_dict()
             if improved:
                 self.best_auc, self.best_epoch, self.bad_epochs = auc, epoch + 1, 0
-                best = {"model": self.scored.state_dict(), "model_args": self.model_args, "config": cfg.learned()}
-                sha = save_checkpoint(self.out / BEST, {**best, "epoch": epoch + 1, "valid_auc": auc})
+                sha = save_checkpoint(self.out / BEST, {**base, "epoch": epoch + 1, "valid_auc": auc})
                 self.checkpoints[M.CHECKPOINT] = {M.PATH: BEST, M.SHA256: sha}
             else:
                 self.bad_epochs += 1

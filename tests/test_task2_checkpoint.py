@@ -29,7 +29,7 @@ def run(tiny_data, tmp_path_factory):
     trainer = Trainer(load_config("transformer_dcn_small", {"batch_size": 512, "max_epochs": 1, "num_threads": 1}),
                       tiny_data, None, out, quiet=True)
     trainer.fit()
-    probs = predict_split(trainer.scored, trainer.valid, 4096, trainer.dev, amp=False)
+    probs = predict_split(trainer.core, trainer.valid, 4096, trainer.dev, amp=False)
     return out, probs, trainer
 
 
@@ -129,23 +129,3 @@ def test_predict_cannot_overwrite_the_runs_own_files(run, tiny_data):
     with pytest.raises(KitError, match="would overwrite the run's own best.pt"):
         predict_run(out, tiny_data, "task2", out=out / "best.pt")
     assert file_sha256(out / "best.pt") == before
-
-
-def test_ema_weights_are_validated_saved_and_predicted_with(tiny_data, tmp_path):
-    cfg = load_config("transformer_dcn_small", {"batch_size": 256, "max_epochs": 1, "num_threads": 1,
-                                                "ema_decay": 0.9})
-    trainer = Trainer(cfg, tiny_data, None, tmp_path / "run", quiet=True)
-    summary = trainer.fit()
-    pinned = _manifest(tmp_path / "run")
-    best = load_checkpoint(tmp_path / "run" / "best.pt", sha256=pinned["checkpoint"]["sha256"])
-    last = load_checkpoint(tmp_path / "run" / "last.pt", sha256=pinned["last_checkpoint"]["sha256"])
-    key = "head.weight"
-    assert torch.equal(best["model"][key], trainer.ema.module.state_dict()[key])
-    assert torch.equal(last["model"][key], trainer.core.state_dict()[key])
-    assert not torch.equal(best["model"][key], last["model"][key])  # the average, not the raw weights
-    items = ItemTable.load(trainer.item_info_path)
-    model = create_model(best["model_args"], items.tags, items.emb, derive=False)
-    model.load_state_dict(best["model"])
-    probs = predict_split(model, trainer.valid, 1024, torch.device("cpu"), amp=False)
-    from mmctr.metrics import roc_auc
-    assert roc_auc(trainer.valid.label.numpy(), probs) == pytest.approx(summary["best_valid_auc"], abs=1e-9)
