@@ -20,7 +20,6 @@ from .linalg import truncated_svd
 
 CHUNK_VALUES = 2_000_000  # co-occurrence pairs are counted in slices of this many items (bounded temporaries)
 MERGE_EVERY = 8  # slices' sparse counts are summed in groups of this many
-SVD_POWER_ITERATIONS = 4  # each costs two sparse products (PPMI with smoothed contexts is not symmetric)
 
 
 def _lists(col, path, n_items: int):
@@ -30,15 +29,20 @@ def _lists(col, path, n_items: int):
     if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)) or \
             not pa.types.is_integer(col.type.value_type):
         raise KitError(f"{path}: column {C.ITEM_SEQ} must be a list of integer item ids, got {col.type}")
-    values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.int64)
-    parents = pc.list_parent_indices(col).to_numpy().astype(np.int64)
-    bad = (values < 0) | (values > n_items)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+    values = pc.list_flatten(col).to_numpy(zero_copy_only=False)
+    parents = pc.list_parent_indices(col).to_numpy()
+    if not len(values):
+        return values.astype(np.int32), parents
+    low, high = values.min(), values.max()  # two reductions, no (rows,) temporaries on a valid file
+    if low < 0 or high > n_items:
+        i = int(np.flatnonzero((values < 0) | (values > n_items))[0])
         raise KitError(f"{path}: row {parents[i]} of {C.ITEM_SEQ} holds item id {values[i]}; ids are "
                        f"1..{n_items} (0 = padding)")
-    keep = values > 0
-    return values[keep], parents[keep]
+    values = values.astype(np.int32)
+    if low == 0:
+        keep = values > 0
+        return values[keep], parents[keep]
+    return values, parents
 
 
 def sequences(paths: DataPaths, cfg, n_items: int):
@@ -60,12 +64,35 @@ def sequences(paths: DataPaths, cfg, n_items: int):
             raise KitError(f"{path}: row {pos[np.flatnonzero(bad)[0]]} has {C.ITEM_ID} "
                            f"{target[bad][0]}; ids are 1..{n_items}")
         # append the clicked target after its row's history: stable sort keeps history order
-        values = np.concatenate([values, target])
+        values = np.concatenate([values, target.astype(np.int32)])
         parents = np.concatenate([parents, pos])
         order = np.argsort(parents, kind="stable")
         out.append((values[order], parents[order]))
         read.append(path)
     return out, read
+
+
+def subsample(seqs, cap: int, seed: int):
+    """At most `cap` item occurrences of whole sequences drawn at random (seeded) across all
+    sources, so the cost of co-occurrence counting and of the SVD stays bounded however long
+    item_seq is; cap 0 or a smaller total keeps everything. Returns (seqs, report)."""
+    lengths = [np.bincount(p) if len(p) else np.zeros(0, np.int64) for _, p in seqs]
+    sizes = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    total = int(sizes.sum())
+    report = {"max_occurrences": int(cap), "occurrences_total": total, "sequences_total": int((sizes > 0).sum())}
+    if not cap or total <= cap:
+        return seqs, {**report, "subsampled": False}
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    take = np.zeros(len(sizes), bool)
+    take[order[:int(np.searchsorted(np.cumsum(sizes[order]), cap, side="right"))]] = True
+    out, start = [], 0
+    for (values, parents), n_lists in zip(seqs, map(len, lengths)):
+        keep = take[start:start + n_lists][parents]
+        out.append((values[keep], parents[keep]))
+        start += n_lists
+    used = int(sizes[take].sum())
+    return out, {**report, "subsampled": True, "seed": int(seed), "occurrences_used": used,
+                 "sequences_used": int((take & (sizes > 0)).sum())}
 
 
 def _merge(mats: list, shape) -> sp.csr_matrix:
@@ -87,7 +114,7 @@ def cooccurrence(seqs, n_items: int, window: int) -> sp.csr_matrix:
     shape = (n_items + 1, n_items + 1)
     done: list = []
     for values, parents in seqs:
-        values, parents = values.astype(np.int32), parents.astype(np.int64)
+        values = values.astype(np.int32, copy=False)
         for start in range(0, len(values), CHUNK_VALUES):
             stop = min(len(values), start + CHUNK_VALUES + window)  # overlap: pairs across the cut
             v, p = values[start:stop], parents[start:stop]
@@ -156,16 +183,18 @@ def behaviour_embeddings(paths: DataPaths, n_items: int, cfg, seed: int):
     counts = np.zeros(n_items + 1, dtype=np.int64)
     for values, _ in seqs:
         counts += np.bincount(values, minlength=n_items + 1)
+    seqs, sampled = subsample(seqs, cfg.max_occurrences, seed)
     co = cooccurrence(seqs, n_items, cfg.window)
+    del seqs
     cold = counts < cfg.min_count
     cold[0] = True
     co = drop_cold(co, cold)
     m = ppmi(co, shift=cfg.neg_shift)
-    emb, explained = truncated_svd(m, cfg.dim, seed, niter=SVD_POWER_ITERATIONS)
-    warm = np.asarray((m != 0).sum(axis=1)).ravel() > 0
+    emb, explained = truncated_svd(m, cfg.dim, seed, niter=cfg.svd_iterations)
+    warm = np.diff(m.indptr) > 0  # ppmi keeps positive entries only
     emb[~warm] = 0
-    stats = {"sequences": int(sum(len(np.unique(p)) for _, p in seqs)),
-             "item_occurrences": int(counts.sum()), "cooccurrence_nnz": int(co.nnz),
+    stats = {"sequences": sampled["sequences_total"], "item_occurrences": int(counts.sum()), "cooccurrence_sample": sampled,
+             "cooccurrence_nnz": int(co.nnz),
              "ppmi_nnz": int(m.nnz), "warm_items": int(warm[1:].sum()),
              "cold_items": int(n_items - warm[1:].sum()), "svd_explained": round(explained, 4)}
     return emb, warm, stats, read
