@@ -92,7 +92,11 @@ def bench_full_provided(root: Path, out: Path, threads: int, users: int, train_r
     from mmctr import contract as C
     meta = {t: pq.read_metadata(root / x.relpath).num_rows for t, x in (("item_seq_rows", C.ITEM_SEQ_TABLE),
                                                                          ("train_rows", C.TRAIN))}
-    cfg = load_config("provided_features", json.loads(json.dumps({**(overrides or {}), "runtime": {"num_threads": threads}})))
+    over = json.loads(json.dumps(overrides or {}))
+    if threads:
+        over.setdefault("runtime", {})["num_threads"] = threads
+    cfg = load_config("provided_features", over)
+    threads = cfg.runtime.num_threads
     load_before = os.getloadavg()  # other work on the machine: timings are only comparable at similar load
     t0, c0 = time.perf_counter(), time.process_time()
     m = build(root, cfg, out, cache_dir=out / "cache", use_cache=False, progress=False)
@@ -155,7 +159,7 @@ def throughput(paths, n: int, image_size, device: str, workers: int) -> dict:
 @click.option("--throughput-items", default=200, show_default=True)
 @click.option("--max-epochs", default=6, show_default=True, help="DIN epochs per variant")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--threads", default=2, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch/BLAS threads [default: 2; --full-provided: the config's]")
 @click.option("--skip-auc", is_flag=True)
 @click.option("--full-provided", type=click.Path(file_okay=False),
               help="only time provided_features on 91,717 random items made in this folder")
@@ -170,7 +174,6 @@ def main(data_dir, make_sample, items, users, n_train, n_valid, out, cache_dir, 
     import torch
 
     if full_provided:
-        torch.set_num_threads(threads)
         from task1.config import parse_sets
 
         res = bench_full_provided(Path(full_provided), Path(out) / "full_provided", threads, full_users, full_train,
@@ -186,6 +189,7 @@ def main(data_dir, make_sample, items, users, n_train, n_valid, out, cache_dir, 
     from task1.config import load_config
     from task1.evaluate import din_config, oracle_auc, random_item_info
 
+    threads = threads or 2
     torch.set_num_threads(threads)
     if make_sample:
         generate(make_sample, SampleConfig(n_items=items, n_users=users, n_train=n_train, n_valid=n_valid,

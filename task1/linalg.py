@@ -45,8 +45,15 @@ class _Sparse:
 
 
 def _orth(y: np.ndarray) -> np.ndarray:
-    # torch's (MKL) QR: 4x faster than numpy's on a 92k x 74 float32 block (0.3 vs 1.25 s)
-    return torch.linalg.qr(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)))[0].numpy()
+    # torch's (MKL) QR: 4x faster than numpy's on a 92k x 74 float32 block (0.3 vs 1.25 s), on one
+    # thread: a second one gains little on so thin a block, and on 2 shared cores (load 8) the tags
+    # SVD's QRs took 11 s CPU with two threads against 1.2 s with one
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.linalg.qr(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)))[0].numpy()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _range(mat, mat_t, k: int, q: int, seed: int, niter: int, symmetric: bool) -> np.ndarray:
