@@ -4,7 +4,7 @@ next to the provided embeddings, random 128-D vectors and the sample's oracle.
 
     python bench/bench_task1.py --data-dir data/sample              # an existing data root
     python bench/bench_task1.py --make-sample /tmp/b1 --items 1000  # generate one first
-    python bench/bench_task1.py --full-provided /tmp/b2             # provided_features at 91,717 items
+    python bench/bench_task1.py --full-provided /tmp/b2 --full-users 6000000  # provided_features at the real sizes
 Not a test: prints figures (and writes them to <out>/bench_task1.json).
 """
 from __future__ import annotations
