@@ -183,7 +183,9 @@ def test_behaviour_never_reads_valid_or_test(data, cache_dir, tmp_path):
 
 def test_cooccurrence_sample_is_capped_seeded_and_recorded(data, cache_dir, tmp_path):
     def run(name, seed):
-        cfg = fast_cfg(**only("behaviour"), behaviour={"max_occurrences": 3000}, runtime={"seed": seed})
+        sections = only("behaviour")
+        sections["behaviour"].update(max_occurrences=3000)
+        cfg = fast_cfg(**sections, runtime={"seed": seed})
         m = build_mod.build(data, cfg, tmp_path / name, cache_dir=cache_dir, use_cache=False, progress=False)
         return m["parts"]["behaviour"], emb_of(tmp_path / name)
 
