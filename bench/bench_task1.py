@@ -4,7 +4,7 @@ next to the provided embeddings, random 128-D vectors and the sample's oracle.
 
     python bench/bench_task1.py --data-dir data/sample              # an existing data root
     python bench/bench_task1.py --make-sample /tmp/b1 --items 1000  # generate one first
-    python bench/bench_task1.py --full-provided /tmp/b2             # provided_features at 91,717 items
+    python bench/bench_task1.py --full-provided /tmp/b2 --full-users 6000000  # provided_features at the real sizes
 Not a test: prints figures (and writes them to <out>/bench_task1.json).
 """
 from __future__ import annotations
@@ -30,10 +30,12 @@ VARIANTS = {  # name -> (config, overrides)
 FULL_ITEMS = 91_717  # MicroLens-1M
 
 
-def make_full_features(root: Path, n: int = FULL_ITEMS, users: int = 1_000_000, seq_mean: int = 9,
-                       train_rows: int = 500_000, seed: int = 0) -> Path:
+def make_full_features(root: Path, n: int = FULL_ITEMS, users: int = 1_000_000, seq_mean: float = 8,
+                       seq_max: int = 100, train_rows: int = 500_000, seed: int = 0) -> Path:
     """Random data at the real item count: item_feature (BERT 768 + CLIP 1024 columns, tags),
-    item_seq (1M users), a train table and item_info; no covers. Only the sizes are real."""
+    item_seq (`users` rows; lengths geometric with mean `seq_mean`, capped at `seq_max`: the real
+    file has 6M rows, mean 8, max 100), a train table and item_info; no covers. Only the sizes
+    are real (items are uniform at random: the most distinct co-occurring pairs, the worst case)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -52,12 +54,15 @@ def make_full_features(root: Path, n: int = FULL_ITEMS, users: int = 1_000_000, 
         C.TXT_EMB: lists(rng.standard_normal((n, C.BERT_DIM), dtype=np.float32), pa.float32()),
         C.IMG_EMB: lists(rng.standard_normal((n, C.CLIP_RN50_DIM), dtype=np.float32), pa.float32())}),
         root / C.ITEM_FEATURE.relpath)
-    lens = rng.poisson(seq_mean, users).clip(1)
-    vals = rng.integers(1, n + 1, lens.sum())
-    offs = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+    lens = rng.geometric(1.0 / seq_mean, users).clip(1, seq_max)
+    offs = np.concatenate([[0], np.cumsum(lens)])
+    if offs[-1] >= 2 ** 31:
+        raise SystemExit(f"{offs[-1]:,} item_seq values do not fit one list column; fewer --full-users")
+    vals = rng.integers(1, n + 1, int(offs[-1]), dtype=np.int32).astype(np.int64)
     pq.write_table(pa.table({C.USER_ID: pa.array(np.arange(1, users + 1)),
-                             C.ITEM_SEQ: pa.ListArray.from_arrays(pa.array(offs), pa.array(vals))}),
-                   root / C.ITEM_SEQ_TABLE.relpath)
+                             C.ITEM_SEQ: pa.ListArray.from_arrays(pa.array(offs.astype(np.int32)), pa.array(vals))}),
+                   root / C.ITEM_SEQ_TABLE.relpath, row_group_size=1_000_000)
+    del vals
     tl = rng.integers(1, 20, train_rows)
     toffs = np.concatenate([[0], np.cumsum(tl)]).astype(np.int32)
     pq.write_table(pa.table({C.ITEM_SEQ: pa.ListArray.from_arrays(pa.array(toffs), pa.array(rng.integers(1, n + 1, tl.sum()))),
@@ -71,26 +76,40 @@ def make_full_features(root: Path, n: int = FULL_ITEMS, users: int = 1_000_000, 
     return root
 
 
-def bench_full_provided(root: Path, out: Path, threads: int, users: int, train_rows: int) -> dict:
-    """Build provided_features.yaml on 91,717 random items; seconds per part."""
+def bench_full_provided(root: Path, out: Path, threads: int, users: int, train_rows: int,
+                        seq_mean: float = 8, seq_max: int = 100, overrides: dict | None = None) -> dict:
+    """Build provided_features.yaml on 91,717 random items; wall and CPU seconds per part.
+    The data is made once in `root` and reused (delete the folder to make it again)."""
     from task1.build import build
     from task1.config import load_config
 
     t0 = time.perf_counter()
     if not (root / "item_feature.parquet").is_file():
-        make_full_features(root, users=users, train_rows=train_rows)
+        make_full_features(root, users=users, seq_mean=seq_mean, seq_max=seq_max, train_rows=train_rows)
     made = round(time.perf_counter() - t0, 1)
-    cfg = load_config("provided_features", {"runtime": {"num_threads": threads}})
-    load_before = os.getloadavg()[0]  # other work on the machine: timings are only comparable at similar load
-    t0 = time.perf_counter()
+    import pyarrow.parquet as pq
+
+    from mmctr import contract as C
+    meta = {t: pq.read_metadata(root / x.relpath).num_rows for t, x in (("item_seq_rows", C.ITEM_SEQ_TABLE),
+                                                                         ("train_rows", C.TRAIN))}
+    over = json.loads(json.dumps(overrides or {}))
+    if threads:
+        over.setdefault("runtime", {})["num_threads"] = threads
+    cfg = load_config("provided_features", over)
+    threads = cfg.runtime.num_threads
+    load_before = os.getloadavg()  # other work on the machine: timings are only comparable at similar load
+    t0, c0 = time.perf_counter(), time.process_time()
     m = build(root, cfg, out, cache_dir=out / "cache", use_cache=False, progress=False)
-    total = round(time.perf_counter() - t0, 1)
-    res = {"items": m["n_items"], "threads": threads, "item_seq_users": users, "train_rows": train_rows,
-           "load_avg_1min": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
-           "cpu_s": round(time.process_time(), 1), "data_made_s": made, "build_s": total,
-           "timings": m["timings"], "fusion": m["parts"]["fusion"]}
-    print(f"provided_features on {m['n_items']:,} items, {threads} threads: {total} s "
-          f"(per part: {m['timings']}; load average {res['load_avg_1min']})", flush=True)
+    total, cpu = round(time.perf_counter() - t0, 1), round(time.process_time() - c0, 1)
+    res = {"items": m["n_items"], "threads": threads, **meta, "overrides": overrides or {},
+           "load_avg": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
+           "cpu_s": cpu, "data_made_s": made, "build_s": total,
+           "timings": m["timings"], "cpu_timings": m.get("cpu_timings"), "fusion": m["parts"]["fusion"],
+           "behaviour": m["parts"].get("behaviour")}
+    print(f"provided_features on {m['n_items']:,} items, {meta['item_seq_rows']:,} item_seq rows, {threads} threads: "
+          f"{total} s wall, {cpu} s CPU (user+sys)\n  wall per part: {m['timings']}\n  CPU per part: "
+          f"{m.get('cpu_timings')}\n  load average 1/5/15 min before {res['load_avg']['before']}, after "
+          f"{res['load_avg']['after']}", flush=True)
     return res
 
 
@@ -140,19 +159,25 @@ def throughput(paths, n: int, image_size, device: str, workers: int) -> dict:
 @click.option("--throughput-items", default=200, show_default=True)
 @click.option("--max-epochs", default=6, show_default=True, help="DIN epochs per variant")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--threads", default=2, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch/BLAS threads [default: 2; --full-provided: the config's]")
 @click.option("--skip-auc", is_flag=True)
 @click.option("--full-provided", type=click.Path(file_okay=False),
               help="only time provided_features on 91,717 random items made in this folder")
 @click.option("--full-users", default=1_000_000, show_default=True, help="--full-provided: item_seq rows")
 @click.option("--full-train", default=500_000, show_default=True, help="--full-provided: train rows")
+@click.option("--full-seq-mean", default=8.0, show_default=True, help="--full-provided: mean item_seq length")
+@click.option("--full-seq-max", default=100, show_default=True, help="--full-provided: longest item_seq")
+@click.option("--set", "sets", multiple=True, help="--full-provided: a config override a.b=v (repeatable)")
 def main(data_dir, make_sample, items, users, n_train, n_valid, out, cache_dir, image_size,
-         throughput_items, max_epochs, device, threads, skip_auc, full_provided, full_users, full_train):
+         throughput_items, max_epochs, device, threads, skip_auc, full_provided, full_users, full_train,
+         full_seq_mean, full_seq_max, sets):
     import torch
 
     if full_provided:
-        torch.set_num_threads(threads)
-        res = bench_full_provided(Path(full_provided), Path(out) / "full_provided", threads, full_users, full_train)
+        from task1.config import parse_sets
+
+        res = bench_full_provided(Path(full_provided), Path(out) / "full_provided", threads, full_users, full_train,
+                                  full_seq_mean, full_seq_max, parse_sets(sets))
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "bench_full_provided.json").write_text(json.dumps(res, indent=2, default=str))
         return
@@ -164,6 +189,7 @@ def main(data_dir, make_sample, items, users, n_train, n_valid, out, cache_dir, 
     from task1.config import load_config
     from task1.evaluate import din_config, oracle_auc, random_item_info
 
+    threads = threads or 2
     torch.set_num_threads(threads)
     if make_sample:
         generate(make_sample, SampleConfig(n_items=items, n_users=users, n_train=n_train, n_valid=n_valid,

@@ -20,29 +20,30 @@ from .linalg import truncated_svd
 
 CHUNK_VALUES = 2_000_000  # co-occurrence pairs are counted in slices of this many items (bounded temporaries)
 MERGE_EVERY = 8  # slices' sparse counts are summed in groups of this many
-SVD_POWER_ITERATIONS = 4  # each costs two sparse products (PPMI with smoothed contexts is not symmetric)
 
 
 def _lists(col, path, n_items: int):
-    """A list column -> (values int64, list index of each value), padding zeros dropped.
-    An id below 0 or above n_items is a KitError naming the file and the row."""
+    """A list column -> (values int32, offsets int64 (rows + 1)): row r is values[offsets[r]:
+    offsets[r + 1]], padding zeros still in (dropped once sequences are drawn); a null list is
+    empty. An id below 0 or above n_items is a KitError naming the file and the row."""
     col = col.combine_chunks() if hasattr(col, "combine_chunks") else col
     if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)) or \
             not pa.types.is_integer(col.type.value_type):
         raise KitError(f"{path}: column {C.ITEM_SEQ} must be a list of integer item ids, got {col.type}")
-    values = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.int64)
-    parents = pc.list_parent_indices(col).to_numpy().astype(np.int64)
-    bad = (values < 0) | (values > n_items)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise KitError(f"{path}: row {parents[i]} of {C.ITEM_SEQ} holds item id {values[i]}; ids are "
-                       f"1..{n_items} (0 = padding)")
-    keep = values > 0
-    return values[keep], parents[keep]
+    values = pc.list_flatten(col).to_numpy(zero_copy_only=False)
+    lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False)
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+    if len(values):
+        low, high = values.min(), values.max()  # two reductions, no (values,) temporaries on a valid file
+        if low < 0 or high > n_items:
+            i = int(np.flatnonzero((values < 0) | (values > n_items))[0])
+            raise KitError(f"{path}: row {int(np.searchsorted(offsets, i, side='right')) - 1} of {C.ITEM_SEQ} "
+                           f"holds item id {values[i]}; ids are 1..{n_items} (0 = padding)")
+    return values.astype(np.int32), offsets
 
 
 def sequences(paths: DataPaths, cfg, n_items: int):
-    """[(values, list ids)] of every sequence source the config enables; and the files read."""
+    """[(values, offsets)] (see _lists) of every sequence source the config enables; and the files read."""
     out, read = [], []
     if cfg.item_seq:
         path = paths.require(C.ITEM_SEQ_TABLE)
@@ -52,20 +53,65 @@ def sequences(paths: DataPaths, cfg, n_items: int):
     if cfg.train_sequences:
         path = paths.require(C.TRAIN)
         t = read_parquet(path, [C.ITEM_SEQ, C.ITEM_ID, C.LABEL], "train")
-        values, parents = _lists(t.column(C.ITEM_SEQ), path, n_items)
+        values, offsets = _lists(t.column(C.ITEM_SEQ), path, n_items)
         pos = np.flatnonzero(t.column(C.LABEL).to_numpy(zero_copy_only=False) > 0.5)
         target = t.column(C.ITEM_ID).to_numpy(zero_copy_only=False).astype(np.int64)[pos]
         bad = (target < 1) | (target > n_items)
         if bad.any():
             raise KitError(f"{path}: row {pos[np.flatnonzero(bad)[0]]} has {C.ITEM_ID} "
                            f"{target[bad][0]}; ids are 1..{n_items}")
-        # append the clicked target after its row's history: stable sort keeps history order
-        values = np.concatenate([values, target])
-        parents = np.concatenate([parents, pos])
-        order = np.argsort(parents, kind="stable")
-        out.append((values[order], parents[order]))
+        # the clicked target goes after its row's history (np.insert keeps equal positions in order)
+        values = np.insert(values, offsets[pos + 1], target.astype(np.int32))
+        added = np.zeros(len(offsets), np.int64)
+        added[pos + 1] = 1
+        out.append((values, offsets + np.cumsum(added)))
         read.append(path)
     return out, read
+
+
+def _gather(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray):
+    """(values, list ids) of the given rows (sorted), padding zeros dropped; list ids are global row
+    numbers, so a pair never joins two rows."""
+    lens = offsets[rows + 1] - offsets[rows]
+    if len(rows) == len(offsets) - 1:
+        idx = slice(None)
+    else:
+        firsts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        idx = np.arange(int(lens.sum()), dtype=np.int64) + np.repeat(offsets[rows] - firsts, lens)
+    v = values[idx]
+    p = np.repeat(rows.astype(np.int32 if len(offsets) < 2 ** 31 else np.int64), lens)
+    keep = v > 0
+    return (v, p) if keep.all() else (v[keep], p[keep])
+
+
+def subsample(sources, cap: int, seed: int):
+    """Whole sequences drawn at random (seeded) across all sources up to `cap` item occurrences
+    (padding not counted), so the cost of co-occurrence counting and of the SVD stays bounded
+    however long item_seq is; cap 0 or a smaller total keeps everything.
+    sources: [(values, offsets)] (see _lists). Returns ([(values, list ids)], report)."""
+    sizes = []
+    for values, offsets in sources:
+        nonzero = np.concatenate([[0], np.cumsum(values > 0, dtype=np.int64)])
+        sizes.append(nonzero[offsets[1:]] - nonzero[offsets[:-1]])
+    sizes_all = np.concatenate(sizes) if sizes else np.zeros(0, np.int64)
+    total = int(sizes_all.sum())
+    report = {"max_occurrences": int(cap), "occurrences_total": total,
+              "sequences_total": int((sizes_all > 0).sum())}
+    take = np.ones(len(sizes_all), bool)
+    if cap and total > cap:
+        order = np.random.default_rng(seed).permutation(len(sizes_all))
+        take[:] = False
+        take[order[:int(np.searchsorted(np.cumsum(sizes_all[order]), cap, side="right"))]] = True
+        report.update(subsampled=True, seed=int(seed), occurrences_used=int(sizes_all[take].sum()),
+                      sequences_used=int((take & (sizes_all > 0)).sum()))
+    else:
+        report["subsampled"] = False
+    out, start = [], 0
+    for (values, offsets), size in zip(sources, sizes):
+        rows = np.flatnonzero(take[start:start + len(size)] & (size > 0))
+        out.append(_gather(values, offsets, rows))
+        start += len(size)
+    return out, report
 
 
 def _merge(mats: list, shape) -> sp.csr_matrix:
@@ -87,7 +133,7 @@ def cooccurrence(seqs, n_items: int, window: int) -> sp.csr_matrix:
     shape = (n_items + 1, n_items + 1)
     done: list = []
     for values, parents in seqs:
-        values, parents = values.astype(np.int32), parents.astype(np.int64)
+        values = values.astype(np.int32, copy=False)
         for start in range(0, len(values), CHUNK_VALUES):
             stop = min(len(values), start + CHUNK_VALUES + window)  # overlap: pairs across the cut
             v, p = values[start:stop], parents[start:stop]
@@ -156,16 +202,18 @@ def behaviour_embeddings(paths: DataPaths, n_items: int, cfg, seed: int):
     counts = np.zeros(n_items + 1, dtype=np.int64)
     for values, _ in seqs:
         counts += np.bincount(values, minlength=n_items + 1)
+    counts[0] = 0  # padding
+    seqs, sampled = subsample(seqs, cfg.max_occurrences, seed)
     co = cooccurrence(seqs, n_items, cfg.window)
+    del seqs
     cold = counts < cfg.min_count
     cold[0] = True
     co = drop_cold(co, cold)
     m = ppmi(co, shift=cfg.neg_shift)
-    emb, explained = truncated_svd(m, cfg.dim, seed, niter=SVD_POWER_ITERATIONS)
-    warm = np.asarray((m != 0).sum(axis=1)).ravel() > 0
+    emb, explained = truncated_svd(m, cfg.dim, seed, niter=cfg.svd_iterations)
+    warm = np.diff(m.indptr) > 0  # ppmi keeps positive entries only
     emb[~warm] = 0
-    stats = {"sequences": int(sum(len(np.unique(p)) for _, p in seqs)),
-             "item_occurrences": int(counts.sum()), "cooccurrence_nnz": int(co.nnz),
-             "ppmi_nnz": int(m.nnz), "warm_items": int(warm[1:].sum()),
+    stats = {"sequences": sampled["sequences_total"], "item_occurrences": int(counts.sum()),
+             "cooccurrence_sample": sampled, "cooccurrence_nnz": int(co.nnz), "ppmi_nnz": int(m.nnz), "warm_items": int(warm[1:].sum()),
              "cold_items": int(n_items - warm[1:].sum()), "svd_explained": round(explained, 4)}
     return emb, warm, stats, read

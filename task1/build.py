@@ -6,11 +6,13 @@ the enabled parts, fuses, writes. `<out>/build.log` holds the run's log.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +46,12 @@ FALLBACK = ("an item without a title, a readable cover image, tags, behaviour or
             "its embedding")
 
 log = logging.getLogger("task1.build")
+
+
+@contextlib.contextmanager
+def _both(a, b):
+    with a, b:
+        yield
 
 
 def resolve_device(name: str) -> str:
@@ -245,7 +253,7 @@ def build_behaviour(ctx: Context) -> dict:
 def build_precomputed(ctx: Context) -> dict:
     out = {}
     for src in ctx.cfg.precomputed.sources:
-        emb, mask, report, read = precomputed_mod.load_source(src, ctx.paths, ctx.items.n, ctx.items.path)
+        emb, mask, report, read = precomputed_mod.load_source(src, ctx.paths, ctx.items.n, ctx.items.path, ctx.inputs)
         for path, sha in read.items():
             ctx.inputs[path] = sha
             if src.file is not None:  # outside the data dir: declared like weights, by sha256
@@ -315,10 +323,28 @@ def build(data_dir, cfg: Task1Config, out, cache_dir=DEFAULT_DIR, use_cache: boo
             h.close()
 
 
+class CpuTimer(Timer):
+    """CPU seconds (user + system, every thread of this process) per named step, beside the wall
+    clock: on shared cores the wall clock says how busy the machine was, this what the step cost."""
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.process_time() - t0, 3)
+
+
 def _build(paths, cfg: Task1Config, out: Path, cache_dir, use_cache, progress, device) -> dict:
-    timer = Timer()
+    wall, cpu = Timer(), CpuTimer()
+
+    def timer(name):
+        return _both(wall(name), cpu(name))
+
     if cfg.runtime.num_threads:
         torch.set_num_threads(cfg.runtime.num_threads)
+        pa.set_cpu_count(cfg.runtime.num_threads)  # parquet decoding: the same budget of cores
     bars = progress and sys.stderr.isatty()
     log.info("build %s -> %s on %s; parts: %s", paths.root, out, device, ", ".join(cfg.enabled_parts()))
     with timer("read_items"):
@@ -332,18 +358,19 @@ def _build(paths, cfg: Task1Config, out: Path, cache_dir, use_cache, progress, d
         parts.update(got)
         for pname, part in got.items():
             log.info("%s: %d-D, %d of %d items have it, %.1f s%s", pname, part.emb.shape[1],
-                     int(part.mask[1:].sum()), items.n, timer.seconds[name],
+                     int(part.mask[1:].sum()), items.n, wall.seconds[name],
                      " (cache hit)" if part.report.get("cache_hit") else "")
-    # fusion holds a prepared float32 copy of every part, plus one block of their concatenation
-    check_alloc(2 * (items.n + 1) * sum(p.emb.shape[1] for p in parts.values()) * 4, "fusion of the parts")
+    # fusion prepares the float32 parts in place; a float64 part is copied once
+    check_alloc((items.n + 1) * sum(p.emb.shape[1] for p in parts.values()) * 4, "fusion of the parts")
     warm = parts["behaviour"].mask if "behaviour" in parts else None
     with timer("fusion"):
         emb, fusion_info = fuse_mod.fuse({k: p.emb for k, p in parts.items()},
                                          {k: p.mask for k, p in parts.items()},
                                          {k: p.weight for k, p in parts.items()}, cfg.fusion, warm,
                                          cfg.runtime.seed, device=device,
-                                         progress=(lambda it, **kw: tqdm(it, **kw)) if bars else None)
-    log.info("fusion: %s, %.1f s", fusion_info.get("method"), timer.seconds["fusion"])
+                                         progress=(lambda it, **kw: tqdm(it, **kw)) if bars else None,
+                                         copy=False)  # the parts' arrays are not used after fusion
+    log.info("fusion: %s, %.1f s", fusion_info.get("method"), wall.seconds["fusion"])
     report = {k: p.report for k, p in parts.items()}
     report["fusion"] = fusion_info
     with timer("write"):
@@ -352,11 +379,12 @@ def _build(paths, cfg: Task1Config, out: Path, cache_dir, use_cache, progress, d
         # item_tags must stay exactly the provided ones (only item_emb_d128 may change)
         out_tags = read_item_info(provided)[0] if provided.is_file() else items.tags
         write_item_info(item_info, out_tags, emb)
-    timer.seconds["total"] = round(sum(timer.seconds.values()), 3)
+    for t in (wall, cpu):
+        t.seconds["total"] = round(sum(t.seconds.values()), 3)
     image = report.get("image", {})
     manifest = write_manifest(
         out / MANIFEST_NAME, kind="task1", config=cfg.dump(), inputs=ctx.inputs,
-        models=ctx.models, timings=timer.seconds,
+        models=ctx.models, timings=wall.seconds, cpu_timings=cpu.seconds,
         explained_variance={"fusion": fusion_info.get("explained_variance"),
                             "tags_svd": report.get("tags", {}).get("svd_explained"),
                             "behaviour_svd": report.get("behaviour", {}).get("svd_explained")},
@@ -365,5 +393,5 @@ def _build(paths, cfg: Task1Config, out: Path, cache_dir, use_cache, progress, d
         parts=report, cache={"dir": str(Path(cache_dir).resolve()), "enabled": use_cache,
                              "hits": ctx.cache.hits, "misses": ctx.cache.misses},
         outputs={str(item_info.resolve()): file_sha256(item_info)})
-    log.info("wrote %s in %.1f s", item_info, timer.seconds["total"])
+    log.info("wrote %s in %.1f s (%.1f s CPU)", item_info, wall.seconds["total"], cpu.seconds["total"])
     return manifest

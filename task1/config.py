@@ -62,6 +62,10 @@ class BehaviourCfg(Section):
     train_sequences: bool = True  # use train.parquet item_seq + the target of positive clicks
     min_count: int = Field(1, ge=1, le=1_000_000)  # items seen fewer times are cold
     neg_shift: float = Field(1.0, ge=1.0, le=1e6)  # PPMI = max(PMI - log(neg_shift), 0)
+    # co-occurrences are counted on whole sequences drawn at random (runtime.seed) up to this many
+    # item occurrences (0 = all): counting and the SVD cost follow it, not item_seq's length
+    max_occurrences: int = Field(4_000_000, ge=0, le=10**11)
+    svd_iterations: int = Field(4, ge=0, le=50)  # power iterations of the randomized SVD (2 sparse products each)
 
 
 class SourceCfg(Section):

@@ -49,16 +49,25 @@ def _from_list_column(col, ids: np.ndarray, n: int, where: str):
     check_alloc(2 * (n + 1) * d * 4, f"{where} ({n + 1} x {d} float32)")
     emb = np.zeros((n + 1, d), dtype=np.float32)
     if d and valid.any():
-        values = col.filter(pa.array(valid)).flatten().to_numpy(zero_copy_only=False)
-        emb[ids[valid]] = np.asarray(values, dtype=np.float32).reshape(-1, d)
+        every = bool(valid.all())
+        values = (col if every else col.filter(pa.array(valid))).flatten().to_numpy(zero_copy_only=False)
+        values = np.asarray(values, dtype=np.float32).reshape(-1, d)
+        if every and len(ids) == n and (ids == np.arange(1, n + 1)).all():
+            emb[1:] = values  # the usual layout, rows in item order: one contiguous copy
+        else:
+            emb[ids[valid]] = values
     return emb, _finite(emb, where)
 
 
 def _finite(emb: np.ndarray, where: str) -> np.ndarray:
-    bad = ~np.isfinite(emb).all(axis=1)
+    if emb.shape[1] == 0:
+        return np.zeros(len(emb), bool)
+    # row max and min: two passes without (n, d) temporaries; NaN propagates, inf shows as such
+    high, low = emb.max(axis=1), emb.min(axis=1)
+    bad = ~(np.isfinite(high) & np.isfinite(low))
     if bad.any():
         raise KitError(f"{where}: item {int(np.flatnonzero(bad)[0])} has a NaN or infinite value")
-    has = np.abs(emb).sum(axis=1) > 0
+    has = (high != 0) | (low != 0)
     has[0] = False
     return has
 
@@ -117,11 +126,13 @@ def _parquet(path: Path, column, n: int):
     return _from_list_column(t.column(column), _ids(t, str(path), n), n, f"{path}: column {column}")
 
 
-def load_source(src: SourceCfg, paths: DataPaths, n: int, feature_path: Path):
-    """(emb (n+1, d) float32, has (n+1,), report, {path: sha256} read) of one source."""
+def load_source(src: SourceCfg, paths: DataPaths, n: int, feature_path: Path, known: dict | None = None):
+    """(emb (n+1, d) float32, has (n+1,), report, {path: sha256} read) of one source; `known`:
+    {path: sha256} already hashed in this build (item_feature.parquet is hashed once, not per column)."""
     if src.column is not None:
         emb, has = _column(src, feature_path, n)
-        read = {str(feature_path.resolve()): file_sha256(feature_path)}
+        key = str(feature_path.resolve())
+        read = {key: (known or {}).get(key) or file_sha256(feature_path)}
         origin = {"column": src.column, "file": str(feature_path.resolve())}
     else:
         path = Path(src.file).expanduser()

