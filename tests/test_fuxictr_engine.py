@@ -155,7 +155,8 @@ def test_fuxictr_engine_end_to_end(tiny_data, tmp_path):
     data = planted(tiny_data, tmp_path)
     before = sorted(p.name for p in (data / C.CTR_DIR).iterdir())
     out = tmp_path / "eval"
-    over = {"batch_size": 128, "learning_rate": 1e-2, "num_threads": 1}
+    # at 1e-2 the first epoch is unstable (valid AUC ~0.55) and reaching 0.8 hung on the dropout masks
+    over = {"batch_size": 128, "learning_rate": 1e-3, "num_threads": 1}
     report = evaluate(data, data / C.ITEM_INFO.relpath, out, engine="fuxictr", max_epochs=2, quiet=True,
                       overrides=over)
     assert report["engine"] == report["summary"]["engine"] == "fuxictr"
