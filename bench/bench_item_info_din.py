@@ -51,9 +51,20 @@ def report_lines(rep: dict) -> list[str]:
         lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(per_ep) + f" | {best} | {len(rs)} | "
                      f"{'/'.join(str(r['best_epoch']) for r in rs)} | "
                      f"{mean_sd([r['samples_per_s'] for r in rs])[0]:,.0f} |")
+    base = {r["seed"]: r["best_valid_auc"] for r in rows if r["item_info"] == names[0]}
+    paired = []
+    for name in names[1:]:
+        d = [r["best_valid_auc"] - base[r["seed"]] for r in rows if r["item_info"] == name and r["seed"] in base]
+        if len(d) > 1:
+            paired.append(f"{name} {pm(d, '{:+.4f}')} ({sum(x < 0 for x in d)} of {len(d)} seeds below)")
+    if paired:
+        paired_line = (f"Best AUC minus {names[0]}'s of the same seed (the same batch order), "
+                       "mean ± sd over seeds: " + "; ".join(paired) + ".")
     if rep.get("oracle_valid_auc") is not None:
         lines.append(f"| oracle (the sample's true click probability) | " + " | " * n_ep
                      + f"{rep['oracle_valid_auc']:.4f} | | | |")
+    if paired:
+        lines += ["", paired_line]
     lines += ["", f"Seeds: {', '.join(map(str, seeds))}. Config: din_baseline.yaml (batch_size "
               f"{rep['config']['batch_size']}, net_dropout {rep['config']['net_dropout']}, learning_rate "
               f"{rep['config']['learning_rate']}, embedding_regularizer {rep['config']['embedding_regularizer']})."]

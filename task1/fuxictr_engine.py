@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from mmctr import contract as C
@@ -32,6 +34,47 @@ RESULT = "fuxictr_result.json"
 # What FuxiCTR 2.3.7 does and cannot be told otherwise (rank_model.py: lr_decay(), fit()).
 FIXED = {"lr_decay_factor": 0.1}
 HISTORY_KEYS = frozenset({"epoch", "train_loss", "valid_auc", "valid_logloss", "lr", "train_seconds", "samples_per_s"})
+_EMB = "embedding_layer.embedding_layer."
+# kit parameter name -> FuxiCTR's (the organisers' src/DIN.py module names on FuxiCTR 2.3.7 layers)
+KIT_NAMES = {
+    "items.id_emb.weight": _EMB + "embedding_layers.item_id.weight",
+    "items.tag_emb.weight": _EMB + "embedding_layers.item_tags.weight",
+    "items.mm_proj.weight": _EMB + "feature_encoders.item_emb_d128.weight",
+    "likes.weight": _EMB + "embedding_layers.likes_level.weight",
+    "views.weight": _EMB + "embedding_layers.views_level.weight",
+}
+KIT_PATTERNS = [(re.compile(r"attention\.score\.(\d+)\.(\w+)$"), r"attention_layers.attention_layer.mlp.\1.\2"),
+                (re.compile(r"dnn\.(\d+)\.(\w+)$"), r"dnn.mlp.\1.\2")]
+
+
+def fuxictr_name(kit_name: str) -> str:
+    """The FuxiCTR state-dict name of a kit DIN parameter or buffer."""
+    if kit_name in KIT_NAMES:
+        return KIT_NAMES[kit_name]
+    for pattern, repl in KIT_PATTERNS:
+        if pattern.match(kit_name):
+            return pattern.sub(repl, kit_name)
+    raise KitError(f"no FuxiCTR name for kit DIN parameter {kit_name}")
+
+
+def dnn_columns(item_dim: int, emb_dim: int) -> np.ndarray:
+    """FuxiCTR's DNN input is [likes, views, target, pooled], the kit's [target, pooled, likes, views]:
+    column j of FuxiCTR's first DNN layer is column perm[j] of the kit's."""
+    kit = np.arange(2 * item_dim + 2 * emb_dim)
+    target, pooled = kit[:item_dim], kit[item_dim:2 * item_dim]
+    likes, views = kit[2 * item_dim:2 * item_dim + emb_dim], kit[2 * item_dim + emb_dim:]
+    return np.concatenate([likes, views, target, pooled])
+
+
+def to_fuxictr(name: str, value: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """A kit tensor (as numpy) laid out as FuxiCTR holds it."""
+    return value[:, perm] if name == "dnn.0.weight" else value
+
+
+def kit_state_to_fuxictr(model, emb_dim: int) -> dict:
+    """The kit DIN's state dict under FuxiCTR names and layout (numpy), for load_state_dict there."""
+    perm = dnn_columns(model.items.out_dim, emb_dim)
+    return {fuxictr_name(k): to_fuxictr(k, v.detach().cpu().numpy(), perm) for k, v in model.state_dict().items()}
 
 
 def fuxictr_python() -> Path:
@@ -150,8 +193,11 @@ def run_runner(command: str, config_dir, out, extra=(), quiet: bool = False, tim
 
 
 def train_fuxictr(cfg: dict, data_dir, item_info_path, out_dir, device=None, max_epochs: int | None = None,
-                  quiet: bool = False) -> dict:
+                  quiet: bool = False, init_weights=None, order=None) -> dict:
     """Train the organisers' DIN (FuxiCTR 2.3.7) on train.parquet, validate each epoch.
+
+    Lockstep with another engine: `init_weights` (.npz, FuxiCTR names: kit_state_to_fuxictr)
+    replaces FuxiCTR's initialisation, `order` (.npy, (epochs, rows)) replaces its shuffling.
 
     Returns the shape task2.train.train_model returns: best_valid_auc, best_epoch, history
     (epoch, train_loss, valid_auc, valid_logloss, lr, train_seconds, samples_per_s), params,
@@ -182,7 +228,9 @@ def train_fuxictr(cfg: dict, data_dir, item_info_path, out_dir, device=None, max
     (Path(model["Base"]["model_root"]) / DATASET_ID / f"{EXPID}.model").unlink(missing_ok=True)
     if not quiet:
         print(f"FuxiCTR {FUXICTR_VERSION} DIN ({py}), up to {epochs} epoch(s)")
-    run_runner("train", config_dir, result_path.resolve(), quiet=quiet)
+    extra = [*(["--init-weights", Path(init_weights).resolve()] if init_weights else []),
+             *(["--order", Path(order).resolve()] if order else [])]
+    run_runner("train", config_dir, result_path.resolve(), extra=extra, quiet=quiet)
     try:
         res = json.loads(result_path.read_text())
     except (OSError, ValueError) as exc:

@@ -10,6 +10,7 @@ of [sequence items..., target]; the DNN sees [likes, views, target, attention-po
 Feature map built as their run_expid.py does it (rebuild_dataset=False: ids are used as given).
 
     train:  python fuxictr_runner.py train  --config-dir D --expid E --out result.json
+            [--init-weights w.npz] [--order order.npy]   (lockstep: given start, given batches)
     parity: python fuxictr_runner.py parity --config-dir D --expid E --weights w.npz
             --batch b.npz --out o.npz      (eval-mode outputs, regularisation, gradients)
 """
@@ -110,6 +111,7 @@ class RecordingDIN(DIN):
         lr = self.optimizer.param_groups[0]["lr"]
         logs = self.evaluate(self.valid_gen, metrics=["AUC", "logloss"])
         n = sum(c for _, c in self._epoch_loss)
+        self.step_losses.append([round(l, 7) for l, _ in self._epoch_loss])
         self.history.append({"epoch": self._epoch_index + 1,
                              "train_loss": sum(l * c for l, c in self._epoch_loss) / max(n, 1),
                              "valid_auc": float(logs["AUC"]), "valid_logloss": float(logs["logloss"]),
@@ -168,24 +170,71 @@ def read_split(path, max_len: int, meta=("user_id",)) -> dict:
 
 class Collator:
     """(batch_dict, item_dict, mask) as the organisers' BatchCollator builds it: the item
-    features of every sequence position and of the target (last), flattened."""
+    features of every sequence position and of the target (last), flattened.
 
-    def __init__(self, columns: dict, items: dict):
-        self.columns, self.items = columns, items
+    Sequence columns that are padding in every row of the batch are dropped (`trim`): DIN_Attention
+    multiplies a padded position's score by its zero mask, so the outputs and gradients are those
+    of the full max_len width, at a fraction of the attention MLP's cost."""
+
+    def __init__(self, columns: dict, items: dict, trim: bool = True):
+        self.columns, self.items, self.trim = columns, items, trim
 
     def __call__(self, rows):
         rows = np.asarray(rows, dtype=np.int64)
         batch = {k: torch.from_numpy(v[rows]) for k, v in self.columns.items() if k != "item_seq"}
         seqs = self.columns["item_seq"][rows]
+        if self.trim:
+            used = np.flatnonzero((seqs > 0).any(axis=0))
+            seqs = seqs[:, used[0] if len(used) else seqs.shape[1] - 1:]
         flat = np.hstack([seqs, self.columns["item_id"][rows].reshape(-1, 1)]).reshape(-1)
         del batch["item_id"]
         item_dict = {k: torch.from_numpy(v[flat]) for k, v in self.items.items()}
         return batch, item_dict, torch.from_numpy((seqs > 0).astype(np.float32))
 
 
-def loader(columns, items, batch_size, shuffle):
+class EpochOrder:
+    """Batch sampler: epoch e takes the rows in the order order[e], batch_size at a time."""
+
+    def __init__(self, order: np.ndarray, batch_size: int):
+        self.order, self.batch_size, self.epoch = order, batch_size, 0
+
+    def __len__(self):
+        return -(-self.order.shape[1] // self.batch_size)
+
+    def __iter__(self):
+        if self.epoch >= len(self.order):
+            raise RunnerError(f"--order holds {len(self.order)} epoch(s); epoch {self.epoch + 1} asked for")
+        perm = self.order[self.epoch]
+        self.epoch += 1
+        for start in range(0, len(perm), self.batch_size):
+            yield perm[start:start + self.batch_size].tolist()
+
+
+def loader(columns, items, batch_size, shuffle, order=None):
+    if order is not None:
+        return DataLoader(SplitDataset(columns), batch_sampler=EpochOrder(order, batch_size), num_workers=0,
+                          collate_fn=Collator(columns, items))
     return DataLoader(SplitDataset(columns), batch_size=batch_size, shuffle=shuffle, num_workers=0,
                       collate_fn=Collator(columns, items))
+
+
+def read_order(path, n_rows: int, epochs: int) -> np.ndarray:
+    """(epochs, n_rows) int64: each row a permutation of the train rows."""
+    order = np.load(path, allow_pickle=False)
+    if order.ndim != 2 or order.shape[1] != n_rows or order.shape[0] < epochs:
+        raise RunnerError(f"{path}: want shape (>= {epochs}, {n_rows}), got {order.shape}")
+    if not all(np.array_equal(np.sort(o), np.arange(n_rows)) for o in order):
+        raise RunnerError(f"{path}: every row must be a permutation of 0..{n_rows - 1}")
+    return order.astype(np.int64)
+
+
+def load_weights(model, path) -> None:
+    with np.load(path, allow_pickle=False) as w:
+        state = {k: torch.from_numpy(w[k]) for k in w.files}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise RunnerError(f"{path}: does not fit FuxiCTR's DIN: {str(exc).splitlines()[0]}") from None
 
 
 def setup(config_dir: str, expid: str):
@@ -212,18 +261,21 @@ def setup(config_dir: str, expid: str):
 def train(args) -> None:
     params, feature_map = setup(args.config_dir, args.expid)
     model = RecordingDIN(feature_map, **params)
-    model.history = []
+    model.history, model.step_losses = [], []
+    if args.init_weights:
+        load_weights(model, args.init_weights)
     items = read_item_table(params["item_info"])
     train_cols = read_split(params["train_data"], params["max_len"])
     valid_cols = read_split(params["valid_data"], params["max_len"])
-    train_gen = loader(train_cols, items, params["batch_size"], shuffle=params.get("shuffle", True))
+    order = read_order(args.order, len(train_cols["item_id"]), params["epochs"]) if args.order else None
+    train_gen = loader(train_cols, items, params["batch_size"], shuffle=params.get("shuffle", True), order=order)
     valid_gen = loader(valid_cols, items, params["batch_size"], shuffle=False)
     model.fit(train_gen, validation_data=valid_gen, **params)
     final = model.evaluate(valid_gen, metrics=["AUC", "logloss"])  # the best checkpoint, reloaded by fit
     hist = model.history
     best = max(range(len(hist)), key=lambda i: hist[i]["valid_auc"]) if hist else None
     result = {"engine": "fuxictr", "fuxictr_version": fuxictr.__version__, "torch_version": torch.__version__,
-              "history": hist, "best_valid_auc": float(final["AUC"]), "best_valid_logloss": float(final["logloss"]),
+              "history": hist, "step_losses": model.step_losses, "best_valid_auc": float(final["AUC"]), "best_valid_logloss": float(final["logloss"]),
               "best_epoch": hist[best]["epoch"] if hist else None,
               "params": sum(p.numel() for p in model.parameters()),
               "samples_per_s": float(np.median([h["samples_per_s"] for h in hist])) if hist else None}
@@ -236,9 +288,7 @@ def parity(args) -> None:
     params, feature_map = setup(args.config_dir, args.expid)
     model = DIN(feature_map, **params)
     fresh = {f"init/{n}": t.detach().numpy().copy() for n, t in model.state_dict().items()}
-    with np.load(args.weights, allow_pickle=False) as w:
-        state = {k: torch.from_numpy(w[k]) for k in w.files}
-    model.load_state_dict(state, strict=True)
+    load_weights(model, args.weights)
     with np.load(args.batch, allow_pickle=False) as b:
         columns = {k: b[k] for k in b.files}
     items = read_item_table(params["item_info"])
@@ -254,7 +304,8 @@ def parity(args) -> None:
     model.zero_grad()
     loss.backward()
     out = {"y_pred": y_pred.detach().numpy().reshape(-1), "logits": logits["out"].detach().numpy().reshape(-1),
-           "regularization": np.float64(float(reg)), "loss": np.float64(float(loss))}
+           "regularization": np.float64(float(reg)), "loss": np.float64(float(loss)),
+           "seq_width": np.int64(batch[2].shape[1])}
     out.update(fresh)
     out.update({f"grad/{n}": p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None})
     np.savez(args.out, **out)
@@ -275,6 +326,9 @@ def main(argv=None) -> int:
         s.add_argument("--config-dir", required=True)
         s.add_argument("--expid", required=True)
         s.add_argument("--out", required=True)
+        if name == "train":
+            s.add_argument("--init-weights", help="start from these weights (FuxiCTR names, .npz)")
+            s.add_argument("--order", help=".npy (epochs, rows): the train rows of each epoch, in order")
         if name == "parity":
             s.add_argument("--weights", required=True)
             s.add_argument("--batch", required=True)

@@ -12,8 +12,6 @@ rebuild_dataset=False the raw likes/views levels are the ids, so level 0 is a fr
 vector; the net regulariser covers every parameter outside FeatureEmbeddingDict (biases and
 batch-norm too); Linear weights xavier_normal, biases 0, embedding rows N(0, 1e-4).
 """
-import re
-
 import numpy as np
 import pytest
 import torch
@@ -34,39 +32,7 @@ except KitError as exc:
 pytestmark = pytest.mark.skipif(NO_ENV is not None, reason=f"FuxiCTR parity needs its environment: {NO_ENV}")
 
 N_ITEMS, N_TAGS, BATCH, MAX_LEN = 60, 25, 24, 64
-EMB = "embedding_layer.embedding_layer."
-# kit name -> FuxiCTR name (the organisers' src/DIN.py module names on FuxiCTR 2.3.7 layers)
-NAMES = {
-    "items.id_emb.weight": EMB + "embedding_layers.item_id.weight",
-    "items.tag_emb.weight": EMB + "embedding_layers.item_tags.weight",
-    "items.mm_proj.weight": EMB + "feature_encoders.item_emb_d128.weight",
-    "likes.weight": EMB + "embedding_layers.likes_level.weight",
-    "views.weight": EMB + "embedding_layers.views_level.weight",
-}
-PATTERNS = [(re.compile(r"attention\.score\.(\d+)\.(\w+)$"), r"attention_layers.attention_layer.mlp.\1.\2"),
-            (re.compile(r"dnn\.(\d+)\.(\w+)$"), r"dnn.mlp.\1.\2")]
-
-
-def fuxictr_name(kit_name: str) -> str:
-    if kit_name in NAMES:
-        return NAMES[kit_name]
-    for pattern, repl in PATTERNS:
-        if pattern.match(kit_name):
-            return pattern.sub(repl, kit_name)
-    raise AssertionError(f"no FuxiCTR name for kit parameter {kit_name}")
-
-
-def dnn_columns(item_dim: int, emb_dim: int) -> np.ndarray:
-    """FuxiCTR's DNN input is [likes, views, target, pooled]; the kit's [target, pooled, likes, views].
-    Column j of FuxiCTR's first DNN layer is column perm[j] of the kit's."""
-    kit = np.arange(2 * item_dim + 2 * emb_dim)
-    target, pooled = kit[:item_dim], kit[item_dim:2 * item_dim]
-    likes, views = kit[2 * item_dim:2 * item_dim + emb_dim], kit[2 * item_dim + emb_dim:]
-    return np.concatenate([likes, views, target, pooled])
-
-
-def to_fuxictr(name: str, value: np.ndarray, perm: np.ndarray) -> np.ndarray:
-    return value[:, perm] if name == "dnn.0.weight" else value
+fuxictr_name, dnn_columns, to_fuxictr = FX.fuxictr_name, FX.dnn_columns, FX.to_fuxictr
 
 
 def make_items(path, rng):
@@ -80,9 +46,9 @@ def make_items(path, rng):
     return torch.from_numpy(tags), torch.from_numpy(emb)
 
 
-def make_batch(rng) -> dict:
-    lengths = rng.integers(0, MAX_LEN + 1, size=BATCH)
-    lengths[:3] = [0, 1, MAX_LEN]  # empty history, one item, a full one
+def make_batch(rng, longest: int = MAX_LEN) -> dict:
+    lengths = rng.integers(0, longest + 1, size=BATCH)
+    lengths[:3] = [0, 1, longest]  # empty history, one item, the longest
     seq = np.zeros((BATCH, MAX_LEN), dtype=np.int64)
     for i, n in enumerate(lengths):
         seq[i, MAX_LEN - n:] = rng.integers(1, N_ITEMS + 1, size=n)
@@ -114,17 +80,16 @@ def randomize(model, rng) -> None:
         model.items.tag_emb.weight[0] = 0
 
 
-def run_both(tmp_path, overrides: dict, seed: int = 7):
+def run_both(tmp_path, overrides: dict, seed: int = 7, longest: int = MAX_LEN):
     rng = np.random.default_rng(seed)
     cfg = load_config("din_baseline", overrides)
     info = tmp_path / "item_info.parquet"
     tags, emb = make_items(info, rng)
     model = create_model(cfg, tags, emb)
     randomize(model, rng)
-    batch = make_batch(rng)
+    batch = make_batch(rng, longest)
     perm = dnn_columns(model.items.out_dim, cfg["embedding_dim"])
-    state = {k: v.numpy() for k, v in model.state_dict().items()}
-    np.savez(tmp_path / "weights.npz", **{fuxictr_name(k): to_fuxictr(k, v, perm) for k, v in state.items()})
+    np.savez(tmp_path / "weights.npz", **FX.kit_state_to_fuxictr(model, cfg["embedding_dim"]))
     np.savez(tmp_path / "batch.npz", **batch)
     dataset, model_cfg = FX.fuxictr_config(cfg, tmp_path / "train.parquet", tmp_path / "valid.parquet", info,
                                            N_ITEMS, int(tags.max()) + 1, tmp_path / "fx", max_epochs=1,
@@ -163,7 +128,21 @@ def tuned_run(tmp_path_factory):
                      "net_regularizer": 1e-3})
 
 
-@pytest.mark.parametrize("run", ["default_run", "tuned_run"])
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """Every sequence of the batch at most 9 long: the runner trims the all-padding columns."""
+    return run_both(tmp_path_factory.mktemp("parity_short"), {}, longest=9)
+
+
+def test_runner_trims_padding_columns(default_run, short_run):
+    assert int(default_run[3]["seq_width"]) == MAX_LEN
+    assert int(short_run[3]["seq_width"]) == 9
+
+
+RUNS = ["default_run", "tuned_run", "short_run"]
+
+
+@pytest.mark.parametrize("run", RUNS)
 def test_outputs_equal(run, request):
     _, _, kit, fx = request.getfixturevalue(run)
     assert np.std(kit["logits"]) > 0.1  # the batch exercises the network, not a constant
@@ -171,14 +150,14 @@ def test_outputs_equal(run, request):
     np.testing.assert_allclose(fx["y_pred"], kit["y_pred"], atol=1e-5)
 
 
-@pytest.mark.parametrize("run", ["default_run", "tuned_run"])
+@pytest.mark.parametrize("run", RUNS)
 def test_regularization_equal(run, request):
     cfg, _, kit, fx = request.getfixturevalue(run)
     assert kit["regularization"] > 0
     np.testing.assert_allclose(float(fx["regularization"]), kit["regularization"], rtol=1e-5)
 
 
-@pytest.mark.parametrize("run", ["default_run", "tuned_run"])
+@pytest.mark.parametrize("run", RUNS)
 def test_gradients_equal(run, request):
     """One training step's gradient, parameter by parameter (catches frozen padding rows)."""
     _, _, kit, fx = request.getfixturevalue(run)
