@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from . import yamlconfig
 from .errors import KitError
 
-# YAML 1.1 (PyYAML) reads 5e-2, 1e5, +1.5e3 as strings; YAML 1.2 and users read them as numbers.
+# Number-looking strings ('5e-2' quoted in YAML, or values from other sources) are read as numbers;
+# unquoted YAML numbers already are (mmctr.yamlconfig reads YAML 1.2).
 _FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)$")
 
 

@@ -47,7 +47,7 @@ class Loader(yaml.SafeLoader):
         return int(value, 10)
 
 
-Loader.add_implicit_resolver(BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+Loader.add_implicit_resolver(BOOL_TAG, re.compile(f"^(?:{'|'.join(BOOL_WORDS)})$"), list("tTfF"))
 Loader.add_implicit_resolver(INT_TAG, _INT, list("-+0123456789"))
 Loader.add_implicit_resolver(FLOAT_TAG, _FLOAT, list("-+.0123456789"))
 Loader.add_constructor(BOOL_TAG, Loader.construct_yaml_bool)

@@ -323,21 +323,10 @@ def build(data_dir, cfg: Task1Config, out, cache_dir=DEFAULT_DIR, use_cache: boo
             h.close()
 
 
-class CpuTimer(Timer):
-    """CPU seconds (user + system, every thread of this process) per named step, beside the wall
-    clock: on shared cores the wall clock says how busy the machine was, this what the step cost."""
-
-    @contextlib.contextmanager
-    def __call__(self, name: str):
-        t0 = time.process_time()
-        try:
-            yield
-        finally:
-            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.process_time() - t0, 3)
-
-
 def _build(paths, cfg: Task1Config, out: Path, cache_dir, use_cache, progress, device) -> dict:
-    wall, cpu = Timer(), CpuTimer()
+    # CPU seconds beside the wall clock: on shared cores the wall clock says how busy the machine
+    # was, the CPU time what the step cost
+    wall, cpu = Timer(), Timer(time.process_time)
 
     def timer(name):
         return _both(wall(name), cpu(name))

@@ -19,7 +19,7 @@ import torch
 
 from mmctr import contract as C
 
-from .linalg import blas_threads
+from .linalg import blas_threads, eigh_desc
 
 BEHAVIOUR = "behaviour"
 CHUNK = 16384  # rows per block in the PCA (bounded float64 temporaries)
@@ -31,21 +31,19 @@ EIG_ITERATIONS = 6
 def _top_eig(cov: np.ndarray, k: int, seed: int):
     """(eigenvalues descending, eigenvectors (d, k')) of a covariance: all of them up to
     EIGH_FULL_DIM; above, the top k by seeded subspace iteration (block of k + k/4 + 16,
-    EIG_ITERATIONS float32 products, Rayleigh-Ritz in float64): XX The explained fraction then comes from the trace."""
+    EIG_ITERATIONS float32 products, Rayleigh-Ritz in float64); the explained fraction then comes from the trace."""
     d = len(cov)
     if d <= EIGH_FULL_DIM or k >= d // 2:
-        vals, vecs = np.linalg.eigh(cov)
-        order = np.argsort(vals)[::-1]
-        return vals[order].clip(min=0), vecs[:, order]
+        vals, vecs = eigh_desc(cov)
+        return vals.clip(min=0), vecs
     q = min(d, k + k // 4 + 16)
     c32 = torch.from_numpy(cov.astype(np.float32))
     basis = torch.from_numpy(np.random.default_rng(seed).standard_normal((d, q), dtype=np.float32))
     for _ in range(EIG_ITERATIONS):
         basis = torch.linalg.qr(c32 @ basis)[0]
     basis = basis.double().numpy()
-    vals, w = np.linalg.eigh(basis.T @ cov @ basis)
-    order = np.argsort(vals)[::-1]
-    return vals[order].clip(min=0), basis @ w[:, order]
+    vals, w = eigh_desc(basis.T @ cov @ basis)
+    return vals.clip(min=0), basis @ w
 
 
 def _l2(x: np.ndarray) -> np.ndarray:

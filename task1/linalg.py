@@ -44,6 +44,13 @@ class _Sparse:
         return (self.torch @ torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
+def eigh_desc(a: np.ndarray):
+    """Eigenpairs of a symmetric matrix, largest eigenvalue first: (values, vectors as columns)."""
+    vals, vecs = np.linalg.eigh(a)
+    order = np.argsort(vals)[::-1]
+    return vals[order], vecs[:, order]
+
+
 def _orth(y: np.ndarray) -> np.ndarray:
     # torch's (MKL) QR: 4x faster than numpy's on a 92k x 74 float32 block (0.3 vs 1.25 s), on one
     # thread: a second one gains little on so thin a block, and on 2 shared cores (load 8) the tags
@@ -99,17 +106,15 @@ def _truncated_svd(mat, k: int, seed: int, niter: int, symmetric: bool):
         y = (a @ basis).astype(np.float64)
         # left singular vectors of the tall y from the eigenpairs of its (q, q) Gram matrix:
         # one n q^2 product instead of an SVD of (n, q) (0.05 vs 1 s for 92k x 74)
-        vals, w = np.linalg.eigh(y.T @ y)
-        order = np.argsort(vals)[::-1][:k_eff]
-        s = np.sqrt(vals[order].clip(min=0))
-        u = (y @ (w[:, order] / np.maximum(s, 1e-12 * max(s[0], 1e-300)))).astype(np.float32)
+        vals, w = eigh_desc(y.T @ y)
+        s = np.sqrt(vals[:k_eff].clip(min=0))
+        u = (y @ (w[:, :k_eff] / np.maximum(s, 1e-12 * max(s[0], 1e-300)))).astype(np.float32)
     else:
         basis = _range(a, a_t, k_eff, q, seed, niter, symmetric)
         small = (a_t @ basis).astype(np.float64)  # (m, q) = (basis^T mat)^T
         # its singular pairs from the (q, q) Gram matrix, as for a tall matrix above
-        vals, w = np.linalg.eigh(small.T @ small)
-        order = np.argsort(vals)[::-1][:k_eff]
-        s, u = np.sqrt(vals[order].clip(min=0)), basis @ w[:, order].astype(np.float32)
+        vals, w = eigh_desc(small.T @ small)
+        s, u = np.sqrt(vals[:k_eff].clip(min=0)), basis @ w[:, :k_eff].astype(np.float32)
     pivot = np.abs(u).argmax(axis=0)
     signs = np.sign(u[pivot, np.arange(u.shape[1])])
     signs[signs == 0] = 1
