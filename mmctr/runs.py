@@ -29,7 +29,8 @@ KINDS = ("train", "evaluate", "tune")
 COLUMNS = ("time", "kind", "track", "model", "label", "git_commit", "config_hash", "item_info_sha256",
            "epochs", "best_epoch", "best_valid_auc", "valid_logloss", "samples_per_s", "wall_s", "run_dir")
 FLOAT_COLUMNS = ("best_valid_auc", "valid_logloss", "samples_per_s", "wall_s")
-INT_COLUMNS = ("epochs", "best_epoch")
+INT_COLUMNS = ("epochs",)
+EPOCH_COLUMNS = ("best_epoch",)  # 2, or 1.25 with several validations per epoch
 HISTORY_NAME = "history.jsonl"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -79,6 +80,8 @@ def _cell(name: str, value) -> str:
         return f"{v:.6f}" if name in ("best_valid_auc", "valid_logloss") else f"{v:.1f}"
     if name in INT_COLUMNS:
         return str(int(value))
+    if name in EPOCH_COLUMNS:
+        return str(epoch_number(value))
     text = str(value)
     if "\n" in text or "\r" in text:
         raise KitError(f"results.csv field {name} holds a line break: {text!r}")
@@ -175,6 +178,8 @@ def _typed_rows(path: Path, reader, track, model) -> list[dict]:
                 row[c] = float(row[c]) if row[c] is not None else None
             for c in INT_COLUMNS:
                 row[c] = int(row[c]) if row[c] is not None else None
+            for c in EPOCH_COLUMNS:
+                row[c] = epoch_number(row[c]) if row[c] is not None else None
         except (TypeError, ValueError) as exc:
             raise KitError(f"{path} line {i}: {exc}") from None
         rows.append(row)
@@ -213,7 +218,7 @@ def format_table(rows: list[dict]) -> str:
 
     cells = [[heads.get(c, c) for c in shown]] + [[text(r, c) for c in shown] for r in ranked(rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(shown))]
-    right = {i for i, c in enumerate(shown) if c in FLOAT_COLUMNS or c in INT_COLUMNS}
+    right = {i for i, c in enumerate(shown) if c in FLOAT_COLUMNS + INT_COLUMNS + EPOCH_COLUMNS}
     lines = ["  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths))).rstrip()
              for row in cells]
     return "\n".join(lines)
@@ -242,6 +247,20 @@ def read_history(run_dir) -> list[dict]:
 
 def best_row(history: list[dict], best_epoch) -> dict:
     return next((h for h in history if h.get("epoch") == best_epoch), {})
+
+
+def epoch_number(value) -> int | float:
+    """An epoch as history writes it: 3 for a whole epoch, 2.25 for a validation inside one."""
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"epoch {value!r} is not a number")
+    return int(v) if v == int(v) else round(v, 4)
+
+
+def epochs_run(history: list[dict]) -> int:
+    """Epochs a history spans (its rows are validations; several per epoch when evals_per_epoch > 1)."""
+    last = history[-1].get("epoch") if history else 0
+    return math.ceil(last) if isinstance(last, (int, float)) and math.isfinite(last) else len(history)
 
 
 def _median(values):
@@ -284,7 +303,7 @@ def record_train(run_dir, track: str, wall_s: float, runs_root=None, kind: str =
     return append_result(
         root, kind=kind, track=track, model=m.get("model"), label=label, git_commit=m.get("git_commit"),
         config_hash=config_hash(m.get(CONFIG) or {}), item_info_sha256=(m.get(ITEM_INFO) or {}).get(SHA256),
-        epochs=len(history), best_epoch=m.get("best_epoch"), best_valid_auc=m.get("best_valid_auc"),
+        epochs=epochs_run(history), best_epoch=m.get("best_epoch"), best_valid_auc=m.get("best_valid_auc"),
         valid_logloss=best.get("valid_logloss"), samples_per_s=m.get("samples_per_s"), wall_s=wall_s,
         run_dir=_relative(run_dir, root))
 
@@ -313,7 +332,7 @@ def record_evaluate(report: dict, out, wall_s: float, runs_root=None) -> list[di
             root, kind="evaluate", track="task1", model="din", git_commit=commit,
             label=f"item_info={name}" + (f" engine={engine}" if engine not in (None, "kit") else ""),
             config_hash=config_hash(config), item_info_sha256=run.get("sha256"),
-            epochs=run.get("epochs", len(history)), best_epoch=run.get("best_epoch"),
+            epochs=run.get("epochs", epochs_run(history)), best_epoch=run.get("best_epoch"),
             best_valid_auc=run.get("best_valid_auc"),
             valid_logloss=best_row(history, run.get("best_epoch")).get("valid_logloss"),
             samples_per_s=_median([h.get("samples_per_s") for h in history]),
@@ -413,12 +432,12 @@ def _summary_block(runs_dir, data_dir, zip_path, track, steps) -> str:
     m2 = read_manifest(runs_dir / TASK2_DIR / TASK2_MANIFEST)
     hist = m2.get("history") or []
     lines.append(f"valid AUC        {m2.get('best_valid_auc', float('nan')):.4f}  ({m2.get('model')}, best epoch "
-                 f"{m2.get('best_epoch')} of {len(hist)}, {m2.get('samples_per_s') or 0:,.0f} samples/s)")
+                 f"{m2.get('best_epoch')} of {epochs_run(hist)}, {m2.get('samples_per_s') or 0:,.0f} samples/s)")
     aucs = [row.get("valid_auc") for row in hist if isinstance(row, dict)]
     if aucs and all(isinstance(a, (int, float)) for a in aucs):
         best = max(range(len(aucs)), key=aucs.__getitem__)
         lines.append(f"after the best   valid AUC fell {aucs[best] - min(aucs[best:]):.4f} at most in the "
-                     f"{len(aucs) - best - 1} epoch(s) before the run stopped")
+                     f"{len(aucs) - best - 1} validation(s) before the run stopped")
     truth = (root / TRUTH_DIR / "summary.json").is_file()
     if truth:
         s = summary(root)

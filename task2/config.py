@@ -33,7 +33,10 @@ class TrainConfig(Section):
     net_regularizer: float = Field(0.0, ge=0, le=1)
     max_len: int = Field(64, ge=1, le=4096)
     early_stop_patience: int = Field(3, ge=1, le=1000)
-    lr_decay_factor: float = Field(0.1, gt=0, le=1)  # lr x factor after an epoch without gain
+    lr_decay_factor: float = Field(0.1, gt=0, le=1)  # lr x factor after a validation without gain
+    # validations per epoch (FuxiCTR's eval_steps, as a count); early_stop_patience and the lr
+    # decay count validations, so early stop can act inside the epoch where overfitting starts
+    evals_per_epoch: int = Field(1, ge=1, le=1000)
     grad_clip_norm: float = Field(10.0, ge=0)  # 0 = no clipping
     seed: int = Field(20242025, ge=0, le=2**63 - 1)
 

@@ -224,6 +224,48 @@ def setup_log(out: Path, show: bool) -> logging.Handler:
     return handler
 
 
+def eval_marks(n_batches: int, evals: int) -> dict[int, float]:
+    """{steps done in the epoch: fraction of the epoch} at which to validate, the last at the end."""
+    marks = {}
+    for j in range(1, evals + 1):
+        marks.setdefault(max(1, round(n_batches * j / evals)), j / evals)
+    marks[n_batches] = 1.0
+    return marks
+
+
+def epoch_label(epoch: int, fraction: float) -> int | float:
+    """History's `epoch` of a validation: 2 at the end of the second epoch, 1.25 a quarter into it."""
+    return epoch + 1 if fraction >= 1.0 else round(epoch + fraction, 4)
+
+
+class _LossMeter:
+    """Sums the BCE loss on the device between two validations; read only when asked."""
+
+    def __init__(self, dev: torch.device):
+        self.total = torch.zeros((), device=dev)
+        self.first_bad = None
+        self.count, self.t0 = 0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, rows: int, step: int) -> None:
+        self.total += loss * rows
+        bad = torch.where(torch.isfinite(loss), torch.full_like(loss, math.inf), torch.full_like(loss, float(step)))
+        self.first_bad = bad if self.first_bad is None else torch.minimum(self.first_bad, bad)
+        self.count += rows
+
+    def read(self) -> float:
+        return float(self.total) / max(self.count, 1)
+
+    def close(self, epoch: int, lr: float) -> tuple[float, int]:
+        """(mean loss, rows) since the last validation; one KitError if a step's loss was not finite."""
+        self.seconds = time.perf_counter() - self.t0
+        bad = float(self.first_bad)  # the interval's one read-back
+        if math.isfinite(bad):
+            raise KitError(f"training diverged: non-finite loss at epoch {epoch + 1}, step {int(bad) + 1} "
+                           f"(learning_rate {lr:g}); nothing after the last validation was saved; "
+                           "lower learning_rate or check item_info")
+        return self.read(), self.count
+
+
 class Trainer:
     """Holds one run's data, model and optimiser; `fit()` trains it and returns the summary."""
 
@@ -250,9 +292,11 @@ class Trainer:
                     (self.out / name).unlink(missing_ok=True)
             self.handler = setup_log(self.out, self.show)
         seed_everything(cfg.train.seed)
-        self.start_epoch, self.best_auc, self.best_epoch, self.bad_epochs = 0, -math.inf, -1, 0
+        self.start_epoch, self.best_auc, self.best_epoch, self.bad_evals = 0, -math.inf, -1, 0
         self.history, self.resumed, self.samples_per_s = [], [], []
         self.checkpoints: dict = {}
+        self.resume_at = None  # (generator state at the epoch's start, steps already done)
+        self.epoch_generator = None
         self._load_data()
         self._build()
         self.gen = torch.Generator().manual_seed(cfg.train.seed)
@@ -320,26 +364,29 @@ class Trainer:
         if "learning_rate" in changed:  # apply the new rate; otherwise keep the decayed one
             for g in self.opt.param_groups:
                 g["lr"] = self.cfg.train.learning_rate
-        self.start_epoch = state["epoch"] + 1
+        if "steps_done" in state:  # stopped after a validation inside an epoch: finish that epoch
+            self.start_epoch = state["epoch"]
+            self.resume_at = (state["epoch_generator"], int(state["steps_done"]))
+        else:
+            self.start_epoch = state["epoch"] + 1
         self.best_auc, self.best_epoch = state["best_auc"], state["best_epoch"]
-        self.bad_epochs, self.history = state["bad_epochs"], list(state["history"])
+        self.bad_evals, self.history = state.get("bad_evals", state.get("bad_epochs")), list(state["history"])
         self.resumed = list(state.get("resumed", [])) + [
-            {"from_epoch": self.start_epoch, "changed": {k: [old_cfg.get(k), new_cfg.get(k)] for k in changed}}]
+            {"from_epoch": self.history[-1]["epoch"] if self.history else self.start_epoch,
+             "changed": {k: [old_cfg.get(k), new_cfg.get(k)] for k in changed}}]
         self.checkpoints = {k: v for k, v in ((M.CHECKPOINT, manifest.get(M.CHECKPOINT)),
                                               (LAST_CHECKPOINT, manifest.get(LAST_CHECKPOINT))) if v}
         rngs = state["rng"]
         set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
         self.gen.set_state(state["generator"])
-        log.info(f"resumed from {path} at epoch {self.start_epoch + 1} (best valid AUC {self.best_auc:.5f})"
+        log.info(f"resumed from {path} after epoch {self.resumed[-1]['from_epoch']} (best valid AUC {self.best_auc:.5f})"
                  + (f"; changed: {', '.join(changed)}" if changed else ""))
 
     def fit(self) -> dict:
         """Train until max_epochs or early stop; return the run's summary."""
         t_train = time.perf_counter()
         for epoch in range(self.start_epoch, self.cfg.runtime.max_epochs):
-            loss, n = self.train_epoch(epoch)
-            auc, ll = self.evaluate() if self.dist.main else (math.nan, math.nan)
-            if self.checkpoint_and_earlystop(epoch, loss, n, auc, ll):
+            if self.train_epoch(epoch):
                 break
         self.timer.seconds["train"] = round(time.perf_counter() - t_train, 3)
         summary = self.summary()
@@ -350,38 +397,44 @@ class Trainer:
         self.dist.close()
         return summary
 
-    def train_epoch(self, epoch: int) -> tuple[float, int]:
-        """One pass over this rank's share of train; returns (mean BCE loss, rows seen)."""
-        cfg, dev = self.cfg, self.dev
-        self.model.train()
-        t0 = time.perf_counter()
+    def train_epoch(self, epoch: int) -> bool:
+        """One pass over this rank's share of train, validating `evals_per_epoch` times;
+        True when early stop ends the run."""
+        cfg = self.cfg
+        skip = 0
+        if self.resume_at is not None:  # a run stopped after a validation inside this epoch
+            state, skip = self.resume_at
+            self.resume_at = None
+            self.gen.set_state(state)
+        self.epoch_generator = self.gen.get_state()  # replays this epoch's order on a mid-epoch resume
         batches = iter_batches(len(self.train), cfg.train.batch_size, generator=self.gen,
                                rank=self.dist.rank, world=self.dist.world,
                                lengths=self.train.lengths if getattr(self.core, "length_bucketing", True) else None)
-        bar = tqdm(batches, total=len(batches), desc=f"epoch {epoch + 1}/{cfg.runtime.max_epochs}",
-                   disable=not (self.show and sys.stderr.isatty()), leave=False)
-        total = torch.zeros((), device=dev)
-        first_bad = torch.full((), len(batches), device=dev, dtype=torch.long)
-        count = 0
-        for step, idx in enumerate(bar):
-            loss = self.train_step(self.train.batch(idx))
-            total += loss * len(idx)
-            first_bad = torch.minimum(first_bad, torch.where(torch.isfinite(loss), first_bad, step))
-            count += len(idx)
-            if cfg.runtime.log_every and step % cfg.runtime.log_every == 0:
-                bar.set_postfix(loss=f"{float(total) / count:.4f}")  # one read per interval
-        if not count:
+        if not batches:
             raise KitError(f"train.parquet gave no batch (rows: {len(self.train)}, "
                            f"batch_size {cfg.train.batch_size})")
-        bad = int(first_bad)  # the epoch's one read-back
-        if bad < len(batches):
-            raise KitError(f"training diverged: non-finite loss at epoch {epoch + 1}, step {bad + 1} "
-                           f"(learning_rate {self.opt.param_groups[0]['lr']:g}); nothing from this epoch "
-                           f"was saved; lower learning_rate or check item_info")
-        train_s = time.perf_counter() - t0
-        self.samples_per_s.append(count * self.dist.world / train_s)
-        self.train_seconds = train_s
-        return float(total) / count, count
+        marks = eval_marks(len(batches), cfg.train.evals_per_epoch)
+        bar = tqdm(range(skip, len(batches)), total=len(batches), initial=skip,
+                   desc=f"epoch {epoch + 1}/{cfg.runtime.max_epochs}",
+                   disable=not (self.show and sys.stderr.isatty()), leave=False)
+        self.model.train()
+        meter = _LossMeter(self.dev)
+        for step in bar:
+            idx = batches[step]
+            meter.add(self.train_step(self.train.batch(idx)), len(idx), step)
+            if cfg.runtime.log_every and step % cfg.runtime.log_every == 0:
+                bar.set_postfix(loss=f"{meter.read():.4f}")  # one read per interval
+            if step + 1 in marks:
+                loss, n = meter.close(epoch, self.opt.param_groups[0]["lr"])
+                self.samples_per_s.append(n * self.dist.world / meter.seconds)
+                self.train_seconds = meter.seconds
+                auc, ll = self.evaluate() if self.dist.main else (math.nan, math.nan)
+                if self.checkpoint_and_earlystop(epoch, loss, n, auc, ll,
+                                                 at=(marks[step + 1], step + 1, len(batches))):
+                    return True
+                self.model.train()
+                meter = _LossMeter(self.dev)
+        return False
 
     def train_step(self, batch: dict) -> torch.Tensor:
         """One optimiser step; returns the batch's BCE loss as a device scalar (not read back)."""
@@ -403,40 +456,47 @@ class Trainer:
         labels = self.valid.label.cpu().numpy()
         return roc_auc(labels, probs), log_loss(labels, probs)
 
-    def checkpoint_and_earlystop(self, epoch: int, loss: float, n: int, auc: float, ll: float) -> bool:
-        """Record the epoch, save best/last, decay the lr on no gain; True when training stops."""
+    def checkpoint_and_earlystop(self, epoch: int, loss: float, n: int, auc: float, ll: float,
+                                 at: tuple[float, int, int] | None = None) -> bool:
+        """Record the validation, save best/last, decay the lr on no gain; True when training stops.
+
+        `at` = (fraction of the epoch, steps done, steps in the epoch); None = the epoch's end.
+        """
         cfg = self.cfg
+        fraction, done, steps = at or (1.0, 1, 1)
+        label = epoch_label(epoch, fraction)
         improved = auc > self.best_auc + MIN_DELTA
         rngs = self.dist.gather(rng_state())
         if self.dist.main:
-            row = {"epoch": epoch + 1, "train_loss": loss, "valid_auc": auc, "valid_logloss": ll,
+            row = {"epoch": label, "train_loss": loss, "valid_auc": auc, "valid_logloss": ll,
                    "lr": self.opt.param_groups[0]["lr"], "train_seconds": round(self.train_seconds, 3),
                    "samples_per_s": round(self.samples_per_s[-1], 1)}
             self.history.append(row)
             with open(self.out / HISTORY, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            log.info(f"epoch {epoch + 1}: loss {loss:.4f} valid AUC {auc:.5f} logloss {ll:.4f} "
+            log.info(f"epoch {label}: loss {loss:.4f} valid AUC {auc:.5f} logloss {ll:.4f} "
                      f"({self.samples_per_s[-1]:,.0f} samples/s)" + ("  *best*" if improved else ""))
             base = {"model": self.core.state_dict(), "model_args": self.model_args, "config": cfg.learned()}
             if improved:
-                self.best_auc, self.best_epoch, self.bad_epochs = auc, epoch + 1, 0
-                sha = save_checkpoint(self.out / BEST, {**base, "epoch": epoch + 1, "valid_auc": auc})
+                self.best_auc, self.best_epoch, self.bad_evals = auc, label, 0
+                sha = save_checkpoint(self.out / BEST, {**base, "epoch": label, "valid_auc": auc})
                 self.checkpoints[M.CHECKPOINT] = {M.PATH: BEST, M.SHA256: sha}
             else:
-                self.bad_epochs += 1
+                self.bad_evals += 1
             sha = save_checkpoint(self.out / LAST, {
                 **base, "optimizer": self.opt.state_dict(), "epoch": epoch, "best_auc": self.best_auc,
-                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "history": self.history,
-                "rng": rngs, "generator": self.gen.get_state(), "resumed": self.resumed})
+                "best_epoch": self.best_epoch, "bad_evals": self.bad_evals, "history": self.history,
+                "rng": rngs, "generator": self.gen.get_state(), "resumed": self.resumed,
+                **({"steps_done": done, "epoch_generator": self.epoch_generator} if done < steps else {})})
             self.checkpoints[LAST_CHECKPOINT] = {M.PATH: LAST, M.SHA256: sha}
             self.write_manifest(self.summary(), done=False)
         improved = self.dist.broadcast_flag(improved)
-        stop = self.dist.broadcast_flag(self.bad_epochs >= cfg.train.early_stop_patience)
+        stop = self.dist.broadcast_flag(self.bad_evals >= cfg.train.early_stop_patience)
         if not improved:  # FuxiCTR: learning rate x factor on every epoch without gain, floor 1e-6
             for g in self.opt.param_groups:
                 g["lr"] = max(g["lr"] * cfg.train.lr_decay_factor, MIN_LR)
         if stop:
-            log.info(f"early stop: no valid AUC gain for {cfg.train.early_stop_patience} epochs")
+            log.info(f"early stop: no valid AUC gain in {cfg.train.early_stop_patience} validations")
         return stop
 
     def summary(self) -> dict:

@@ -230,7 +230,7 @@ def test_summary_scores_the_zip_against_the_oracle(tiny_data, tmp_path):
     oracle = summary(tiny_data)["test_oracle_auc"]
     assert f"test AUC         {oracle:.4f}" in text and "gap to the oracle +0.0000" in text
     assert "valid AUC        0.7100" in text and "total 155 s" in text and str(zpath) in text
-    assert "valid AUC fell 0.0100 at most in the 1 epoch(s) before the run stopped" in text
+    assert "valid AUC fell 0.0100 at most in the 1 validation(s) before the run stopped" in text
     seq = summary(tiny_data)["valid_seq_oracle_auc"]
     assert f"sequence-only oracle {seq:.4f}  (gap to it {seq - 0.71:+.4f})" in text
     steps.write_text("task1 sixty\n")

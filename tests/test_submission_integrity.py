@@ -523,7 +523,8 @@ def test_frozen_fixed_din_values_match_the_challenge():
                           "net_dropout": 0.1}
     assert cfg["train"] == {"learning_rate": 1e-3, "batch_size": 8192, "embedding_regularizer": 1e-6,
                             "net_regularizer": 0.0, "max_len": 64, "early_stop_patience": 3,
-                            "lr_decay_factor": 0.1, "grad_clip_norm": 10.0, "seed": 20242025}
+                            "lr_decay_factor": 0.1, "grad_clip_norm": 10.0, "seed": 20242025,
+                            "evals_per_epoch": 1}
     assert FIXED_DIN.tunable == ("embedding_regularizer", "net_regularizer", "net_dropout", "learning_rate",
                                  "batch_size")
 

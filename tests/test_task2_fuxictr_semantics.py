@@ -39,11 +39,11 @@ def test_gain_below_1e_6_is_no_gain_and_lr_floors_at_1e_6(trainer):
         g["lr"] = 3e-6
     trainer.best_auc = 0.7
     stop = trainer.checkpoint_and_earlystop(0, 0.5, 100, 0.7 + 5e-7, 0.6)
-    assert not stop and trainer.bad_epochs == 1 and trainer.best_epoch == -1
+    assert not stop and trainer.bad_evals == 1 and trainer.best_epoch == -1
     assert trainer.opt.param_groups[0]["lr"] == MIN_LR == 1e-6  # 3e-7 floored
     assert not (trainer.out / "best.pt").exists()
     stop = trainer.checkpoint_and_earlystop(1, 0.5, 100, 0.7 + 2e-6, 0.6)
-    assert not stop and trainer.bad_epochs == 0 and trainer.best_epoch == 2 and (trainer.out / "best.pt").exists()
+    assert not stop and trainer.bad_evals == 0 and trainer.best_epoch == 2 and (trainer.out / "best.pt").exists()
     assert trainer.opt.param_groups[0]["lr"] == 1e-6  # unchanged on a gain
     trainer.checkpoint_and_earlystop(2, 0.5, 100, 0.5, 0.6)
     assert trainer.checkpoint_and_earlystop(3, 0.5, 100, 0.5, 0.6)  # patience 2 reached: stop

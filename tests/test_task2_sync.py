@@ -8,7 +8,7 @@ from task2.config import load_config
 from task2.data import iter_batches, load_split
 from task2.models import create_model
 from task2.models.layers import TargetAttention
-from task2.train import Trainer
+from task2.train import Trainer, _LossMeter
 
 
 def test_dense_attention_equals_sparse():
@@ -49,9 +49,14 @@ def test_training_steps_do_not_sync_on_gpu(tiny_data, tmp_path, name):
     trainer.model.train()
     trainer.train_step(trainer.train.batch(batches[0]))  # warm-up: lazy optimiser state, cuBLAS handles
     torch.cuda.synchronize()
+    meter = _LossMeter(trainer.dev)
     torch.cuda.set_sync_debug_mode("error")
     try:
-        losses = [trainer.train_step(trainer.train.batch(idx)) for idx in batches[1:6]]
+        losses = []
+        for step, idx in enumerate(batches[1:6]):
+            losses.append(trainer.train_step(trainer.train.batch(idx)))
+            meter.add(losses[-1], len(idx), step)  # what train_epoch does between validations
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(torch.isfinite(torch.stack(losses)).tolist())
+    assert meter.close(0, 1e-3)[1] == sum(len(idx) for idx in batches[1:6])
