@@ -80,7 +80,10 @@ def write_task1_config(base: Path, text: dict, clip: dict, out: Path):
         return None
     import yaml
 
-    cfg = yaml.safe_load(base.read_text()) or {}
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from mmctr.yamlconfig import load  # the kit's YAML 1.2 reading: 0400 is 400, `on` stays a word
+
+    cfg = load(base.read_text()) or {}
     if text_changed:
         cfg.setdefault("text", {})["model"] = text["path"] if text["source"] == "local path" else text["model"]
     if clip.get("model"):

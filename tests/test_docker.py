@@ -532,3 +532,19 @@ def test_fetch_weights_keeps_the_open_clip_tag(tmp_path):
     path = fw.write_task1_config(base, {"model": None}, clip, tmp_path)
     image = yaml.safe_load(Path(path).read_text())["image"]
     assert image == {"model": "ViT-L-14", "pretrained": "laion2b_s32b_b82k", "checkpoint": "/weights/clip.bin"}
+
+
+def test_fetch_weights_reads_the_task1_config_as_the_kit_does(tmp_path):
+    """YAML 1.1 would turn 0400 into 256 and `on` into true when the image's task1.yaml is written."""
+    import importlib.util
+
+    from mmctr.yamlconfig import load
+
+    spec = importlib.util.spec_from_file_location("fetch_weights", DOCKER / "fetch_weights.py")
+    fw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fw)
+    base = tmp_path / "default.yaml"
+    base.write_text("behaviour:\n  max_occurrences: 0400\n  note: on\nimage:\n  model: efficientnet-lite0\n")
+    clip = {"model": "ViT-L-14", "pretrained": "laion2b_s32b_b82k", "checkpoint": "/weights/clip.bin"}
+    written = load(Path(fw.write_task1_config(base, {"model": None}, clip, tmp_path)).read_text())
+    assert written["behaviour"] == {"max_occurrences": 400, "note": "on"}
