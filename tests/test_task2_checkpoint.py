@@ -26,7 +26,8 @@ from conftest import ROOT
 def run(tiny_data, tmp_path_factory):
     """One epoch of the main model; returns (run dir, valid probabilities computed in training)."""
     out = tmp_path_factory.mktemp("ckpt") / "run"
-    trainer = Trainer(load_config("transformer_dcn_small", {"batch_size": 512, "max_epochs": 1, "num_threads": 1}),
+    trainer = Trainer(load_config("transformer_dcn_small", {"batch_size": 512, "max_epochs": 1, "num_threads": 1,
+                                                          "mm_standardize": True}),  # derived z-score stats
                       tiny_data, None, out, quiet=True)
     trainer.fit()
     probs = predict_split(trainer.core, trainer.valid, 4096, trainer.dev, amp=False)
