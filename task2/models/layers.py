@@ -42,14 +42,14 @@ class ItemEncoder(nn.Module):
     (+ optional learned codes of that embedding at several granularities).
 
     The item table (tags, frozen embedding) comes from item_info and is not saved; what is
-    derived from it (z-score statistics, k-means codes) is a persistent buffer, so a model
-    loaded from a checkpoint (`derive=False`) never recomputes it.
+    derived from it (z-score statistics, principal axes, k-means codes) is a persistent buffer,
+    so a model loaded from a checkpoint (`derive=False`) never recomputes it.
     """
 
     def __init__(self, tags: torch.Tensor, mm_emb: torch.Tensor, id_dim: int, tag_dim: int,
                  mm_dim: int, code_sizes: tuple = (), code_dim: int = 16, seed: int = 0,
                  standardize: bool = False, n_tags: int | None = None, derive: bool = True,
-                 id_dropout: float = 0.0, use_id: bool = True, use_mm: bool = True):
+                 id_dropout: float = 0.0, use_id: bool = True, use_mm: bool = True, rank: int = 0):
         super().__init__()
         n_rows, width = mm_emb.shape
         self.id_dropout = id_dropout  # drop whole id vectors in training: items lean on content
@@ -59,10 +59,14 @@ class ItemEncoder(nn.Module):
         if standardize:  # z-score each dimension over the items: any embedding scale learns alike
             self.register_buffer("mm_mean", torch.zeros(width))
             self.register_buffer("mm_std", torch.ones(width))
+        self.rank = rank
+        if rank:  # keep the embedding's top principal axes only: the rest is mostly noise to fit
+            self.register_buffer("mm_center", torch.zeros(width))
+            self.register_buffer("mm_axes", torch.zeros(width, rank))
         # use_id / use_mm = False leave that part out (ablations)
         self.id_emb = nn.Embedding(n_rows, id_dim, padding_idx=0) if use_id else None
         self.tag_emb = nn.Embedding(n_tags or int(tags.max()) + 1, tag_dim, padding_idx=0)
-        self.mm_proj = nn.Linear(width, mm_dim, bias=False) if use_mm else None
+        self.mm_proj = nn.Linear(rank or width, mm_dim, bias=False) if use_mm else None
         self.code_sizes = tuple(code_sizes)
         self.register_buffer("codes", torch.zeros(n_rows, len(code_sizes), dtype=torch.long),
                              persistent=bool(code_sizes))
@@ -77,20 +81,36 @@ class ItemEncoder(nn.Module):
 
     @torch.no_grad()
     def derive_state(self, seed: int) -> None:
-        """z-score statistics and k-means codes of the frozen embedding (once, at training start)."""
+        """z-score statistics, principal axes and k-means codes of the frozen embedding (once, at
+        training start)."""
         if self.standardize:
             body = self.mm_emb[1:]
             self.mm_mean.copy_(body.mean(0))
             self.mm_std.copy_(body.std(0).clamp(min=1e-6))
+        if self.rank:
+            body = self._scaled(torch.arange(1, len(self.mm_emb), device=self.mm_emb.device)).double()
+            center = body.mean(0)
+            _, vecs = torch.linalg.eigh((body - center).T @ (body - center))  # ascending eigenvalues
+            axes = vecs.flip(1)[:, :self.rank]
+            axes = axes * torch.sign(axes.gather(0, axes.abs().argmax(0, keepdim=True)))  # solver-free sign
+            self.mm_center.copy_(center.float())
+            self.mm_axes.copy_(axes.float())
         table = self.frozen(torch.arange(len(self.mm_emb), device=self.mm_emb.device))
         for j, k in enumerate(self.code_sizes):
             self.codes[:, j] = kmeans_codes(table, k, seed=seed + j)
 
-    def frozen(self, ids: torch.Tensor) -> torch.Tensor:
-        """The frozen embedding of `ids`, z-scored if configured (padding stays 0)."""
+    def _scaled(self, ids: torch.Tensor) -> torch.Tensor:
         mm = self.mm_emb[ids]
         if self.standardize:
             mm = (mm - self.mm_mean) / self.mm_std * (ids > 0).unsqueeze(-1).to(mm.dtype)
+        return mm
+
+    def frozen(self, ids: torch.Tensor) -> torch.Tensor:
+        """The frozen embedding of `ids`, z-scored and on its top principal axes if configured
+        (padding stays 0)."""
+        mm = self._scaled(ids)
+        if self.rank:
+            mm = ((mm - self.mm_center) @ self.mm_axes) * (ids > 0).unsqueeze(-1).to(mm.dtype)
         return mm
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from pydantic import Field, ValidationInfo, field_validator
 
+from mmctr import contract as C
 from mmctr.config import Section
 
 from .layers import CrossNetV2, ItemEncoder, mlp
@@ -32,6 +33,9 @@ class TransformerDCNConfig(Section):
     # embeddings (task1's, the official one) it whitens, erasing the variance order that marks the
     # directions carrying signal (demo, 3 seeds: 0.7104 -> 0.7252 off; provided item_info +0.0003)
     mm_standardize: bool = False
+    # keep only the frozen embedding's top principal axes (0 = all): with little data the model
+    # cannot tell signal axes from noise ones (demo: 0.7252 -> 0.7363 at 16, docs/benchmarks.md)
+    mm_rank: int = Field(0, ge=0, le=C.EMB_DIM)
     d_model: int = Field(128, ge=1, le=8192)
     n_heads: int = Field(4, ge=1, le=256)
     n_layers: int = Field(2, ge=0, le=64)  # 0 = no transformer: the pair tokens are pooled as they are
@@ -83,7 +87,8 @@ class TransformerDCN(nn.Module):
         self.items = ItemEncoder(tags, mm_emb, id_dim=d, tag_dim=cfg.tag_dim, mm_dim=cfg.mm_dim,
                                  code_sizes=tuple(cfg.code_sizes), code_dim=cfg.code_dim, seed=seed,
                                  standardize=cfg.mm_standardize, n_tags=n_tags, derive=derive,
-                                 id_dropout=cfg.id_dropout, use_id=cfg.use_id_embedding, use_mm=cfg.use_mm)
+                                 id_dropout=cfg.id_dropout, use_id=cfg.use_id_embedding, use_mm=cfg.use_mm,
+                                 rank=cfg.mm_rank)
         self.item_proj = nn.Linear(self.items.out_dim, dm)
         self.pair_proj = nn.Linear(3 * dm, dm)
         self.pos = nn.Embedding(max_len + 1, dm)  # position counted from the most recent
