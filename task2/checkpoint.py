@@ -39,3 +39,12 @@ def load_checkpoint(path, sha256: str | None = None, map_location="cpu") -> dict
     if not isinstance(state, dict):
         raise KitError(f"{path}: a checkpoint must hold a dict, got {type(state).__name__}")
     return state
+
+
+def load_weights(model: torch.nn.Module, weights, what: str) -> None:
+    """model.load_state_dict(weights), or one KitError naming the first tensor that does not fit."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise KitError(f"{what}: {lines[1] if len(lines) > 1 else (lines or [type(exc).__name__])[0]}") from None

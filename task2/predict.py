@@ -16,7 +16,7 @@ from mmctr.manifest import read_manifest
 from mmctr.paths import DataPaths, refuse_data_write
 from mmctr.tracks import get_track
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_weights
 from .config import RuntimeConfig
 from .data import ItemTable, load_split
 from .models import create_model
@@ -75,10 +75,7 @@ def predict_run(run_dir, data_dir, track: str, out=None, device: str | None = No
     if "model_args" not in state or "model" not in state:
         raise KitError(f"{ck_path} lacks model_args/model: not a checkpoint of this kit's task2 train")
     model = create_model(state["model_args"], items.tags, items.emb, derive=False)
-    try:
-        model.load_state_dict(state["model"])
-    except (RuntimeError, KeyError) as exc:
-        raise KitError(f"{ck_path} does not fit its own model_args: {str(exc).splitlines()[0]}") from None
+    load_weights(model, state["model"], f"{ck_path} does not fit its own model_args")
     model.to(dev)
     test_path = paths.require(C.TEST)
     test = load_split(test_path, state["model_args"]["max_len"], items.n_items, need_label=False)

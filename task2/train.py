@@ -31,7 +31,7 @@ from mmctr.manifest import read_manifest, write_manifest
 from mmctr.metrics import log_loss, roc_auc
 from mmctr.paths import DataPaths, refuse_data_write
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .config import RunConfig
 from .data import ItemTable, Split, iter_batches, load_split
 from .models import create_model, model_args
@@ -356,11 +356,12 @@ class Trainer:
             raise KitError(f"--resume: key(s) {refused} differ from the run in {self.out} "
                            f"({', '.join(f'{k}: {old_cfg.get(k)!r} -> {new_cfg.get(k)!r}' for k in refused)}); "
                            f"only {', '.join(RESUMABLE_KEYS)} may change on resume")
+        load_weights(self.core, state["model"], f"--resume: {path} does not fit this model")
         try:
-            self.core.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise KitError(f"--resume: {path} does not fit this model: {str(exc).splitlines()[0]}") from None
+            raise KitError(f"--resume: {path}'s optimizer state does not fit this model: "
+                           f"{str(exc).splitlines()[0]}") from None
         if "learning_rate" in changed:  # apply the new rate; otherwise keep the decayed one
             for g in self.opt.param_groups:
                 g["lr"] = self.cfg.train.learning_rate

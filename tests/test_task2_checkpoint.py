@@ -109,7 +109,8 @@ def test_crafted_checkpoint_does_not_execute(run, tiny_data, tmp_path, repin):
     assert ("differs from the manifest" if not repin else "not a plain-data checkpoint") in r.stderr
 
 
-@pytest.mark.parametrize("change", [{"max_len": 10**9}, {"n_tags": 10**12}, {"config": {"d_model": 10**6}}])
+@pytest.mark.parametrize("change", [{"max_len": 10**9}, {"n_tags": 10**12}, {"config": {"d_model": 10**6}},
+                                    {"config": {"mm_rank": 10**6}}])
 def test_hostile_model_args_are_refused_before_allocating(run, tiny_data, tmp_path, change):
     out, _, _ = run
     copy = tmp_path / "run"
@@ -120,7 +121,21 @@ def test_hostile_model_args_are_refused_before_allocating(run, tiny_data, tmp_pa
     m = _manifest(copy)
     m["checkpoint"]["sha256"] = file_sha256(copy / "best.pt")
     (copy / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(KitError, match="max_len|n_tags|tag ids|d_model|unknown config key"):
+    with pytest.raises(KitError, match="max_len|n_tags|tag ids|d_model|mm_rank|unknown config key"):
+        predict_run(copy, tiny_data, "task2")
+
+
+def test_tampered_principal_axes_are_one_line(run, tiny_data, tmp_path):
+    out, _, _ = run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    state = load_checkpoint(copy / "best.pt")
+    state["model"]["items.mm_axes"] = torch.zeros(C.EMB_DIM, 3)  # not the rank the model_args say
+    torch.save(state, copy / "best.pt")
+    m = _manifest(copy)
+    m["checkpoint"]["sha256"] = file_sha256(copy / "best.pt")
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(KitError, match="mm_axes"):
         predict_run(copy, tiny_data, "task2")
 
 
