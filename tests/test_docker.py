@@ -517,15 +517,20 @@ def test_demo_checks_the_driver_too(env, fake_smi):
     assert not Path(env["MMCTR_OUT"]).exists(), "nothing written before the check"
 
 
-def test_fetch_weights_keeps_the_open_clip_tag(tmp_path):
-    """The image's task1 config names the pretrained tag: task1 takes mean/std and QuickGELU from it."""
+def _fetch_weights_module():
     import importlib.util
-
-    import yaml
 
     spec = importlib.util.spec_from_file_location("fetch_weights", DOCKER / "fetch_weights.py")
     fw = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fw)
+    return fw
+
+
+def test_fetch_weights_keeps_the_open_clip_tag(tmp_path):
+    """The image's task1 config names the pretrained tag: task1 takes mean/std and QuickGELU from it."""
+    import yaml
+
+    fw = _fetch_weights_module()
     base = tmp_path / "default.yaml"
     base.write_text("image:\n  model: efficientnet-lite0\n")
     clip = {"model": "ViT-L-14", "pretrained": "laion2b_s32b_b82k", "checkpoint": "/weights/clip.bin"}
@@ -536,13 +541,9 @@ def test_fetch_weights_keeps_the_open_clip_tag(tmp_path):
 
 def test_fetch_weights_reads_the_task1_config_as_the_kit_does(tmp_path):
     """YAML 1.1 would turn 0400 into 256 and `on` into true when the image's task1.yaml is written."""
-    import importlib.util
-
     from mmctr.yamlconfig import load
 
-    spec = importlib.util.spec_from_file_location("fetch_weights", DOCKER / "fetch_weights.py")
-    fw = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fw)
+    fw = _fetch_weights_module()
     base = tmp_path / "default.yaml"
     base.write_text("behaviour:\n  max_occurrences: 0400\n  note: on\nimage:\n  model: efficientnet-lite0\n")
     clip = {"model": "ViT-L-14", "pretrained": "laion2b_s32b_b82k", "checkpoint": "/weights/clip.bin"}
