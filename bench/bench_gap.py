@@ -43,7 +43,22 @@ from mmctr.metrics import roc_auc  # noqa: E402
 from mmctr.paths import DataPaths  # noqa: E402
 from mmctr.sample import SampleConfig, World, read_truth, summary  # noqa: E402
 
-VARIANTS = ("task1", "latents", "latents_quality", "task1_mapped", "provided", "provided_mapped")
+# name -> (the item_info it trains on, config overrides)
+VARIANTS = {
+    "task1": ("task1", []),
+    "latents": ("latents", []),
+    "latents_quality": ("latents_quality", []),
+    "task1_mapped": ("task1_mapped", []),
+    "provided": ("provided", []),
+    "provided_mapped": ("provided_mapped", []),
+    "task1_pca8": ("task1_pca8", []),
+    "task1_pca16": ("task1_pca16", []),
+    "task1_pca24": ("task1_pca24", []),
+    "task1_pca32": ("task1_pca32", []),
+    "task1_no_standardize": ("task1", ["mm_standardize=false"]),
+    "task1_pca16_no_standardize": ("task1_pca16", ["mm_standardize=false"]),
+    "provided_pca16": ("provided_pca16", []),
+}
 
 
 class _NoisyWorld(World):
@@ -88,12 +103,22 @@ def write_variants(world: World, root: Path, task1: Path, out: Path) -> dict:
     made = {"latents": padded(world.item_vec),
             "latents_quality": padded(np.c_[world.item_vec, world.quality]),
             "task1_mapped": padded(mapped_latents(world, read_item_info(task1)[1])),
-            "provided_mapped": padded(mapped_latents(world, read_item_info(provided)[1]))}
+            "provided_mapped": padded(mapped_latents(world, read_item_info(provided)[1])),
+            **{f"task1_pca{k}": padded(principal(read_item_info(task1)[1], k)) for k in (8, 16, 24, 32)},
+            "provided_pca16": padded(principal(read_item_info(provided)[1], 16))}
     paths = {"task1": task1, "provided": provided}
     for name, emb in made.items():
         paths[name] = out / f"{name}.parquet"
         write_item_info(paths[name], tags, emb)
     return paths
+
+
+def principal(emb: np.ndarray, k: int) -> np.ndarray:
+    """The first k principal components of the items' embedding (row 0 stays padding)."""
+    x = emb[1:].astype(np.float64)
+    x -= x.mean(0)
+    u, sv, _ = np.linalg.svd(x, full_matrices=False)
+    return np.vstack([np.zeros((1, k)), u[:, :k] * sv[:k]])
 
 
 def ceilings(world: _NoisyWorld, root: Path, max_len: int, item_infos: dict) -> list[tuple[str, float]]:
@@ -182,7 +207,7 @@ def item_quality_from_labels(world: World, root: Path, by_level: np.ndarray, ste
 def table(results: list[dict], oracle: float) -> str:
     by = {v: [r for r in results if r["variant"] == v] for v in VARIANTS}
     ref = [r["best_auc"] for r in by["task1"]]
-    lines = [f"{'item_info':16} {'seeds':>5} {'valid AUC':>16} {'best ep':>7} {'drop after':>10} "
+    lines = [f"{'item_info':26} {'seeds':>5} {'valid AUC':>16} {'best ep':>7} {'drop after':>10} "
              f"{'vs task1':>8} {'vs seq oracle':>13}  per seed"]
     for v, rs in by.items():
         if not rs:
@@ -191,7 +216,7 @@ def table(results: list[dict], oracle: float) -> str:
         mean = statistics.fmean(aucs)
         sd = statistics.stdev(aucs) if len(aucs) > 1 else float("nan")
         delta = f"{mean - statistics.fmean(ref):+.4f}" if ref and v != "task1" else "-"
-        lines.append(f"{v:16} {len(rs):>5} {mean:>9.4f} ± {sd:.4f} "
+        lines.append(f"{v:26} {len(rs):>5} {mean:>9.4f} ± {sd:.4f} "
                      f"{statistics.fmean(r['best_epoch'] for r in rs):>7.1f} "
                      f"{statistics.fmean(drop_after_best(r['aucs']) for r in rs):>10.4f} "
                      f"{delta:>8} {mean - oracle:>+13.4f}  " + " ".join(f"{a:.4f}" for a in aucs))
@@ -236,8 +261,8 @@ def main() -> None:
     results_path = out / "results.jsonl"
     done = [json.loads(line) for line in results_path.read_text().splitlines()] if results_path.is_file() else []
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    jobs = [{"variant": v, "sets": [], "seed": s, "config": args.config, "data_dir": str(root),
-             "max_epochs": args.max_epochs, "num_threads": args.num_threads, "item_info": str(paths[v])}
+    jobs = [{"variant": v, "sets": VARIANTS[v][1], "seed": s, "config": args.config, "data_dir": str(root),
+             "max_epochs": args.max_epochs, "num_threads": args.num_threads, "item_info": str(paths[VARIANTS[v][0]])}
             for s in seeds for v in names
             if not any(r["variant"] == v and r["seed"] == s and r["max_epochs"] == args.max_epochs for r in done)]
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
