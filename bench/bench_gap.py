@@ -56,7 +56,7 @@ VARIANTS = {
     "task1_pca24": ("task1_pca24", []),
     "task1_pca32": ("task1_pca32", []),
     "task1_no_standardize": ("task1", ["mm_standardize=false"]),
-    "task1_pca16_no_standardize": ("task1_pca16", ["mm_standardize=false"]),
+    **{f"task1_pca{k}_no_standardize": (f"task1_pca{k}", ["mm_standardize=false"]) for k in (16, 24, 32, 64)},
     "provided_pca16": ("provided_pca16", []),
 }
 
@@ -104,7 +104,7 @@ def write_variants(world: World, root: Path, task1: Path, out: Path) -> dict:
             "latents_quality": padded(np.c_[world.item_vec, world.quality]),
             "task1_mapped": padded(mapped_latents(world, read_item_info(task1)[1])),
             "provided_mapped": padded(mapped_latents(world, read_item_info(provided)[1])),
-            **{f"task1_pca{k}": padded(principal(read_item_info(task1)[1], k)) for k in (8, 16, 24, 32)},
+            **{f"task1_pca{k}": padded(principal(read_item_info(task1)[1], k)) for k in (8, 16, 24, 32, 64)},
             "provided_pca16": padded(principal(read_item_info(provided)[1], 16))}
     paths = {"task1": task1, "provided": provided}
     for name, emb in made.items():
