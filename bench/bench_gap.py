@@ -103,7 +103,7 @@ class _NoisyWorld(World):
 def rebuild(root: Path) -> tuple[_NoisyWorld, dict]:
     info = summary(root)
     world = _NoisyWorld(SampleConfig(**info["config"]))
-    seqs, targets, _ = _split(root, C.VALID)
+    seqs, targets = _split(root, C.VALID)
     _, labels = read_truth(root, "valid")
     auc = roc_auc(labels, world.seq_oracle_logit(targets, seqs))
     if abs(auc - info["valid_seq_oracle_auc"]) > 1e-9:
@@ -112,10 +112,11 @@ def rebuild(root: Path) -> tuple[_NoisyWorld, dict]:
     return world, info
 
 
-def _split(root: Path, table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    t = pq.read_table(root / table.relpath, columns=[C.ITEM_SEQ, C.ITEM_ID, C.LIKES])
+def _split(root: Path, table) -> tuple[np.ndarray, np.ndarray]:
+    """(item_seq as an (n, seq_pad) matrix, target item ids) of a generated split."""
+    t = pq.read_table(root / table.relpath, columns=[C.ITEM_SEQ, C.ITEM_ID])
     seqs = np.stack(t.column(C.ITEM_SEQ).to_numpy(zero_copy_only=False)).astype(np.int64)
-    return seqs, t.column(C.ITEM_ID).to_numpy(), t.column(C.LIKES).to_numpy()
+    return seqs, t.column(C.ITEM_ID).to_numpy()
 
 
 def write_variants(world: World, root: Path, task1: Path, out: Path) -> dict:
@@ -151,7 +152,7 @@ def principal(emb: np.ndarray, k: int) -> np.ndarray:
 def ceilings(world: _NoisyWorld, root: Path, max_len: int, item_infos: dict) -> list[tuple[str, float]]:
     """Valid AUC of the sequence-only oracle's logit with parts of the truth replaced by what the
     data shows."""
-    seqs, targets, _ = _split(root, C.VALID)
+    seqs, targets = _split(root, C.VALID)
     p, labels = read_truth(root, "valid")
     q, lv = world.quality, world.likes_level
     by_level = np.array([q[1:][lv[1:] == k].mean() for k in range(C.LEVEL_MAX + 1)])
@@ -209,7 +210,7 @@ def item_quality_from_labels(world: World, root: Path, by_level: np.ndarray, ste
     """Per-item MAP quality from the train labels, with the true latents and click weights and the
     prior N(E[q | likes_level], Var[q | likes_level]): what a model could learn of each item's
     quality from its ~30 train rows, had it every item latent exactly."""
-    seqs, targets, _ = _split(root, C.TRAIN)
+    seqs, targets = _split(root, C.TRAIN)
     t = pq.read_table(root / C.TRAIN.relpath, columns=[C.LABEL])
     y = t.column(C.LABEL).to_numpy().astype(np.float64)
     q, lv = world.quality, world.likes_level
