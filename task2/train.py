@@ -366,8 +366,12 @@ class Trainer:
             for g in self.opt.param_groups:
                 g["lr"] = self.cfg.train.learning_rate
         if "steps_done" in state:  # stopped after a validation inside an epoch: finish that epoch
+            done, gen = state["steps_done"], state.get("epoch_generator")
+            if not isinstance(done, int) or done < 1 or not isinstance(gen, torch.Tensor):
+                raise KitError(f"--resume: {path} records a position inside epoch {state['epoch'] + 1} "
+                               f"that cannot be replayed (steps_done {done!r})")
             self.start_epoch = state["epoch"]
-            self.resume_at = (state["epoch_generator"], int(state["steps_done"]))
+            self.resume_at = (gen, done)
         else:
             self.start_epoch = state["epoch"] + 1
         self.best_auc, self.best_epoch = state["best_auc"], state["best_epoch"]
@@ -466,11 +470,15 @@ class Trainer:
         cfg = self.cfg
         fraction, done, steps = at or (1.0, 1, 1)
         label = epoch_label(epoch, fraction)
-        improved = auc > self.best_auc + MIN_DELTA
+        improved = self.dist.broadcast_flag(auc > self.best_auc + MIN_DELTA)
+        lr = self.opt.param_groups[0]["lr"]  # the rate this interval trained at
+        if not improved:  # FuxiCTR: lr x factor on every validation without gain, floor 1e-6; before
+            for g in self.opt.param_groups:  # last.pt is written, so a resume keeps the decay
+                g["lr"] = max(g["lr"] * cfg.train.lr_decay_factor, MIN_LR)
         rngs = self.dist.gather(rng_state())
         if self.dist.main:
             row = {"epoch": label, "train_loss": loss, "valid_auc": auc, "valid_logloss": ll,
-                   "lr": self.opt.param_groups[0]["lr"], "train_seconds": round(self.train_seconds, 3),
+                   "lr": lr, "train_seconds": round(self.train_seconds, 3),
                    "samples_per_s": round(self.samples_per_s[-1], 1)}
             self.history.append(row)
             with open(self.out / HISTORY, "a") as f:
@@ -491,11 +499,7 @@ class Trainer:
                 **({"steps_done": done, "epoch_generator": self.epoch_generator} if done < steps else {})})
             self.checkpoints[LAST_CHECKPOINT] = {M.PATH: LAST, M.SHA256: sha}
             self.write_manifest(self.summary(), done=False)
-        improved = self.dist.broadcast_flag(improved)
         stop = self.dist.broadcast_flag(self.bad_evals >= cfg.train.early_stop_patience)
-        if not improved:  # FuxiCTR: learning rate x factor on every epoch without gain, floor 1e-6
-            for g in self.opt.param_groups:
-                g["lr"] = max(g["lr"] * cfg.train.lr_decay_factor, MIN_LR)
         if stop:
             log.info(f"early stop: no valid AUC gain in {cfg.train.early_stop_patience} validations")
         return stop

@@ -529,6 +529,20 @@ def test_frozen_fixed_din_values_match_the_challenge():
                                  "batch_size")
 
 
+@pytest.mark.parametrize("change", [{"evals_per_epoch": 4}, "drop evals_per_epoch"])
+def test_fixed_din_validates_once_per_epoch(run1, data, clean_code, change):
+    """Validating inside the epoch picks another checkpoint: not one of the Task-1 track's five keys."""
+    def apply(d):
+        if isinstance(change, dict):
+            d["config"].update(change)
+        else:
+            d["config"].pop("evals_per_epoch")
+    edit(L.RunLayout.of(run1).task2_manifest, apply)
+    report = run_check(run1, data, "task1", clean_code)
+    assert "fixed-din" in report.broken
+    assert any("evals_per_epoch" in v.where for v in report.violations if v.rule == "fixed-din")
+
+
 def test_fixed_din_ignores_an_edited_yaml_and_task2_defaults(run1, data, clean_code, monkeypatch, tmp_path):
     import task2.models.din as din_mod
 

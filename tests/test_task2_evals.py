@@ -115,3 +115,30 @@ def test_results_csv_keeps_a_fractional_best_epoch(two_evals, tmp_path):
     first, second = read_results(tmp_path / "runs")
     assert (first["epochs"], first["best_epoch"]) == (2, summary["best_epoch"])
     assert (second["epochs"], second["best_epoch"]) == (3, 1.25)
+
+
+def test_a_mid_epoch_position_that_cannot_be_replayed_is_one_line(tiny_data, tmp_path, monkeypatch):
+    from mmctr.io import file_sha256
+
+    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "max_epochs": 1})
+    run = tmp_path / "r"
+    real_step = Trainer.train_step
+
+    def crash_after_the_first_validation(self, batch):
+        if self.history:
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", crash_after_the_first_validation)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(cfg, tiny_data, None, run, quiet=True)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["steps_done"] >= 1
+    state["steps_done"] = -3
+    torch.save(state, run / "last.pt")
+    m = json.loads((run / "manifest.json").read_text())
+    m["last_checkpoint"]["sha256"] = file_sha256(run / "last.pt")  # re-pinned: only the check stands
+    (run / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(KitError, match=r"cannot be replayed \(steps_done -3\)"):
+        train_model(cfg, tiny_data, None, run, quiet=True, resume=True)

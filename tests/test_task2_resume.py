@@ -114,3 +114,19 @@ def test_resume_on_another_item_info_is_refused(one_epoch, tiny_data, tmp_path):
     write_item_info(other, tags, emb * 2)
     with pytest.raises(KitError, match=r"--resume: input file\(s\) .*item_info.parquet.* differ"):
         train_model(load_config("transformer_dcn_small", TWO), tiny_data, other, run, quiet=True, resume=True)
+
+
+def test_resume_after_an_epoch_without_gain_keeps_the_decayed_rate(one_epoch, tiny_data, tmp_path):
+    """last.pt is written after the lr decay of an epoch without gain (it was written before it, so
+    a resumed run trained on at the undecayed rate)."""
+    import torch
+
+    from task2.train import Trainer
+
+    run = _copy(one_epoch, tmp_path / "r")
+    t = Trainer(load_config("transformer_dcn_small", TWO), tiny_data, None, run, quiet=True, resume=True)
+    t.train_seconds, t.samples_per_s, t.epoch_generator = 1.0, [1.0], t.gen.get_state()
+    t.checkpoint_and_earlystop(1, 0.5, 100, t.best_auc - 0.01, 0.6)  # no gain: decay
+    assert t.history[-1]["lr"] == 1e-3  # the row keeps the rate the epoch trained at
+    saved = torch.load(run / "last.pt", weights_only=True)
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
