@@ -61,7 +61,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_ablation import drop_after_best, train_one  # noqa: E402
+from bench_ablation import table, train_one  # noqa: E402
 
 from mmctr import contract as C  # noqa: E402
 from mmctr.io import environment  # noqa: E402
@@ -112,9 +112,9 @@ def rebuild(root: Path) -> tuple[_NoisyWorld, dict]:
     return world, info
 
 
-def _split(root: Path, table) -> tuple[np.ndarray, np.ndarray]:
+def _split(root: Path, split) -> tuple[np.ndarray, np.ndarray]:
     """(item_seq as an (n, seq_pad) matrix, target item ids) of a generated split."""
-    t = pq.read_table(root / table.relpath, columns=[C.ITEM_SEQ, C.ITEM_ID])
+    t = pq.read_table(root / split.relpath, columns=[C.ITEM_SEQ, C.ITEM_ID])
     seqs = np.stack(t.column(C.ITEM_SEQ).to_numpy(zero_copy_only=False)).astype(np.int64)
     return seqs, t.column(C.ITEM_ID).to_numpy()
 
@@ -232,25 +232,6 @@ def item_quality_from_labels(world: World, root: Path, by_level: np.ndarray, ste
     return est
 
 
-def table(results: list[dict], oracle: float) -> str:
-    by = {v: [r for r in results if r["variant"] == v] for v in VARIANTS}
-    ref = [r["best_auc"] for r in by["task1"]]
-    lines = [f"{'item_info':26} {'seeds':>5} {'valid AUC':>16} {'best ep':>7} {'drop after':>10} "
-             f"{'vs task1':>8} {'vs seq oracle':>13}  per seed"]
-    for v, rs in by.items():
-        if not rs:
-            continue
-        aucs = [r["best_auc"] for r in rs]
-        mean = statistics.fmean(aucs)
-        sd = statistics.stdev(aucs) if len(aucs) > 1 else float("nan")
-        delta = f"{mean - statistics.fmean(ref):+.4f}" if ref and v != "task1" else "-"
-        lines.append(f"{v:26} {len(rs):>5} {mean:>9.4f} ± {sd:.4f} "
-                     f"{statistics.fmean(r['best_epoch'] for r in rs):>7.1f} "
-                     f"{statistics.fmean(drop_after_best(r['aucs']) for r in rs):>10.4f} "
-                     f"{delta:>8} {mean - oracle:>+13.4f}  " + " ".join(f"{a:.4f}" for a in aucs))
-    return "\n".join(lines)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", required=True, help="a sample made by `python -m mmctr sample`")
@@ -303,7 +284,7 @@ def main() -> None:
     results = [r for r in done if r["seed"] in seeds and r["max_epochs"] == args.max_epochs]
     print(f"\n{args.config}, seeds {list(seeds)}, <= {args.max_epochs} epochs, {args.num_threads} thread(s) per run, "
           f"{args.jobs} at once; sequence-only oracle {oracle:.4f}, full oracle {info['valid_oracle_auc']:.4f}")
-    print(table(results, oracle))
+    print(table(results, list(VARIANTS), {"seq": oracle}, ref="task1", name="item_info"))
 
 
 if __name__ == "__main__":

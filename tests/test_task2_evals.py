@@ -66,23 +66,26 @@ def test_lr_decays_and_patience_counts_per_validation(tiny_data, tmp_path):
     assert (last["epoch"], last["steps_done"]) == (1, 10)  # inside the second epoch
 
 
+def _killed_after(validations: int, cfg, data, run, monkeypatch) -> None:
+    """Train until `validations` rows are in the history, then die as a killed process would."""
+    real_step = Trainer.train_step
+
+    def step(self, batch):
+        if len(self.history) == validations:
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(cfg, data, None, run, quiet=True)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+
+
 def test_resume_after_a_mid_epoch_stop_equals_uninterrupted(two_evals, tiny_data, tmp_path, monkeypatch):
     _, full = two_evals
     cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10})
     run = tmp_path / "r"
-    calls = {"n": 0}
-    real_step = Trainer.train_step
-
-    def crash_after_the_1_5_validation(self, batch):
-        calls["n"] += 1
-        if len(self.history) == 3:  # killed during the second half of epoch 2
-            raise KeyboardInterrupt
-        return real_step(self, batch)
-
-    monkeypatch.setattr(Trainer, "train_step", crash_after_the_1_5_validation)
-    with pytest.raises(KeyboardInterrupt):
-        train_model(cfg, tiny_data, None, run, quiet=True)
-    monkeypatch.setattr(Trainer, "train_step", real_step)
+    _killed_after(3, cfg, tiny_data, run, monkeypatch)  # during the second half of epoch 2
     assert [h["epoch"] for h in read_history(run)] == [0.5, 1, 1.5]
     resumed = train_model(cfg, tiny_data, None, run, quiet=True, resume=True)
     assert [h["epoch"] for h in resumed["history"]] == [0.5, 1, 1.5, 2]
@@ -122,17 +125,7 @@ def test_a_mid_epoch_position_that_cannot_be_replayed_is_one_line(tiny_data, tmp
 
     cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "max_epochs": 1})
     run = tmp_path / "r"
-    real_step = Trainer.train_step
-
-    def crash_after_the_first_validation(self, batch):
-        if self.history:
-            raise KeyboardInterrupt
-        return real_step(self, batch)
-
-    monkeypatch.setattr(Trainer, "train_step", crash_after_the_first_validation)
-    with pytest.raises(KeyboardInterrupt):
-        train_model(cfg, tiny_data, None, run, quiet=True)
-    monkeypatch.setattr(Trainer, "train_step", real_step)
+    _killed_after(1, cfg, tiny_data, run, monkeypatch)
     state = torch.load(run / "last.pt", weights_only=True)
     assert state["steps_done"] >= 1
     state["steps_done"] = -3
