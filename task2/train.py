@@ -384,8 +384,8 @@ class Trainer:
         rngs = state["rng"]
         set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
         self.gen.set_state(state["generator"])
-        log.info(f"resumed from {path} after epoch {self.resumed[-1]['from_epoch']} (best valid AUC {self.best_auc:.5f})"
-                 + (f"; changed: {', '.join(changed)}" if changed else ""))
+        log.info(f"resumed from {path} after epoch {self.resumed[-1]['from_epoch']} "
+                 f"(best valid AUC {self.best_auc:.5f})" + (f"; changed: {', '.join(changed)}" if changed else ""))
 
     def fit(self) -> dict:
         """Train until max_epochs or early stop; return the run's summary."""
