@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mmctr.io import environment  # noqa: E402
 from mmctr.paths import DataPaths  # noqa: E402
+from mmctr.runs import fall_after_best  # noqa: E402
 from mmctr.sample import summary  # noqa: E402
 
 # name -> config overrides; "full" is the config as it is, each other one removes one component
@@ -91,12 +92,6 @@ def train_one(job: dict) -> dict:
             "samples_per_s": s["samples_per_s"]}
 
 
-def drop_after_best(aucs: list[float]) -> float:
-    """How far valid AUC fell below its best in the epochs after the best one (0 if none)."""
-    best = max(range(len(aucs)), key=aucs.__getitem__)
-    return max(0.0, aucs[best] - min(aucs[best:]))
-
-
 def table(results: list[dict], order: list[str], oracles: dict, ref: str = "full", name: str = "variant") -> str:
     """One line per variant: seeds, mean ± sd best valid AUC, best epoch, drop after the best,
     delta against `ref`, gap to the sequence-only oracle, parameters, the per-seed AUCs."""
@@ -114,7 +109,7 @@ def table(results: list[dict], order: list[str], oracles: dict, ref: str = "full
         gap = (f"{mean_of[v] - oracles['seq']:+.4f}" if oracles.get("seq") is not None else "-")
         lines.append(f"{v:26} {len(rs):>5} {mean_of[v]:>9.4f} ± {sd:.4f} "
                      f"{statistics.fmean(r['best_epoch'] for r in rs):>7.1f} "
-                     f"{statistics.fmean(drop_after_best(r['aucs']) for r in rs):>10.4f} "
+                     f"{statistics.fmean(fall_after_best(r['aucs']) for r in rs):>10.4f} "
                      f"{delta:>8} {gap:>13} {rs[0]['params']:>9,}  " + " ".join(f"{a:.4f}" for a in aucs))
     return "\n".join(lines)
 

@@ -257,6 +257,12 @@ def epoch_number(value) -> int | float:
     return int(v) if v == int(v) else round(v, 4)
 
 
+def fall_after_best(aucs: list[float]) -> float:
+    """How far valid AUC fell below its best in the validations after the best one (0 if none)."""
+    best = max(range(len(aucs)), key=aucs.__getitem__)
+    return max(0.0, aucs[best] - min(aucs[best:]))
+
+
 def epochs_run(history: list[dict]) -> int:
     """Epochs a history spans (its rows are validations; several per epoch when evals_per_epoch > 1)."""
     last = history[-1].get("epoch") if history else 0
@@ -436,7 +442,7 @@ def _summary_block(runs_dir, data_dir, zip_path, track, steps) -> str:
     aucs = [row.get("valid_auc") for row in hist if isinstance(row, dict)]
     if aucs and all(isinstance(a, (int, float)) for a in aucs):
         best = max(range(len(aucs)), key=aucs.__getitem__)
-        lines.append(f"after the best   valid AUC fell {aucs[best] - min(aucs[best:]):.4f} at most in the "
+        lines.append(f"after the best   valid AUC fell {fall_after_best(aucs):.4f} at most in the "
                      f"{len(aucs) - best - 1} validation(s) before the run stopped")
     truth = (root / TRUTH_DIR / "summary.json").is_file()
     if truth:
