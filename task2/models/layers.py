@@ -88,7 +88,7 @@ class ItemEncoder(nn.Module):
             self.mm_mean.copy_(body.mean(0))
             self.mm_std.copy_(body.std(0).clamp(min=1e-6))
         if self.rank:
-            body = self._scaled(torch.arange(1, len(self.mm_emb), device=self.mm_emb.device)).double()
+            body = self._scaled(self.mm_emb[1:]).double()
             center = body.mean(0)
             _, vecs = torch.linalg.eigh((body - center).T @ (body - center))  # ascending eigenvalues
             axes = vecs.flip(1)[:, :self.rank]
@@ -99,18 +99,17 @@ class ItemEncoder(nn.Module):
         for j, k in enumerate(self.code_sizes):
             self.codes[:, j] = kmeans_codes(table, k, seed=seed + j)
 
-    def _scaled(self, ids: torch.Tensor) -> torch.Tensor:
-        mm = self.mm_emb[ids]
-        if self.standardize:
-            mm = (mm - self.mm_mean) / self.mm_std * (ids > 0).unsqueeze(-1).to(mm.dtype)
-        return mm
+    def _scaled(self, mm: torch.Tensor) -> torch.Tensor:
+        return (mm - self.mm_mean) / self.mm_std if self.standardize else mm
 
     def frozen(self, ids: torch.Tensor) -> torch.Tensor:
         """The frozen embedding of `ids`, z-scored and on its top principal axes if configured
         (padding stays 0)."""
-        mm = self._scaled(ids)
+        mm = self._scaled(self.mm_emb[ids])
         if self.rank:
-            mm = ((mm - self.mm_center) @ self.mm_axes) * (ids > 0).unsqueeze(-1).to(mm.dtype)
+            mm = (mm - self.mm_center) @ self.mm_axes
+        if self.standardize or self.rank:  # both shift the origin: padding rows back to 0
+            mm = mm * (ids > 0).unsqueeze(-1).to(mm.dtype)
         return mm
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
