@@ -233,8 +233,9 @@ def load_weights(model, path) -> None:
         state = {k: torch.from_numpy(w[k]) for k in w.files}
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise RunnerError(f"{path}: does not fit FuxiCTR's DIN: {str(exc).splitlines()[0]}") from None
+    except RuntimeError as exc:  # torch's first line is only "Error(s) in loading state_dict for DIN:"
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise RunnerError(f"{path}: does not fit FuxiCTR's DIN: {lines[1] if len(lines) > 1 else lines[0]}") from None
 
 
 def setup(config_dir: str, expid: str):
@@ -275,7 +276,8 @@ def train(args) -> None:
     hist = model.history
     best = max(range(len(hist)), key=lambda i: hist[i]["valid_auc"]) if hist else None
     result = {"engine": "fuxictr", "fuxictr_version": fuxictr.__version__, "torch_version": torch.__version__,
-              "history": hist, "step_losses": model.step_losses, "best_valid_auc": float(final["AUC"]), "best_valid_logloss": float(final["logloss"]),
+              "history": hist, "step_losses": model.step_losses, "best_valid_auc": float(final["AUC"]),
+              "best_valid_logloss": float(final["logloss"]),
               "best_epoch": hist[best]["epoch"] if hist else None,
               "params": sum(p.numel() for p in model.parameters()),
               "samples_per_s": float(np.median([h["samples_per_s"] for h in hist])) if hist else None}
