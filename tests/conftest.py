@@ -12,6 +12,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from mmctr.sample import SampleConfig, generate  # noqa: E402
 
+def load_script(path: Path):
+    """A script that is not a package module (docker/*.py, bench/*.py), imported from its path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 TINY = SampleConfig(n_items=300, n_users=500, n_train=4000, n_valid=800, n_test=900, image_size=32, workers=1)
 
 

@@ -3,7 +3,6 @@ commands (run on the host with its paths pointed at temp dirs), and the build-ti
 The image itself is built and run by `make docker-smoke` (docker/smoke.sh), not here."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -13,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, load_script
+
 DOCKER = ROOT / "docker"
 ENTRYPOINT = DOCKER / "entrypoint.sh"
 SCRIPTS = [ENTRYPOINT, DOCKER / "build.sh", DOCKER / "smoke.sh"]
@@ -136,14 +136,7 @@ def test_fetch_weights_fails_clearly(tmp_path):
 
 # ---- image variants (docker/variants.tsv): the locks, the Dockerfile and the docs agree ------
 
-def _load_variant_check():
-    spec = importlib.util.spec_from_file_location("variant_check", DOCKER / "variant_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-variant_check = _load_variant_check()
+variant_check = load_script(DOCKER / "variant_check.py")
 VARIANTS = variant_check.read_variants(DOCKER / "variants.tsv")
 
 
@@ -517,20 +510,11 @@ def test_demo_checks_the_driver_too(env, fake_smi):
     assert not Path(env["MMCTR_OUT"]).exists(), "nothing written before the check"
 
 
-def _fetch_weights_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("fetch_weights", DOCKER / "fetch_weights.py")
-    fw = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fw)
-    return fw
-
-
 def test_fetch_weights_keeps_the_open_clip_tag(tmp_path):
     """The image's task1 config names the pretrained tag: task1 takes mean/std and QuickGELU from it."""
     import yaml
 
-    fw = _fetch_weights_module()
+    fw = load_script(DOCKER / "fetch_weights.py")
     base = tmp_path / "default.yaml"
     base.write_text("image:\n  model: efficientnet-lite0\n")
     clip = {"model": "ViT-L-14", "pretrained": "laion2b_s32b_b82k", "checkpoint": "/weights/clip.bin"}
@@ -543,7 +527,7 @@ def test_fetch_weights_reads_the_task1_config_as_the_kit_does(tmp_path):
     """YAML 1.1 would turn 0400 into 256 and `on` into true when the image's task1.yaml is written."""
     from mmctr.yamlconfig import load
 
-    fw = _fetch_weights_module()
+    fw = load_script(DOCKER / "fetch_weights.py")
     base = tmp_path / "default.yaml"
     base.write_text("behaviour:\n  max_occurrences: 0400\n  note: on\nimage:\n  model: efficientnet-lite0\n")
     clip = {"model": "ViT-L-14", "pretrained": "laion2b_s32b_b82k", "checkpoint": "/weights/clip.bin"}

@@ -4,7 +4,6 @@ import math
 import os
 import shutil
 import stat
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +17,8 @@ from mmctr.errors import KitError
 from task1 import fuxictr_engine as FX
 from task1.evaluate import din_config, evaluate
 from task2.config import load_config
+
+from conftest import ROOT, load_script
 
 HISTORY_KEYS = set(FX.HISTORY_KEYS)
 
@@ -172,16 +173,6 @@ def test_fuxictr_engine_end_to_end(tiny_data, tmp_path):
     assert sorted(p.name for p in (data / C.CTR_DIR).iterdir()) == before  # nothing written into the data
 
 
-def load_bench():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "bench_din_engines.py"
-    spec = importlib.util.spec_from_file_location("bench_din_engines", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not has_env(), reason="needs the FuxiCTR 2.3.7 environment: run `make fuxictr-env`")
 def test_lockstep_fuxictr_follows_the_kit(tiny_data, tmp_path):
@@ -189,7 +180,7 @@ def test_lockstep_fuxictr_follows_the_kit(tiny_data, tmp_path):
     batches (no dropout) validates where the kit does. Only two steps: float rounding differences
     grow ~20x a step under Adam (as between two kit runs on 1 and 2 threads), so a longer run
     is compared by the bench against its kit-control floor, not here."""
-    bench = load_bench()
+    bench = load_script(ROOT / "bench" / "bench_din_engines.py")
     data = planted(tiny_data, tmp_path)
     info = data / C.ITEM_INFO.relpath
     cfg = load_config("din_baseline", {"batch_size": 750, "learning_rate": 1e-3, "net_dropout": 0.0,
