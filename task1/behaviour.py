@@ -214,6 +214,7 @@ def behaviour_embeddings(paths: DataPaths, n_items: int, cfg, seed: int):
     warm = np.diff(m.indptr) > 0  # ppmi keeps positive entries only
     emb[~warm] = 0
     stats = {"sequences": sampled["sequences_total"], "item_occurrences": int(counts.sum()),
-             "cooccurrence_sample": sampled, "cooccurrence_nnz": int(co.nnz), "ppmi_nnz": int(m.nnz), "warm_items": int(warm[1:].sum()),
+             "cooccurrence_sample": sampled, "cooccurrence_nnz": int(co.nnz), "ppmi_nnz": int(m.nnz),
+             "warm_items": int(warm[1:].sum()),
              "cold_items": int(n_items - warm[1:].sum()), "svd_explained": round(explained, 4)}
     return emb, warm, stats, read
