@@ -5,7 +5,8 @@ hash, item_info sha256) and what it reached (best valid AUC, its logloss, sample
 seconds). `python -m mmctr runs` prints the table, best run per track first.
 
 A text cell that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab or CR first) is
-written with a leading single quote (OWASP CSV injection), and read back without it.
+written with a leading single quote (OWASP CSV injection), and read back without it; so is each
+piece after a ';', where a ';'-separator locale (German Excel) splits the cell.
 """
 from __future__ import annotations
 
@@ -37,19 +38,18 @@ _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def csv_safe(value):
-    """A text cell a spreadsheet would run as a formula, prefixed with a single quote; a cell
-    already starting with one gets another, so `csv_unquote` gives back every value. Numbers
-    (also as text: '-5') are left alone."""
+    """A text cell with each ';'-separated piece that a spreadsheet would run as a formula
+    prefixed with a single quote; a piece already starting with one gets another, so
+    `csv_unquote` gives back every value. Numbers (also as text: '-5') are left alone."""
     if not isinstance(value, str) or _NUMBER.fullmatch(value):
         return value
-    if value.startswith("'") or value.lstrip().startswith(FORMULA_START):
-        return "'" + value
-    return value
+    return ";".join("'" + p if p.startswith("'") or p.lstrip().startswith(FORMULA_START) else p
+                    for p in value.split(";"))
 
 
 def csv_unquote(text: str) -> str:
-    """The value `csv_safe` was given."""
-    return text[1:] if text.startswith("'") else text
+    """The value `csv_safe` was given: one leading single quote off each ';'-separated piece."""
+    return ";".join(p[1:] if p.startswith("'") else p for p in text.split(";"))
 
 
 def runs_root_for(run_dir) -> Path:

@@ -2,6 +2,7 @@
 import csv
 import json
 import multiprocessing as mp
+import random
 import subprocess
 import sys
 import zipfile
@@ -292,6 +293,33 @@ def test_string_cells_that_a_spreadsheet_runs_are_neutralised_and_read_back(tmp_
     assert all(row[c] == value for c in ("label", "model", "run_dir", "track")), row
     res = CliRunner().invoke(mmctr_main, ["runs", "--runs-root", str(tmp_path)])
     assert res.exit_code == 0 and "'" + value.strip() not in res.output
+
+
+SEMICOLON_FORMULAS = ['run;=HYPERLINK("http://x")', "a; +1", "x;-2", "a;@b", "a;\t=1", "a;\u00a0=1", ";;=1",
+                      "=1;=2", "a;'b", "a; 'b", "a;''", "'a;'=b", "a;", ";"]
+
+
+def _formula_pieces(cell):
+    return [p for p in cell.split(";") if p.lstrip().startswith(R.FORMULA_START)]
+
+
+@pytest.mark.parametrize("value", SEMICOLON_FORMULAS)
+def test_cells_a_semicolon_locale_splits_into_formulas_are_neutralised_and_read_back(tmp_path, value):
+    """German Excel opens a comma CSV split at ';': no piece may start a formula."""
+    R.append_result(tmp_path, **_row(label=value, model=value, run_dir=value))
+    with open(tmp_path / "results.csv", newline="") as f:
+        raw = list(csv.DictReader(f))[0]
+    assert all(not _formula_pieces(raw[c]) for c in ("label", "model", "run_dir")), raw
+    row = R.read_results(tmp_path)[0]
+    assert (row["label"], row["model"], row["run_dir"]) == (value, value, value)
+
+
+def test_csv_safe_round_trips_and_leaves_no_formula_piece():
+    rng = random.Random(0)
+    for _ in range(3000):
+        value = "".join(rng.choices("=+-@;'\t\r a,\"", k=rng.randrange(12)))
+        assert R.csv_unquote(R.csv_safe(value)) == value, repr(value)
+        assert not _formula_pieces(R.csv_safe(value)), repr(value)
 
 
 def test_numbers_and_plain_text_are_written_as_they_are(tmp_path):
