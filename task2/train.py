@@ -46,7 +46,7 @@ MIN_DELTA, MIN_LR = 1e-6, 1e-6
 # On --resume these keys may change (they steer what comes next); the others define the model
 # or the data order already consumed, and are refused.
 RESUMABLE_KEYS = ("learning_rate", "embedding_regularizer", "net_regularizer", "early_stop_patience",
-                  "lr_decay_factor", "grad_clip_norm")
+                  "lr_decay_factor", "lr_anneal_after_plateau", "grad_clip_norm")
 
 log = logging.getLogger("task2.train")
 
@@ -293,6 +293,7 @@ class Trainer:
             self.handler = setup_log(self.out, self.show)
         seed_everything(cfg.train.seed)
         self.start_epoch, self.best_auc, self.best_epoch, self.bad_evals = 0, -math.inf, -1, 0
+        self.plateaued = False  # a validation has brought no gain (lr_anneal_after_plateau)
         self.history, self.resumed, self.samples_per_s = [], [], []
         self.checkpoints: dict = {}
         self.resume_at = None  # (generator state at the epoch's start, steps already done)
@@ -376,6 +377,7 @@ class Trainer:
             self.start_epoch = state["epoch"] + 1
         self.best_auc, self.best_epoch = state["best_auc"], state["best_epoch"]
         self.bad_evals, self.history = state.get("bad_evals", state.get("bad_epochs")), list(state["history"])
+        self.plateaued = bool(state.get("plateaued", False))
         self.resumed = list(state.get("resumed", [])) + [
             {"from_epoch": self.history[-1]["epoch"] if self.history else self.start_epoch,
              "changed": {k: [old_cfg.get(k), new_cfg.get(k)] for k in changed}}]
@@ -472,8 +474,10 @@ class Trainer:
         label = epoch_label(epoch, fraction)
         improved = self.dist.broadcast_flag(auc > self.best_auc + MIN_DELTA)
         lr = self.opt.param_groups[0]["lr"]  # the rate this interval trained at
-        if not improved:  # FuxiCTR: lr x factor on every validation without gain, floor 1e-6; before
-            for g in self.opt.param_groups:  # last.pt is written, so a resume keeps the decay
+        self.plateaued = self.plateaued or not improved
+        anneal = cfg.train.lr_anneal_after_plateau and self.plateaued
+        if anneal or not improved:  # FuxiCTR: lr x factor on every validation without gain, floor
+            for g in self.opt.param_groups:  # 1e-6; before last.pt is written, so a resume keeps it
                 g["lr"] = max(g["lr"] * cfg.train.lr_decay_factor, MIN_LR)
         rngs = self.dist.gather(rng_state())
         if self.dist.main:
@@ -494,14 +498,17 @@ class Trainer:
                 self.bad_evals += 1
             sha = save_checkpoint(self.out / LAST, {
                 **base, "optimizer": self.opt.state_dict(), "epoch": epoch, "best_auc": self.best_auc,
-                "best_epoch": self.best_epoch, "bad_evals": self.bad_evals, "history": self.history,
+                "best_epoch": self.best_epoch, "bad_evals": self.bad_evals, "plateaued": self.plateaued,
+                "history": self.history,
                 "rng": rngs, "generator": self.gen.get_state(), "resumed": self.resumed,
                 **({"steps_done": done, "epoch_generator": self.epoch_generator} if done < steps else {})})
             self.checkpoints[LAST_CHECKPOINT] = {M.PATH: LAST, M.SHA256: sha}
             self.write_manifest(self.summary(), done=False)
-        stop = self.dist.broadcast_flag(self.bad_evals >= cfg.train.early_stop_patience)
+        floor = anneal and lr <= MIN_LR * (1 + 1e-9)  # a product of factors: 1e-3 * 0.1**3 > 1e-6
+        stop = self.dist.broadcast_flag(self.bad_evals >= cfg.train.early_stop_patience or floor)
         if stop:
-            log.info(f"early stop: no valid AUC gain in {cfg.train.early_stop_patience} validations")
+            log.info(f"early stop: annealed to the floor rate {MIN_LR:g}" if floor else
+                     f"early stop: no valid AUC gain in {cfg.train.early_stop_patience} validations")
         return stop
 
     def summary(self) -> dict:

@@ -524,23 +524,27 @@ def test_frozen_fixed_din_values_match_the_challenge():
     assert cfg["train"] == {"learning_rate": 1e-3, "batch_size": 8192, "embedding_regularizer": 1e-6,
                             "net_regularizer": 0.0, "max_len": 64, "early_stop_patience": 3,
                             "lr_decay_factor": 0.1, "grad_clip_norm": 10.0, "seed": 20242025,
-                            "evals_per_epoch": 1}
+                            "evals_per_epoch": 1, "lr_anneal_after_plateau": False}
     assert FIXED_DIN.tunable == ("embedding_regularizer", "net_regularizer", "net_dropout", "learning_rate",
                                  "batch_size")
 
 
-@pytest.mark.parametrize("change", [{"evals_per_epoch": 4}, "drop evals_per_epoch"])
-def test_fixed_din_validates_once_per_epoch(run1, data, clean_code, change):
-    """Validating inside the epoch picks another checkpoint: not one of the Task-1 track's five keys."""
+@pytest.mark.parametrize("key, change", [("evals_per_epoch", {"evals_per_epoch": 4}),
+                                         ("evals_per_epoch", "drop"),
+                                         ("lr_anneal_after_plateau", {"lr_anneal_after_plateau": True}),
+                                         ("lr_anneal_after_plateau", "drop")])
+def test_fixed_din_keeps_fuxictr_validation_and_decay(run1, data, clean_code, key, change):
+    """Validating inside the epoch picks another checkpoint, annealing trains another model: neither
+    is one of the Task-1 track's five keys."""
     def apply(d):
         if isinstance(change, dict):
             d["config"].update(change)
         else:
-            d["config"].pop("evals_per_epoch")
+            d["config"].pop(key)
     edit(L.RunLayout.of(run1).task2_manifest, apply)
     report = run_check(run1, data, "task1", clean_code)
     assert "fixed-din" in report.broken
-    assert any("evals_per_epoch" in v.where for v in report.violations if v.rule == "fixed-din")
+    assert any(key in v.where for v in report.violations if v.rule == "fixed-din")
 
 
 def test_fixed_din_ignores_an_edited_yaml_and_task2_defaults(run1, data, clean_code, monkeypatch, tmp_path):

@@ -66,6 +66,35 @@ def test_lr_decays_and_patience_counts_per_validation(tiny_data, tmp_path):
     assert (last["epoch"], last["steps_done"]) == (1, 10)  # inside the second epoch
 
 
+def test_after_a_plateau_the_rate_anneals_and_the_run_ends_at_the_floor(tiny_data, tmp_path):
+    """lr_anneal_after_plateau: the first validation without gain decays as FuxiCTR does; every
+    later one decays too, gain or not; the validation trained at 1e-6 ends the run."""
+    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10,
+                                                "lr_anneal_after_plateau": True})
+    t = Trainer(cfg, tiny_data, None, tmp_path / "r", quiet=True)
+    t.train_seconds, t.samples_per_s, t.epoch_generator = 1.0, [1.0], t.gen.get_state()
+    rates = []
+    for epoch, auc in enumerate([0.70, 0.71, 0.705, 0.72, 0.73, 0.74]):
+        stop = t.checkpoint_and_earlystop(epoch, 0.5, 100, auc, 0.6)
+        rates.append(t.opt.param_groups[0]["lr"])
+        if stop:
+            break
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5, 1e-6, 1e-6])  # gains at 0.72+ decay too
+    assert stop and len(t.history) == 6 and t.history[-1]["lr"] == pytest.approx(1e-6)
+    assert t.best_auc == 0.74 and t.bad_evals == 0  # gains still pick the best checkpoint
+    assert torch.load(t.out / "last.pt", weights_only=True)["plateaued"] is True  # a resume keeps annealing
+
+
+def test_without_annealing_a_gain_keeps_the_rate(tiny_data, tmp_path):
+    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10,
+                                                "lr_anneal_after_plateau": False})
+    t = Trainer(cfg, tiny_data, None, tmp_path / "r", quiet=True)
+    t.train_seconds, t.samples_per_s, t.epoch_generator = 1.0, [1.0], t.gen.get_state()
+    for epoch, auc in enumerate([0.70, 0.69, 0.72, 0.73]):
+        assert not t.checkpoint_and_earlystop(epoch, 0.5, 100, auc, 0.6)
+    assert t.opt.param_groups[0]["lr"] == pytest.approx(1e-4)  # FuxiCTR: decayed once, on the no-gain
+
+
 def _killed_after(validations: int, cfg, data, run, monkeypatch) -> None:
     """Train until `validations` rows are in the history, then die as a killed process would."""
     real_step = Trainer.train_step
