@@ -8,7 +8,7 @@ the standard error of valid AUC, of the fall (best - last) and of the gap (oracl
     python bench/bench_valid_noise.py --run runs/task1_2/task2 --data-dir data/sample
 
 Measured 2026-11-23, 2 shared CPU cores, fresh-clone `make demo` run (seed 20242025, demo sample:
-3,000 valid rows), 2,000 resamples: see docs/benchmarks.md ("How fine the demo can measure").
+3,000 valid rows), 2,000 resamples: see docs/benchmarks.md ("How fine the demo measures").
 """
 from __future__ import annotations
 
