@@ -377,7 +377,9 @@ class Trainer:
             self.start_epoch = state["epoch"] + 1
         self.best_auc, self.best_epoch = state["best_auc"], state["best_epoch"]
         self.bad_evals, self.history = state.get("bad_evals", state.get("bad_epochs")), list(state["history"])
-        self.plateaued = bool(state.get("plateaued", False))
+        self.plateaued = state.get("plateaued", False)
+        if not isinstance(self.plateaued, bool):
+            raise KitError(f"--resume: {path} records plateaued = {self.plateaued!r}, not true or false")
         self.resumed = list(state.get("resumed", [])) + [
             {"from_epoch": self.history[-1]["epoch"] if self.history else self.start_epoch,
              "changed": {k: [old_cfg.get(k), new_cfg.get(k)] for k in changed}}]
