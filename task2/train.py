@@ -379,7 +379,7 @@ class Trainer:
         self.bad_evals, self.history = state.get("bad_evals", state.get("bad_epochs")), list(state["history"])
         self.plateaued = state.get("plateaued", False)
         if not isinstance(self.plateaued, bool):
-            raise KitError(f"--resume: {path} records plateaued = {self.plateaued!r}, not true or false")
+            raise KitError(f"--resume: {path} records plateaued of type {type(self.plateaued).__name__}, not true or false")
         self.resumed = list(state.get("resumed", [])) + [
             {"from_epoch": self.history[-1]["epoch"] if self.history else self.start_epoch,
              "changed": {k: [old_cfg.get(k), new_cfg.get(k)] for k in changed}}]
