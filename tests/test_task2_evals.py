@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mmctr.errors import KitError
+from mmctr.io import file_sha256
 from mmctr.runs import epoch_number, epochs_run, read_history
 from task2.checkpoint import load_checkpoint
 from task2.config import load_config
@@ -52,10 +53,26 @@ def test_history_has_a_row_per_validation_with_fractional_epochs(two_evals):
     assert "steps_done" not in torch.load(out / "last.pt", weights_only=True)
 
 
+def _bare_trainer(cfg, data, out) -> Trainer:
+    """A Trainer ready for checkpoint_and_earlystop without a training pass."""
+    t = Trainer(cfg, data, None, out, quiet=True)
+    t.train_seconds, t.samples_per_s, t.epoch_generator = 1.0, [1.0], t.gen.get_state()
+    return t
+
+
+def _tamper_last(run, key, value) -> None:
+    """Set one entry of run/last.pt and re-pin its sha256 in the manifest: only the checks stand."""
+    state = torch.load(run / "last.pt", weights_only=True)
+    state[key] = value
+    torch.save(state, run / "last.pt")
+    m = json.loads((run / "manifest.json").read_text())
+    m["last_checkpoint"]["sha256"] = file_sha256(run / "last.pt")
+    (run / "manifest.json").write_text(json.dumps(m))
+
+
 def test_lr_decays_and_patience_counts_per_validation(tiny_data, tmp_path):
     cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 2})
-    t = Trainer(cfg, tiny_data, None, tmp_path / "r", quiet=True)
-    t.train_seconds, t.samples_per_s, t.epoch_generator = 1.0, [1.0], t.gen.get_state()
+    t = _bare_trainer(cfg, tiny_data, tmp_path / "r")
     assert not t.checkpoint_and_earlystop(0, 0.5, 100, 0.70, 0.6, at=(0.5, 10, 20))
     assert t.best_epoch == 0.5 and t.opt.param_groups[0]["lr"] == 1e-3
     assert not t.checkpoint_and_earlystop(0, 0.5, 100, 0.69, 0.6)  # the epoch's end, no gain
@@ -71,8 +88,7 @@ def test_after_a_plateau_the_rate_anneals_and_the_run_ends_at_the_floor(tiny_dat
     later one decays too, gain or not; the validation trained at 1e-6 ends the run."""
     cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10,
                                                 "lr_anneal_after_plateau": True})
-    t = Trainer(cfg, tiny_data, None, tmp_path / "r", quiet=True)
-    t.train_seconds, t.samples_per_s, t.epoch_generator = 1.0, [1.0], t.gen.get_state()
+    t = _bare_trainer(cfg, tiny_data, tmp_path / "r")
     rates = []
     for epoch, auc in enumerate([0.70, 0.71, 0.705, 0.72, 0.73, 0.74]):
         stop = t.checkpoint_and_earlystop(epoch, 0.5, 100, auc, 0.6)
@@ -88,8 +104,7 @@ def test_after_a_plateau_the_rate_anneals_and_the_run_ends_at_the_floor(tiny_dat
 def test_without_annealing_a_gain_keeps_the_rate(tiny_data, tmp_path):
     cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10,
                                                 "lr_anneal_after_plateau": False})
-    t = Trainer(cfg, tiny_data, None, tmp_path / "r", quiet=True)
-    t.train_seconds, t.samples_per_s, t.epoch_generator = 1.0, [1.0], t.gen.get_state()
+    t = _bare_trainer(cfg, tiny_data, tmp_path / "r")
     for epoch, auc in enumerate([0.70, 0.69, 0.72, 0.73]):
         assert not t.checkpoint_and_earlystop(epoch, 0.5, 100, auc, 0.6)
     assert t.opt.param_groups[0]["lr"] == pytest.approx(1e-4)  # FuxiCTR: decayed once, on the no-gain
@@ -150,17 +165,22 @@ def test_results_csv_keeps_a_fractional_best_epoch(two_evals, tmp_path):
 
 
 def test_a_mid_epoch_position_that_cannot_be_replayed_is_one_line(tiny_data, tmp_path, monkeypatch):
-    from mmctr.io import file_sha256
-
     cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "max_epochs": 1})
     run = tmp_path / "r"
     _killed_after(1, cfg, tiny_data, run, monkeypatch)
-    state = torch.load(run / "last.pt", weights_only=True)
-    assert state["steps_done"] >= 1
-    state["steps_done"] = -3
-    torch.save(state, run / "last.pt")
-    m = json.loads((run / "manifest.json").read_text())
-    m["last_checkpoint"]["sha256"] = file_sha256(run / "last.pt")  # re-pinned: only the check stands
-    (run / "manifest.json").write_text(json.dumps(m))
+    assert torch.load(run / "last.pt", weights_only=True)["steps_done"] >= 1
+    _tamper_last(run, "steps_done", -3)
     with pytest.raises(KitError, match=r"cannot be replayed \(steps_done -3\)"):
         train_model(cfg, tiny_data, None, run, quiet=True, resume=True)
+
+
+@pytest.mark.parametrize("bad", ["false", 0, torch.tensor([True, False])])
+def test_resume_refuses_a_plateaued_flag_that_is_not_a_bool(bad, tiny_data, tmp_path):
+    """A crafted last.pt: "false" was read as True (annealing began), a tensor gave a traceback."""
+    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "lr_anneal_after_plateau": True})
+    run = tmp_path / "r"
+    _bare_trainer(cfg, tiny_data, run).checkpoint_and_earlystop(0, 1, 1, 0.7, 0.6)
+    assert torch.load(run / "last.pt", weights_only=True)["plateaued"] is False
+    _tamper_last(run, "plateaued", bad)
+    with pytest.raises(KitError, match=r"plateaued of type \w+, not true or false"):
+        Trainer(cfg, tiny_data, None, run, quiet=True, resume=True)
