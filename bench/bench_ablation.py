@@ -93,23 +93,24 @@ def train_one(job: dict) -> dict:
 
 
 def table(results: list[dict], order: list[str], oracles: dict, ref: str = "full", name: str = "variant") -> str:
-    """One line per variant: seeds, mean ± sd best valid AUC, best epoch, drop after the best,
+    """One line per variant: seeds, mean ± sd best valid AUC, best epoch, drop after the best (mean, max),
     delta against `ref`, gap to the sequence-only oracle, parameters, the per-seed AUCs."""
     by = {v: [r for r in results if r["variant"] == v] for v in order}
     mean_of = {v: statistics.fmean(r["best_auc"] for r in rs) for v, rs in by.items() if rs}
     base = mean_of.get(ref)
-    lines = [f"{name:26} {'seeds':>5} {'valid AUC':>16} {'best ep':>7} {'drop after':>10} "
+    lines = [f"{name:26} {'seeds':>5} {'valid AUC':>16} {'best ep':>7} {'drop after (max)':>16} "
              f"{'vs ' + ref:>8} {'vs seq oracle':>13} {'params':>9}  per seed"]
     for v, rs in by.items():
         if not rs:
             continue
+        falls = [fall_after_best(r["aucs"]) for r in rs]
         aucs = [r["best_auc"] for r in rs]
         sd = statistics.stdev(aucs) if len(aucs) > 1 else float("nan")
         delta = f"{mean_of[v] - base:+.4f}" if base is not None and v != ref else "-"
         gap = (f"{mean_of[v] - oracles['seq']:+.4f}" if oracles.get("seq") is not None else "-")
         lines.append(f"{v:26} {len(rs):>5} {mean_of[v]:>9.4f} ± {sd:.4f} "
                      f"{statistics.fmean(r['best_epoch'] for r in rs):>7.1f} "
-                     f"{statistics.fmean(fall_after_best(r['aucs']) for r in rs):>10.4f} "
+                     f"{statistics.fmean(falls):>9.4f} ({max(falls):.4f}) "
                      f"{delta:>8} {gap:>13} {rs[0]['params']:>9,}  " + " ".join(f"{a:.4f}" for a in aucs))
     return "\n".join(lines)
 

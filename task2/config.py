@@ -38,6 +38,9 @@ class TrainConfig(Section):
     # the run after one trained at the floor rate: the model anneals instead of overfitting again at
     # the rate it plateaued at. False = FuxiCTR's rule (decay only on no gain).
     lr_anneal_after_plateau: bool = False
+    # after a validation without gain, go on training from the best weights (before the decay):
+    # what overfit since the best is undone, not trained on. False = FuxiCTR's rule.
+    restore_best_on_no_gain: bool = False
     # validations per epoch (FuxiCTR's eval_steps, as a count); early_stop_patience and the lr
     # decay count validations, so early stop can act inside the epoch where overfitting starts
     evals_per_epoch: int = Field(1, ge=1, le=1000)

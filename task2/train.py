@@ -46,7 +46,8 @@ MIN_DELTA, MIN_LR = 1e-6, 1e-6
 # On --resume these keys may change (they steer what comes next); the others define the model
 # or the data order already consumed, and are refused.
 RESUMABLE_KEYS = ("learning_rate", "embedding_regularizer", "net_regularizer", "early_stop_patience",
-                  "lr_decay_factor", "lr_anneal_after_plateau", "grad_clip_norm")
+                  "lr_decay_factor", "lr_anneal_after_plateau", "restore_best_on_no_gain",
+                  "grad_clip_norm")
 
 log = logging.getLogger("task2.train")
 
@@ -294,6 +295,7 @@ class Trainer:
         seed_everything(cfg.train.seed)
         self.start_epoch, self.best_auc, self.best_epoch, self.bad_evals = 0, -math.inf, -1, 0
         self.plateaued = False  # a validation has brought no gain (lr_anneal_after_plateau)
+        self.best_weights = None  # a copy of best.pt's weights on every rank (restore_best_on_no_gain)
         self.history, self.resumed, self.samples_per_s = [], [], []
         self.checkpoints: dict = {}
         self.resume_at = None  # (generator state at the epoch's start, steps already done)
@@ -357,6 +359,8 @@ class Trainer:
             raise KitError(f"--resume: key(s) {refused} differ from the run in {self.out} "
                            f"({', '.join(f'{k}: {old_cfg.get(k)!r} -> {new_cfg.get(k)!r}' for k in refused)}); "
                            f"only {', '.join(RESUMABLE_KEYS)} may change on resume")
+        if self.cfg.train.restore_best_on_no_gain:
+            self.best_weights = self._load_best(manifest)
         load_weights(self.core, state["model"], f"--resume: {path} does not fit this model")
         try:
             self.opt.load_state_dict(state["optimizer"])
@@ -390,6 +394,19 @@ class Trainer:
         self.gen.set_state(state["generator"])
         log.info(f"resumed from {path} after epoch {self.resumed[-1]['from_epoch']} "
                  f"(best valid AUC {self.best_auc:.5f})" + (f"; changed: {', '.join(changed)}" if changed else ""))
+
+    def _load_best(self, manifest: dict) -> dict:
+        """best.pt's weights, pinned by the manifest and checked against this model."""
+        path = self.out / BEST
+        pinned = (manifest.get(M.CHECKPOINT) or {}).get(M.SHA256)
+        if pinned is None:
+            raise KitError(f"--resume: {self.out / MANIFEST} records no sha256 for {BEST}, which "
+                           "restore_best_on_no_gain goes back to; refusing to load an unverified checkpoint")
+        weights = load_checkpoint(path, sha256=pinned, map_location=self.dev).get("model")
+        if not isinstance(weights, dict):
+            raise KitError(f"--resume: {path} holds no model weights")
+        load_weights(self.core, weights, f"--resume: {path} does not fit this model")  # a check: the
+        return weights  # caller loads last.pt's weights over these
 
     def fit(self) -> dict:
         """Train until max_epochs or early stop; return the run's summary."""
@@ -467,7 +484,8 @@ class Trainer:
 
     def checkpoint_and_earlystop(self, epoch: int, loss: float, n: int, auc: float, ll: float,
                                  at: tuple[float, int, int] | None = None) -> bool:
-        """Record the validation, save best/last, decay the lr on no gain; True when training stops.
+        """Record the validation, save best/last, decay the lr on no gain (and go back to the best
+        weights if restore_best_on_no_gain); True when training stops.
 
         `at` = (fraction of the epoch, steps done, steps in the epoch); None = the epoch's end.
         """
@@ -477,6 +495,7 @@ class Trainer:
         improved = self.dist.broadcast_flag(auc > self.best_auc + MIN_DELTA)
         lr = self.opt.param_groups[0]["lr"]  # the rate this interval trained at
         self.plateaued = self.plateaued or not improved
+        restored = self.keep_or_restore_best(improved)  # every rank, before last.pt is written
         anneal = cfg.train.lr_anneal_after_plateau and self.plateaued
         if anneal or not improved:  # FuxiCTR: lr x factor on every validation without gain, floor
             for g in self.opt.param_groups:  # 1e-6; before last.pt is written, so a resume keeps it
@@ -490,7 +509,8 @@ class Trainer:
             with open(self.out / HISTORY, "a") as f:
                 f.write(json.dumps(row) + "\n")
             log.info(f"epoch {label}: loss {loss:.4f} valid AUC {auc:.5f} logloss {ll:.4f} "
-                     f"({self.samples_per_s[-1]:,.0f} samples/s)" + ("  *best*" if improved else ""))
+                     f"({self.samples_per_s[-1]:,.0f} samples/s)" + ("  *best*" if improved else "")
+                     + (f"  (back to the best weights, epoch {self.best_epoch})" if restored else ""))
             base = {"model": self.core.state_dict(), "model_args": self.model_args, "config": cfg.learned()}
             if improved:
                 self.best_auc, self.best_epoch, self.bad_evals = auc, label, 0
@@ -512,6 +532,19 @@ class Trainer:
             log.info(f"early stop: annealed to the floor rate {MIN_LR:g}" if floor else
                      f"early stop: no valid AUC gain in {cfg.train.early_stop_patience} validations")
         return stop
+
+    def keep_or_restore_best(self, improved: bool) -> bool:
+        """restore_best_on_no_gain: copy the weights on a gain, load the copy back after a
+        validation without one; True when the weights went back."""
+        if not self.cfg.train.restore_best_on_no_gain:
+            return False
+        if improved:
+            self.best_weights = {k: v.detach().clone() for k, v in self.core.state_dict().items()}
+            return False
+        if self.best_weights is None:
+            return False
+        self.core.load_state_dict(self.best_weights)
+        return True
 
     def summary(self) -> dict:
         return {"best_valid_auc": self.best_auc, "best_epoch": self.best_epoch, "history": self.history,

@@ -74,6 +74,8 @@ def test_config_refuses_what_fuxictr_cannot_run(tmp_path):
         FX.fuxictr_config(load_config("din_baseline", {"lr_decay_factor": 0.5}), *args)
     with pytest.raises(KitError, match="lr_anneal_after_plateau=True"):  # FuxiCTR decays only on no gain
         FX.fuxictr_config(load_config("din_baseline", {"lr_anneal_after_plateau": True}), *args)
+    with pytest.raises(KitError, match="restore_best_on_no_gain=True"):  # FuxiCTR goes on from the last weights
+        FX.fuxictr_config(load_config("din_baseline", {"restore_best_on_no_gain": True}), *args)
     with pytest.raises(KitError, match="only the fixed DIN"):
         FX.fuxictr_config(load_config("transformer_dcn"), *args)
 
