@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -302,3 +303,47 @@ def test_predict_after_a_restore_uses_best_pt(restored_run, tiny_data, tmp_path,
     m = json.loads((run / "manifest.json").read_text())
     assert m["prediction"]["checkpoint_epoch"] == 0.5
     assert m["prediction"]["checkpoints_loaded"] == [{"path": "best.pt", "sha256": m["checkpoint"]["sha256"]}]
+
+
+# ------------------------------------------------------------------ 4. DDP (gloo, CPU)
+
+DDP_SCRIPT = """
+import sys, torch
+from task2.config import load_config
+from task2.train import Trainer
+data, out, epochs, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+cfg = load_config("transformer_dcn_small", {"batch_size": 512, "evals_per_epoch": 2, "early_stop_patience": 10,
+                                            "max_epochs": epochs, "device": "cpu", "num_threads": 1})
+t = Trainer(cfg, data, None, out, quiet=True, resume=resume)
+t.fit()
+torch.save({"state": t.core.state_dict(), "params": [n for n, _ in t.core.named_parameters()]},
+           f"{out}/rank{t.dist.rank}.pt")
+"""
+
+
+def test_ddp_ranks_restore_the_same_weights_and_resume(tiny_data, tmp_path):
+    """Every rank goes back to its own copy of the best weights: the ranks' parameters stay equal
+    (batch-norm running stats are rank-local under DDP, rank 0's broadcast at each forward), and a
+    --resume reads best.pt on every rank."""
+    script, out = tmp_path / "ddp_restore.py", tmp_path / "ddp"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+
+    def torchrun(epochs: int, resume: bool) -> None:
+        with socket.socket() as s:  # a free port: other runs may hold a fixed one
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                            f"--master_port={port}", str(script), str(tiny_data), str(out), str(epochs),
+                            str(int(resume))], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        a, b = (torch.load(out / f"rank{k}.pt", weights_only=True) for k in (0, 1))
+        assert a["params"] == b["params"] and all(torch.equal(a["state"][n], b["state"][n]) for n in a["params"])
+
+    torchrun(2, False)
+    log = (out / "train.log").read_text().splitlines()
+    assert any("back to the best weights" in line for line in log)
+    if "back to the best weights" in log[-1]:  # the run ended on a restore: the ranks hold best.pt
+        assert _same(torch.load(out / "rank0.pt", weights_only=True)["state"], load_checkpoint(out / "best.pt")["model"])
+    torchrun(3, True)
+    assert json.loads((out / "manifest.json").read_text())["world_size"] == 2
