@@ -347,3 +347,30 @@ def test_ddp_ranks_restore_the_same_weights_and_resume(tiny_data, tmp_path):
         assert _same(torch.load(out / "rank0.pt", weights_only=True)["state"], load_checkpoint(out / "best.pt")["model"])
     torchrun(3, True)
     assert json.loads((out / "manifest.json").read_text())["world_size"] == 2
+
+
+def test_killed_between_best_pt_and_last_pt(tiny_data, tmp_path, monkeypatch):
+    """A kill after a new best.pt is written, before last.pt and the manifest: the manifest still
+    pins the older best.pt. With restore on the resume refuses in one line (the best weights it
+    would go back to are gone); with it off the run resumes from the intact last.pt."""
+    import task2.train as T
+
+    cfg = load_config("transformer_dcn_small", RESTORE)
+    run = tmp_path / "r"
+    t = _bare_trainer(cfg, tiny_data, run)
+    t.checkpoint_and_earlystop(0, 0.5, 100, 0.70, 0.6, at=(0.5, 1, 2))
+    real = T.save_checkpoint
+
+    def save(path, state):
+        if path.name == "last.pt":
+            raise KeyboardInterrupt
+        return real(path, state)
+
+    monkeypatch.setattr(T, "save_checkpoint", save)
+    _overfit(t)
+    with pytest.raises(KeyboardInterrupt):
+        t.checkpoint_and_earlystop(0, 0.5, 100, 0.75, 0.6)  # a gain: best.pt written, then killed
+    monkeypatch.setattr(T, "save_checkpoint", real)
+    _one_line_error(cfg, tiny_data, run, r"best\.pt: sha256 .* differs from the manifest")
+    off = load_config("transformer_dcn_small", {**RESTORE, KEY: False})
+    assert _bare_trainer(off, tiny_data, run, resume=True).history[-1]["epoch"] == 0.5
