@@ -550,6 +550,10 @@ def _check_resumed(ctx: _Ctx, t2: dict, tunable: str) -> None:
                 r.add("fixed-din", f"{where}.{key}",
                       f"changed on --resume ({change!r}) after epoch {entry.get('from_epoch')!r}: part of the run "
                       f"trained with a value the fixed DIN does not have; the Task-1 track may change only {tunable}")
+            else:
+                r.warn("fixed-din", f"{where}.{key}",
+                       f"changed on --resume ({change!r}) after epoch {entry.get('from_epoch')!r}: the run trained "
+                       "with two values (a hand-made schedule), the manifest's config names only the last")
 
 
 def _load_run_checkpoint(ctx: _Ctx, t2: dict):

@@ -88,10 +88,13 @@ def test_rule_check_flags_a_frozen_key_changed_on_resume(run1, data, clean_code,
     assert any(v.where.endswith(f"resumed.{key}") for v in _fixed_din_violations(run1, data, clean_code))
 
 
-def test_rule_check_allows_a_tunable_key_changed_on_resume(run1, data, clean_code):
+def test_rule_check_warns_of_a_tunable_key_changed_on_resume(run1, data, clean_code):
+    """One of the five keys changed mid-run is a hand-made schedule, not a tuned value: a warning."""
     edit(L.RunLayout.of(run1).task2_manifest, lambda d: d.update(resumed=[
         {"from_epoch": 2, "changed": {"learning_rate": [1e-3, 1e-4]}}, {"from_epoch": 3, "changed": {}}]))
-    assert run_check(run1, data, "task1", clean_code).ok
+    report = run_check(run1, data, "task1", clean_code)
+    assert report.ok
+    assert [w.where.rsplit(":", 1)[-1] for w in report.warnings if w.rule == "fixed-din"] == ["resumed.learning_rate"]
 
 
 @pytest.mark.parametrize("resumed", ["lr_decay_factor", [1], [{"changed": [KEY]}]])
