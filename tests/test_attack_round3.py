@@ -377,3 +377,19 @@ def test_killed_between_best_pt_and_last_pt(tiny_data, tmp_path, monkeypatch):
     _one_line_error(cfg, tiny_data, run, r"best\.pt: sha256 .* differs from the manifest")
     off = load_config("transformer_dcn_small", {**RESTORE, KEY: False})
     assert _bare_trainer(off, tiny_data, run, resume=True).history[-1]["epoch"] == 0.5
+
+
+def test_resume_right_after_a_mid_epoch_restore_equals_uninterrupted(tiny_data, tmp_path, monkeypatch):
+    """Validation 2 of 3 per epoch (epoch 0.6667) falls and goes back; last.pt resumes inside the epoch."""
+    cfg = load_config("transformer_dcn_small", {**RESTORE, "evals_per_epoch": 3, "learning_rate": 2e-3})
+    full = train_model(cfg, tiny_data, None, tmp_path / "full", quiet=True)
+    run = tmp_path / "r"
+    _killed_after(2, cfg, tiny_data, run, monkeypatch)
+    assert "epoch 0.6667: " in (run / "train.log").read_text().splitlines()[-1]
+    assert "back to the best weights, epoch 0.3333" in (run / "train.log").read_text().splitlines()[-1]
+    assert torch.load(run / "last.pt", weights_only=True)["steps_done"] >= 1
+    resumed = train_model(cfg, tiny_data, None, run, quiet=True, resume=True)
+    assert len(resumed["history"]) == len(full["history"]) >= 4
+    for a, b in zip(resumed["history"], full["history"]):  # one thread: bit for bit
+        assert (a["epoch"], a["train_loss"], a["valid_auc"], a["lr"]) == \
+               (b["epoch"], b["train_loss"], b["valid_auc"], b["lr"])
