@@ -529,7 +529,31 @@ def _check_fixed_din(ctx: _Ctx, t2: dict) -> None:
     for key in sorted(set(cfg) - ignore):
         r.add("fixed-din", f"{where}:{M.CONFIG}.{key}",
               "is not a hyperparameter of the fixed DIN; the Task-1 track may change only " + tunable)
+    _check_resumed(ctx, t2, tunable)
     _check_din_architecture(ctx, t2, cfg)
+
+
+def _check_resumed(ctx: _Ctx, t2: dict, tunable: str) -> None:
+    """A key changed on --resume trained part of the run with another value: the final config
+    shows only the last one, the `resumed` record both."""
+    from task2.train import RESUMED
+
+    r, where = ctx.report, f"{ctx.rel(ctx.run.task2_manifest)}:{RESUMED}"
+    resumed = t2.get(RESUMED, [])
+    if not isinstance(resumed, list) or not all(isinstance(e, dict) and isinstance(e.get("changed", {}), dict)
+                                                for e in resumed):
+        r.add("fixed-din", where, "unreadable: not a list of {from_epoch, changed: {key: [old, new]}}")
+        return
+    for entry in resumed:
+        for key, change in entry.get("changed", {}).items():
+            if key not in TASK1_TUNABLE:
+                r.add("fixed-din", f"{where}.{key}",
+                      f"changed on --resume ({change!r}) after epoch {entry.get('from_epoch')!r}: part of the run "
+                      f"trained with a value the fixed DIN does not have; the Task-1 track may change only {tunable}")
+            else:
+                r.warn("fixed-din", f"{where}.{key}",
+                       f"changed on --resume ({change!r}) after epoch {entry.get('from_epoch')!r}: the run trained "
+                       "with two values (a hand-made schedule), the manifest's config names only the last")
 
 
 def _load_run_checkpoint(ctx: _Ctx, t2: dict):

@@ -339,10 +339,9 @@ class Trainer:
     def _resume(self) -> None:
         path = self.out / LAST
         manifest = read_manifest(self.out / MANIFEST) if (self.out / MANIFEST).is_file() else {}
-        pinned = (manifest.get(LAST_CHECKPOINT) or {}).get(M.SHA256)
-        if pinned is None:
-            raise KitError(f"--resume: {self.out / MANIFEST} records no sha256 for {LAST}; "
-                           "refusing to load an unverified checkpoint")
+        if not isinstance(manifest, dict):
+            raise KitError(f"--resume: {self.out / MANIFEST} is not a run manifest (a JSON object)")
+        pinned = self._pinned(manifest, LAST_CHECKPOINT, LAST, "")
         if self.dist.main and manifest.get(M.INPUTS, self.inputs) != self.inputs:
             differ = changed_keys(manifest[M.INPUTS], self.inputs)
             raise KitError(f"--resume: input file(s) {differ} differ from those the run in {self.out} "
@@ -395,13 +394,19 @@ class Trainer:
         log.info(f"resumed from {path} after epoch {self.resumed[-1]['from_epoch']} "
                  f"(best valid AUC {self.best_auc:.5f})" + (f"; changed: {', '.join(changed)}" if changed else ""))
 
+    def _pinned(self, manifest: dict, key: str, name: str, why: str) -> str:
+        """The sha256 the manifest's `key` entry pins (a crafted entry is one KitError)."""
+        entry = manifest.get(key)
+        sha = entry.get(M.SHA256) if isinstance(entry, dict) else None
+        if not isinstance(sha, str):
+            raise KitError(f"--resume: {self.out / MANIFEST} records no sha256 for {name}{why}; "
+                           "refusing to load an unverified checkpoint")
+        return sha
+
     def _load_best(self, manifest: dict) -> dict:
         """best.pt's weights, pinned by the manifest and checked against this model."""
         path = self.out / BEST
-        pinned = (manifest.get(M.CHECKPOINT) or {}).get(M.SHA256)
-        if pinned is None:
-            raise KitError(f"--resume: {self.out / MANIFEST} records no sha256 for {BEST}, which "
-                           "restore_best_on_no_gain goes back to; refusing to load an unverified checkpoint")
+        pinned = self._pinned(manifest, M.CHECKPOINT, BEST, ", which restore_best_on_no_gain goes back to")
         weights = load_checkpoint(path, sha256=pinned, map_location=self.dev).get("model")
         if not isinstance(weights, dict):
             raise KitError(f"--resume: {path} holds no model weights")
