@@ -40,6 +40,7 @@ BEST, LAST, HISTORY, LOG = "best.pt", "last.pt", "history.jsonl", "train.log"
 MANIFEST = M.TASK2_MANIFEST
 LAST_CHECKPOINT = "last_checkpoint"  # manifest key: {"path": "last.pt", "sha256"}
 DATA_FILES = "data_files"  # manifest key: {path relative to the data root: sha256}
+BEST_WEIGHTS = "best_model"  # last.pt key: the weights restore_best_on_no_gain goes back to
 RESUMED = "resumed"  # manifest key: [{"from_epoch", "changed": {key: [old, new]}}]
 # FuxiCTR 2.3.7 (rank_model.py): an epoch "improves" only by more than 1e-6; lr never below 1e-6.
 MIN_DELTA, MIN_LR = 1e-6, 1e-6
@@ -359,7 +360,7 @@ class Trainer:
                            f"({', '.join(f'{k}: {old_cfg.get(k)!r} -> {new_cfg.get(k)!r}' for k in refused)}); "
                            f"only {', '.join(RESUMABLE_KEYS)} may change on resume")
         if self.cfg.train.restore_best_on_no_gain:
-            self.best_weights = self._load_best(manifest)
+            self.best_weights = self._best_from(state, path, manifest)
         load_weights(self.core, state["model"], f"--resume: {path} does not fit this model")
         try:
             self.opt.load_state_dict(state["optimizer"])
@@ -403,14 +404,19 @@ class Trainer:
                            "refusing to load an unverified checkpoint")
         return sha
 
-    def _load_best(self, manifest: dict) -> dict:
-        """best.pt's weights, pinned by the manifest and checked against this model."""
-        path = self.out / BEST
-        pinned = self._pinned(manifest, M.CHECKPOINT, BEST, ", which restore_best_on_no_gain goes back to")
-        weights = load_checkpoint(path, sha256=pinned, map_location=self.dev).get("model")
+    def _best_from(self, state: dict, path: Path, manifest: dict) -> dict:
+        """The weights restore_best_on_no_gain goes back to: last.pt's copy (written with it, so a
+        kill between best.pt and last.pt cannot part them), else best.pt as the manifest pins it
+        (the key was off until this resume), checked against this model."""
+        if BEST_WEIGHTS in state:
+            weights, where = state[BEST_WEIGHTS], f"{path} ({BEST_WEIGHTS})"
+        else:
+            where = self.out / BEST
+            pinned = self._pinned(manifest, M.CHECKPOINT, BEST, ", which restore_best_on_no_gain goes back to")
+            weights = load_checkpoint(where, sha256=pinned, map_location=self.dev).get("model")
         if not isinstance(weights, dict):
-            raise KitError(f"--resume: {path} holds no model weights")
-        load_weights(self.core, weights, f"--resume: {path} does not fit this model")  # a check: the
+            raise KitError(f"--resume: {where} holds no model weights")
+        load_weights(self.core, weights, f"--resume: {where} does not fit this model")  # a check: the
         return weights  # caller loads last.pt's weights over these
 
     def fit(self) -> dict:
@@ -528,6 +534,7 @@ class Trainer:
                 "best_epoch": self.best_epoch, "bad_evals": self.bad_evals, "plateaued": self.plateaued,
                 "history": self.history,
                 "rng": rngs, "generator": self.gen.get_state(), "resumed": self.resumed,
+                **({BEST_WEIGHTS: self.best_weights} if self.best_weights is not None else {}),
                 **({"steps_done": done, "epoch_generator": self.epoch_generator} if done < steps else {})})
             self.checkpoints[LAST_CHECKPOINT] = {M.PATH: LAST, M.SHA256: sha}
             self.write_manifest(self.summary(), done=False)

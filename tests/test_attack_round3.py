@@ -19,7 +19,7 @@ from task2.checkpoint import load_checkpoint
 from task2.config import load_config
 from task2.train import Trainer, train_model
 from test_submission_integrity import clean_code, data, edit, make_run, run1, run_check  # noqa: F401 - fixtures
-from test_task2_evals import TWO_EVALS, _bare_trainer, _killed_after, _overfit, _same, _weights
+from test_task2_evals import TWO_EVALS, _bare_trainer, _killed_after, _overfit, _same, _tamper_last, _weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 torch.set_num_threads(1)
@@ -128,11 +128,13 @@ def test_task1_evaluate_refuses_restore_for_either_engine():
 
 @pytest.fixture()
 def restore_run(tiny_data, tmp_path):
-    """A run with best.pt and last.pt after one validation (a gain), restore on."""
-    cfg = load_config("transformer_dcn_small", RESTORE)
+    """A run with best.pt and last.pt after one validation (a gain), started with restore off and
+    resumed with it on: last.pt has no copy of the best weights, so the resume reads best.pt."""
     run = tmp_path / "r"
-    _bare_trainer(cfg, tiny_data, run).checkpoint_and_earlystop(0, 0.5, 100, 0.70, 0.6, at=(0.5, 1, 2))
-    return cfg, run
+    off = load_config("transformer_dcn_small", {**RESTORE, KEY: False})
+    _bare_trainer(off, tiny_data, run).checkpoint_and_earlystop(0, 0.5, 100, 0.70, 0.6, at=(0.5, 1, 2))
+    assert "best_model" not in torch.load(run / "last.pt", weights_only=True)
+    return load_config("transformer_dcn_small", RESTORE), run
 
 
 def _tamper_best(run, fn) -> None:
@@ -167,6 +169,23 @@ def test_resume_refuses_a_repinned_best_pt_that_is_not_this_models(restore_run, 
     cfg, run = restore_run
     _tamper_best(run, change)
     _one_line_error(cfg, tiny_data, run, rf"best\.pt.*{match}")
+
+
+@pytest.mark.parametrize("value, match", [
+    (torch.zeros(3), "holds no model weights"),
+    ([1, 2], "holds no model weights"),
+    ({"evil.weight": torch.zeros(2)}, "does not fit this model"),
+])
+def test_resume_refuses_a_crafted_best_copy_in_last_pt(tiny_data, tmp_path, value, match):
+    """With restore on from the start last.pt carries the best weights; a re-pinned last.pt whose
+    copy is not this model's is one line."""
+    run = tmp_path / "r"
+    cfg = load_config("transformer_dcn_small", RESTORE)
+    _bare_trainer(cfg, tiny_data, run).checkpoint_and_earlystop(0, 0.5, 100, 0.70, 0.6, at=(0.5, 1, 2))
+    assert "best_model" in torch.load(run / "last.pt", weights_only=True)
+    _tamper_last(run, "best_model", value)
+    (run / "best.pt").unlink()  # not read: last.pt's copy is the one
+    _one_line_error(cfg, tiny_data, run, rf"last\.pt \(best_model\).*{match}")
 
 
 def test_resume_never_unpickles_a_repinned_best_pt(restore_run, tiny_data, tmp_path):
@@ -354,14 +373,15 @@ def test_ddp_ranks_restore_the_same_weights_and_resume(tiny_data, tmp_path):
 
 def test_killed_between_best_pt_and_last_pt(tiny_data, tmp_path, monkeypatch):
     """A kill after a new best.pt is written, before last.pt and the manifest: the manifest still
-    pins the older best.pt. With restore on the resume refuses in one line (the best weights it
-    would go back to are gone); with it off the run resumes from the intact last.pt."""
+    pins the older best.pt. last.pt carries the best weights it goes back to, so the run resumes
+    (it was refused in one line: the best.pt it would have read was no longer the pinned one)."""
     import task2.train as T
 
     cfg = load_config("transformer_dcn_small", RESTORE)
     run = tmp_path / "r"
     t = _bare_trainer(cfg, tiny_data, run)
     t.checkpoint_and_earlystop(0, 0.5, 100, 0.70, 0.6, at=(0.5, 1, 2))
+    first = _weights(t)
     real = T.save_checkpoint
 
     def save(path, state):
@@ -374,9 +394,13 @@ def test_killed_between_best_pt_and_last_pt(tiny_data, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         t.checkpoint_and_earlystop(0, 0.5, 100, 0.75, 0.6)  # a gain: best.pt written, then killed
     monkeypatch.setattr(T, "save_checkpoint", real)
-    _one_line_error(cfg, tiny_data, run, r"best\.pt: sha256 .* differs from the manifest")
+    resumed = _bare_trainer(cfg, tiny_data, run, resume=True)
+    assert resumed.history[-1]["epoch"] == 0.5 and resumed.best_auc == 0.70
+    _overfit(resumed)
+    resumed.checkpoint_and_earlystop(0, 0.5, 100, 0.69, 0.6)
+    assert _same(_weights(resumed), first)  # the best of the resumed record, not the orphan best.pt
     off = load_config("transformer_dcn_small", {**RESTORE, KEY: False})
-    assert _bare_trainer(off, tiny_data, run, resume=True).history[-1]["epoch"] == 0.5
+    assert _bare_trainer(off, tiny_data, run, resume=True).history[-1]["epoch"] == 1
 
 
 def test_resume_right_after_a_mid_epoch_restore_equals_uninterrupted(tiny_data, tmp_path, monkeypatch):

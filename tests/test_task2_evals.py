@@ -148,7 +148,8 @@ def test_a_validation_without_gain_goes_back_to_the_best_weights(restore, tiny_d
     assert _same(_weights(t), second) is restore
 
 
-def test_resume_goes_back_to_best_pt_as_the_manifest_pins_it(tiny_data, tmp_path):
+def test_resume_goes_back_to_the_best_weights(tiny_data, tmp_path):
+    """last.pt carries the best weights beside its own, so the resumed run goes back to them."""
     cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10,
                                                 "restore_best_on_no_gain": True})
     run = tmp_path / "r"
@@ -166,10 +167,12 @@ def test_resume_goes_back_to_best_pt_as_the_manifest_pins_it(tiny_data, tmp_path
 
 
 def test_resume_refuses_a_best_pt_that_is_not_the_pinned_one(tiny_data, tmp_path):
-    """A participant's swapped best.pt (here a pickle that would run code) is never deserialised."""
+    """A participant's swapped best.pt (here a pickle that would run code) is never deserialised
+    (read when the key is switched on at the resume: last.pt then has no copy of the best weights)."""
     cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "restore_best_on_no_gain": True})
     run = tmp_path / "r"
-    _bare_trainer(cfg, tiny_data, run).checkpoint_and_earlystop(0, 0.5, 100, 0.70, 0.6)
+    off = load_config("transformer_dcn_small", {**TWO_EVALS, "restore_best_on_no_gain": False})
+    _bare_trainer(off, tiny_data, run).checkpoint_and_earlystop(0, 0.5, 100, 0.70, 0.6)
     (run / "best.pt").write_bytes(b"cos\nsystem\n(S'touch " + str(tmp_path / "pwned").encode() + b"'\ntR.")
     with pytest.raises(KitError, match=r"best\.pt: sha256 .* differs from the manifest"):
         Trainer(cfg, tiny_data, None, run, quiet=True, resume=True)
