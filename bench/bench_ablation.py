@@ -23,6 +23,9 @@ Measured 2026-11-23, shared 2-core CPU (1 thread per run, 2 runs at once), trans
   embedding z-scored (then the default) 0.7104 ± 0.0047; raw scale 0.7252 ± 0.0014; raw + top 24
   principal axes (`mm_rank: 24`, now the default) 0.7346 ± 0.0021 (sequence-only oracle 0.7412).
   docs/benchmarks.md has the table.
+- the same, fresh-clone item_info, seeds 1-8 (late evening): `restore_best_on_no_gain` (now on)
+  0.7337 ± 0.0025, drop after 0.0001 (max 0.0002); off (annealing only) 0.7344 ± 0.0024, drop
+  after 0.0013 (max 0.0098).
 """
 from __future__ import annotations
 
