@@ -28,17 +28,15 @@ from mmctr.io import environment  # noqa: E402
 from mmctr.manifest import read_manifest  # noqa: E402
 from mmctr.metrics import roc_auc  # noqa: E402
 from mmctr.paths import DataPaths  # noqa: E402
-from task2.checkpoint import load_checkpoint, load_weights  # noqa: E402
+from task2.checkpoint import load_checkpoint, model_from_state  # noqa: E402
 from task2.data import ItemTable, load_split  # noqa: E402
-from task2.models import create_model  # noqa: E402
 from task2.train import BEST, LAST, LAST_CHECKPOINT, MANIFEST, predict_split, resolve_located  # noqa: E402
 
 
 def scores(run: Path, name: str, key: str, manifest: dict, items: ItemTable, valid) -> tuple:
     """(valid click probabilities, the checkpoint's epoch) of one pinned checkpoint of the run."""
     state = load_checkpoint(run / name, sha256=manifest[key][M.SHA256])
-    model = create_model(state["model_args"], items.tags, items.emb, derive=False)
-    load_weights(model, state["model"], f"{run / name} does not fit its own model_args")
+    model = model_from_state(state, items, run / name)
     return predict_split(model, valid, 16384, torch.device("cpu"), amp=False), state.get("epoch")
 
 

@@ -93,12 +93,11 @@ def rescore(state: dict, items, test_path, seed: int, rows: int = RESCORE_ROWS) 
     """(row indices, probabilities) of a sample of test rows (fixed by `seed`), from a checkpoint."""
     import torch
 
+    from task2.checkpoint import model_from_state
     from task2.data import load_split
-    from task2.models import create_model
     from task2.train import predict_split
 
-    model = create_model(state["model_args"], items.tags, items.emb, derive=False)
-    model.load_state_dict(state["model"])
+    model = model_from_state(state, items, "the run's checkpoint")
     test = load_split(test_path, state["model_args"]["max_len"], items.n_items, need_label=False)
     n = len(test)
     idx = np.sort(np.random.default_rng(seed).choice(n, size=min(rows, n), replace=False))

@@ -16,10 +16,9 @@ from mmctr.manifest import read_manifest
 from mmctr.paths import DataPaths, refuse_data_write
 from mmctr.tracks import get_track
 
-from .checkpoint import load_checkpoint, load_weights
+from .checkpoint import load_checkpoint, model_from_state
 from .config import RuntimeConfig
 from .data import ItemTable, load_split
-from .models import create_model
 from .train import (BEST, HISTORY, LAST, LOG, MANIFEST, predict_split, relative_to, resolve_device,
                     resolve_located)
 
@@ -72,11 +71,7 @@ def predict_run(run_dir, data_dir, track: str, out=None, device: str | None = No
     if file_sha256(items.path) != info[M.SHA256]:
         raise KitError(f"{items.path} changed since training (sha256 differs from {run / MANIFEST})")
     state = load_checkpoint(ck_path, sha256=ck[M.SHA256], map_location="cpu")
-    if "model_args" not in state or "model" not in state:
-        raise KitError(f"{ck_path} lacks model_args/model: not a checkpoint of this kit's task2 train")
-    model = create_model(state["model_args"], items.tags, items.emb, derive=False)
-    load_weights(model, state["model"], f"{ck_path} does not fit its own model_args")
-    model.to(dev)
+    model = model_from_state(state, items, ck_path).to(dev)
     test_path = paths.require(C.TEST)
     test = load_split(test_path, state["model_args"]["max_len"], items.n_items, need_label=False)
     if dev.type == "cuda":
