@@ -19,7 +19,8 @@ from task2.checkpoint import load_checkpoint
 from task2.config import load_config
 from task2.train import Trainer, train_model
 from test_submission_integrity import clean_code, data, edit, make_run, run1, run_check  # noqa: F401 - fixtures
-from test_task2_evals import TWO_EVALS, _bare_trainer, _killed_after, _overfit, _same, _tamper_last, _weights
+from test_task2_evals import (TWO_EVALS, _bare_trainer, _killed_after, _overfit, _same, _tamper, _tamper_last,
+                              _weights)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 torch.set_num_threads(1)
@@ -137,14 +138,6 @@ def restore_run(tiny_data, tmp_path):
     return load_config("transformer_dcn_small", RESTORE), run
 
 
-def _tamper_best(run, fn) -> None:
-    """Edit best.pt's state and re-pin it in the manifest: only the checks after the sha stand."""
-    state = torch.load(run / "best.pt", weights_only=True)
-    fn(state)
-    torch.save(state, run / "best.pt")
-    edit(run / "manifest.json", lambda m: m["checkpoint"].update(sha256=file_sha256(run / "best.pt")))
-
-
 def _one_line_error(cfg, data, run, match: str) -> None:
     with pytest.raises(KitError, match=match) as exc:
         Trainer(cfg, data, None, run, quiet=True, resume=True)
@@ -167,7 +160,7 @@ def _first(state):
 ])
 def test_resume_refuses_a_repinned_best_pt_that_is_not_this_models(restore_run, tiny_data, change, match):
     cfg, run = restore_run
-    _tamper_best(run, change)
+    _tamper(run, "best.pt", change)
     _one_line_error(cfg, tiny_data, run, rf"best\.pt.*{match}")
 
 

@@ -60,14 +60,20 @@ def _bare_trainer(cfg, data, out, resume: bool = False) -> Trainer:
     return t
 
 
-def _tamper_last(run, key, value) -> None:
-    """Set one entry of run/last.pt and re-pin its sha256 in the manifest: only the checks stand."""
-    state = torch.load(run / "last.pt", weights_only=True)
-    state[key] = value
-    torch.save(state, run / "last.pt")
+def _tamper(run, name: str, change) -> None:
+    """Apply change(state) to run/<name> (last.pt or best.pt) and re-pin its sha256 in the
+    manifest: only the checks after the sha stand."""
+    state = torch.load(run / name, weights_only=True)
+    change(state)
+    torch.save(state, run / name)
     m = json.loads((run / "manifest.json").read_text())
-    m["last_checkpoint"]["sha256"] = file_sha256(run / "last.pt")
+    m[{"last.pt": "last_checkpoint", "best.pt": "checkpoint"}[name]]["sha256"] = file_sha256(run / name)
     (run / "manifest.json").write_text(json.dumps(m))
+
+
+def _tamper_last(run, key, value) -> None:
+    """Set one entry of run/last.pt and re-pin it."""
+    _tamper(run, "last.pt", lambda state: state.update({key: value}))
 
 
 def test_lr_decays_and_patience_counts_per_validation(tiny_data, tmp_path):
