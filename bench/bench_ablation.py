@@ -4,7 +4,7 @@ fell after its best epoch, and the delta against the full model (and the generat
 
     python bench/bench_ablation.py --data-dir /tmp/sample --seeds 3 --max-epochs 4
     python bench/bench_ablation.py --data-dir /tmp/sample --only full \\
-        --variant "id_drop=id_dropout=0.2" --variant "quadratic=seq_features=true"
+        --variant "id_drop=id_dropout=0.2" --variant "rank16=mm_rank=16"
 
 Results go to OUT/results.jsonl as each run ends; a rerun with the same --out skips the
 (variant, seed) pairs already there, so an interrupted bench resumes. `--jobs 2` runs two
@@ -48,11 +48,8 @@ from mmctr.sample import summary  # noqa: E402
 ABLATIONS = {
     "full": [],
     "no_transformer": ["n_layers=0"],
-    "no_target_attention": ["use_target_attention=false"],
     "no_dcnv2": ["cross_layers=0"],
     "no_codes": ["code_sizes=[]"],
-    "no_mm_projection": ["use_mm=false"],
-    "no_id_embedding": ["use_id_embedding=false"],
 }
 # bench-only keys (not config keys): applied to the optimiser after the Trainer is built
 BENCH_KEYS = ("id_lr_scale",)
