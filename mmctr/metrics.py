@@ -1,6 +1,5 @@
-"""AUC and log loss, numpy only (ties get the average rank, as sklearn's roc_auc_score).
-
-Both refuse what would make the number meaningless (NaN/inf scores, non-0/1 labels, one class)
+"""AUC and log loss: scikit-learn's roc_auc_score and log_loss (what scorers use), behind the
+kit's own input checks. Both refuse what would make the number meaningless (NaN/inf scores, non-0/1 labels, one class)
 with a MetricError, so a diverged model can never report "AUC 0.54".
 """
 from __future__ import annotations
@@ -36,29 +35,22 @@ def _inputs(labels, scores, what: str) -> tuple:
 
 
 def roc_auc(labels, scores) -> float:
+    from sklearn.metrics import roc_auc_score
+
     y, s = _inputs(labels, scores, "scores")
-    pos = y == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        only = "positive (1)" if n_neg == 0 else "negative (0)"
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        only = "positive (1)" if n_pos else "negative (0)"
         raise MetricError(f"AUC needs both positive and negative labels: all {y.size} labels are {only}")
-    order = np.argsort(s, kind="mergesort")
-    s_sorted = s[order]
-    ranks = np.empty_like(s)
-    # average ranks over tied groups
-    boundaries = np.flatnonzero(np.diff(s_sorted)) + 1
-    starts = np.concatenate([[0], boundaries])
-    ends = np.concatenate([boundaries, [s.size]])
-    avg = (starts + ends + 1) / 2.0  # 1-based average rank of each group
-    ranks[order] = np.repeat(avg, ends - starts)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(roc_auc_score(y, s))
 
 
 def log_loss(labels, probs, eps: float = 1e-7) -> float:
+    from sklearn.metrics import log_loss as sk_log_loss
+
     y, p = _inputs(labels, probs, "probabilities")
     bad = np.flatnonzero((p < 0) | (p > 1))
     if bad.size:
         raise MetricError(f"probabilities must be in [0, 1]: {bad.size} are not "
                           f"(first at index {bad[0]}: {p[bad[0]]})")
-    p = np.clip(p, eps, 1 - eps)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return float(sk_log_loss(y, np.clip(p, eps, 1 - eps), labels=[0, 1]))
