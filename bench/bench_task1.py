@@ -184,8 +184,10 @@ def main(data_dir, make_sample, items, users, n_train, n_valid, out, cache_dir, 
 
     from mmctr import contract as C
     from mmctr.paths import DataPaths
+    from mmctr.rundir import Task1Dir
+    from mmctr.runtime import resolve_device
     from mmctr.sample import SampleConfig, generate
-    from task1.build import build, resolve_device
+    from task1.build import build
     from task1.config import load_config
     from task1.evaluate import din_config, oracle_auc, random_item_info
 
@@ -198,7 +200,7 @@ def main(data_dir, make_sample, items, users, n_train, n_valid, out, cache_dir, 
     if not data_dir:
         raise click.UsageError("give --data-dir or --make-sample")
     paths = DataPaths.resolve(data_dir)
-    dev = resolve_device(device)
+    dev = str(resolve_device(device))
     out = Path(out)
     report = {"machine": {"cpu_threads": threads, "device": dev,
                           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
@@ -225,7 +227,7 @@ def main(data_dir, make_sample, items, users, n_train, n_valid, out, cache_dir, 
         rng = np.random.default_rng(0)
         provided = read_item_info(paths.table(C.ITEM_INFO))[1]
         embs = {"provided": provided, "random": rng.normal(size=provided.shape)}
-        embs.update({k: read_item_info(out / k / "item_info.parquet")[1] for k in VARIANTS})
+        embs.update({k: read_item_info(Task1Dir(out / k).item_info)[1] for k in VARIANTS})
         report["latent_r2"] = {k: {n: round(v, 3) for n, v in latent_recovery(paths.root, e).items()}
                                for k, e in embs.items()}
         print("\n| item_info | R² item latent | R² topic | R² style |\n|---|---|---|---|")
@@ -237,8 +239,8 @@ def main(data_dir, make_sample, items, users, n_train, n_valid, out, cache_dir, 
         from task2.train import train_model
 
         infos = {"provided": paths.table(C.ITEM_INFO),
-                 "random": random_item_info(out / "random" / "item_info.parquet", paths.table(C.ITEM_INFO))}
-        infos.update({k: out / k / "item_info.parquet" for k in VARIANTS})
+                 "random": random_item_info(Task1Dir(out / "random").item_info, paths.table(C.ITEM_INFO))}
+        infos.update({k: Task1Dir(out / k).item_info for k in VARIANTS})
         cfg = din_config(overrides={"num_threads": threads})
         aucs = {}
         for name, path in infos.items():

@@ -23,20 +23,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mmctr import contract as C  # noqa: E402
-from mmctr import manifest as M  # noqa: E402
+from mmctr import rundir as R  # noqa: E402
 from mmctr.io import environment  # noqa: E402
-from mmctr.manifest import read_manifest  # noqa: E402
 from mmctr.metrics import roc_auc  # noqa: E402
 from mmctr.paths import DataPaths  # noqa: E402
-from task2.checkpoint import load_checkpoint, model_from_state  # noqa: E402
+from task2.checkpoint import model_from_state  # noqa: E402
 from task2.data import ItemTable, load_split  # noqa: E402
-from task2.train import BEST, LAST, LAST_CHECKPOINT, MANIFEST, predict_split, resolve_located  # noqa: E402
+from task2.predict import predict_split  # noqa: E402
 
 
-def scores(run: Path, name: str, key: str, manifest: dict, items: ItemTable, valid) -> tuple:
+def scores(run: R.RunDir, name: str, key: str, manifest: dict, items: ItemTable, valid) -> tuple:
     """(valid click probabilities, the checkpoint's epoch) of one pinned checkpoint of the run."""
-    state = load_checkpoint(run / name, sha256=manifest[key][M.SHA256])
-    model = model_from_state(state, items, run / name)
+    state = run.load_checkpoint(name, pinned=manifest[key][R.SHA256])
+    model = model_from_state(state, items, run.path / name)
     return predict_split(model, valid, 16384, torch.device("cpu"), amp=False), state.get("epoch")
 
 
@@ -55,13 +54,13 @@ def measure(run: Path, data_dir, resamples: int = 2000, seed: int = 0) -> dict:
     """{"rows", "epochs", "auc": {name: AUC}, "sd": {name: bootstrap sd}, "diff": {what: (value,
     sd, 2.5%, 97.5%)}} for best, last and (on a generated sample) the sequence-only oracle."""
     root = DataPaths.resolve(data_dir).root
-    manifest = read_manifest(run / MANIFEST)
-    items = ItemTable.load(resolve_located(manifest[M.ITEM_INFO], root, run))
-    valid = load_split(root / C.VALID.relpath, manifest[M.CONFIG]["max_len"], items.n_items, need_label=True)
+    manifest = R.RunDir(run).read_manifest()
+    items = ItemTable.load(R.resolve_located(manifest[R.ITEM_INFO], root, run))
+    valid = load_split(root / C.VALID.relpath, manifest[R.CONFIG]["max_len"], items.n_items, need_label=True)
     labels = valid.label.numpy()
     cols, epochs = {}, {}
-    for name, key, label in ((BEST, M.CHECKPOINT, "best"), (LAST, LAST_CHECKPOINT, "last")):
-        cols[label], epochs[label] = scores(run, name, key, manifest, items, valid)
+    for name, key, label in ((R.BEST, R.CHECKPOINT, "best"), (R.LAST, R.LAST_CHECKPOINT, "last")):
+        cols[label], epochs[label] = scores(R.RunDir(run), name, key, manifest, items, valid)
     if (root / "sample_truth" / "summary.json").is_file():
         from bench_gap import _split, rebuild
 

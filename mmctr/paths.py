@@ -78,13 +78,15 @@ def data_locations(data_dir) -> tuple:
     return tuple(sorted(locs))
 
 
-def is_inside(path, locations) -> bool:
-    """Whether `path` (as written, or with its symlinks followed) lies in one of `locations`."""
+def is_inside(path, locations) -> Path | None:
+    """`path` relative to the first of `locations` (absolute folders) it lies in, as written or with
+    its symlinks followed; None when it lies in none. The kit's one containment check."""
     p = Path(path).expanduser()
     for candidate in (Path(os.path.abspath(p)), p.resolve()):
-        if any(candidate == loc or loc in candidate.parents for loc in locations):
-            return True
-    return False
+        for loc in locations:
+            if candidate == loc or loc in candidate.parents:
+                return candidate.relative_to(loc)
+    return None
 
 
 def refuse_data_write(out, data_dir, what: str = "--out") -> None:

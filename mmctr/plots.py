@@ -15,8 +15,6 @@ from pathlib import Path
 from .errors import KitError
 from .io import atomic_path
 
-TRAINING_PNG = "training.png"
-TASK1_PNG = "item_info.report.png"
 REPORT_PNG = "report.png"
 BEST_COLOR, LINE_COLOR = "#d62728", "#1f77b4"
 
@@ -44,15 +42,14 @@ def _finite(v) -> bool:
 
 def plot_history(run_dir, out=None) -> Path:
     """Draw `<run>/training.png` from `<run>/history.jsonl`; the best valid AUC epoch is marked."""
+    from .rundir import RunDir
     from .runs import read_history
 
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     history = read_history(run_dir)
     if not history:
-        raise KitError(f"{run_dir / 'history.jsonl'} is missing or empty: nothing to plot")
-    manifest = {}
-    if (run_dir / "manifest.json").is_file():
-        manifest = json.loads((run_dir / "manifest.json").read_text())
+        raise KitError(f"{run.history} is missing or empty: nothing to plot")
+    manifest = json.loads(run.manifest.read_text()) if run.manifest.is_file() else {}
     epochs = [h["epoch"] for h in history]
     aucs = [h.get("valid_auc") for h in history]
     finite = [(e, a) for e, a in zip(epochs, aucs) if _finite(a)]
@@ -76,18 +73,18 @@ def plot_history(run_dir, out=None) -> Path:
         ax.grid(alpha=0.3)
         if len(epochs) < 15:
             ax.set_xticks(epochs)
-    name = manifest.get("model") or run_dir.name
+    name = manifest.get("model") or run.path.name
     extra = f", {manifest['samples_per_s']:,.0f} samples/s" if _finite(manifest.get("samples_per_s")) else ""
-    fig.suptitle(f"{name}: {run_dir}{extra}", fontsize=10, y=1.02)
-    return _save(fig, Path(out) if out else run_dir / TRAINING_PNG)
+    fig.suptitle(f"{name}: {run.path}{extra}", fontsize=10, y=1.02)
+    return _save(fig, Path(out) if out else run.plot)
 
 
 def plot_task1(out_dir, out=None) -> Path:
     """Draw `<out>/item_info.report.png` from the task1 build's item_info.manifest.json."""
-    from .manifest import TASK1_MANIFEST, read_manifest
+    from .rundir import Task1Dir
 
-    out_dir = Path(out_dir)
-    m = read_manifest(out_dir / TASK1_MANIFEST)
+    t1 = Task1Dir(out_dir)
+    m = t1.read_manifest()
     parts = m.get("parts") or {}
     fusion = parts.get("fusion") or {}
     plt = _pyplot()
@@ -173,7 +170,7 @@ def plot_task1(out_dir, out=None) -> Path:
     ax.set_xlabel("seconds")
     fig.suptitle(f"task1 build: {n:,} items, {m.get('missing_images', 0)} missing covers — {out_dir}", fontsize=10)
     fig.tight_layout()
-    return _save(fig, Path(out) if out else out_dir / TASK1_PNG)
+    return _save(fig, Path(out) if out else t1.report)
 
 
 def plot_results(runs_root, out=None, track: str | None = None, model: str | None = None) -> Path:

@@ -32,7 +32,6 @@ COLUMNS = ("time", "kind", "track", "model", "label", "git_commit", "config_hash
 FLOAT_COLUMNS = ("best_valid_auc", "valid_logloss", "samples_per_s", "wall_s")
 INT_COLUMNS = ("epochs",)
 EPOCH_COLUMNS = ("best_epoch",)  # 2, or 1.25 with several validations per epoch
-HISTORY_NAME = "history.jsonl"
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -228,7 +227,9 @@ def format_table(rows: list[dict]) -> str:
 
 def read_history(run_dir) -> list[dict]:
     """Rows of `<run>/history.jsonl` (one JSON object per epoch); [] when the file is absent."""
-    path = Path(run_dir) / HISTORY_NAME
+    from .rundir import RunDir
+
+    path = RunDir(run_dir).history
     if not path.is_file():
         return []
     rows = []
@@ -299,11 +300,11 @@ def infer_track(model: str, item_info, data_dir) -> str:
 def record_train(run_dir, track: str, wall_s: float, runs_root=None, kind: str = "train",
                  label: str | None = None) -> dict:
     """Append the row of a finished task2 run (read from its manifest.json and history.jsonl)."""
-    from .manifest import CONFIG, ITEM_INFO, SHA256, TASK2_MANIFEST, read_manifest
+    from .rundir import CONFIG, ITEM_INFO, SHA256, RunDir
 
     run_dir = Path(run_dir)
     root = Path(runs_root) if runs_root else runs_root_for(run_dir)
-    m = read_manifest(run_dir / TASK2_MANIFEST)
+    m = RunDir(run_dir).read_manifest()
     history = read_history(run_dir) or m.get("history") or []
     best = best_row(history, m.get("best_epoch"))
     return append_result(
@@ -316,7 +317,7 @@ def record_train(run_dir, track: str, wall_s: float, runs_root=None, kind: str =
 
 def record_evaluate(report: dict, out, wall_s: float, runs_root=None) -> list[dict]:
     """Append one row per DIN of a `task1 evaluate` report (new / provided / random item_info)."""
-    from .manifest import CONFIG, TASK2_MANIFEST, TIMINGS, git_commit, read_manifest
+    from .rundir import CONFIG, TIMINGS, RunDir, git_commit
 
     out = Path(out)
     root = Path(runs_root) if runs_root else runs_root_for(out)
@@ -329,8 +330,8 @@ def record_evaluate(report: dict, out, wall_s: float, runs_root=None) -> list[di
         run_dir = out / f"din_{name}" if (out / f"din_{name}").is_dir() else out
         seconds = wall_s / max(len(runs), 1)  # a share of the command's time, unless the run timed itself
         config = report.get("din_config") or {}
-        if (run_dir / TASK2_MANIFEST).is_file():  # the run's own model config and timings
-            manifest = read_manifest(run_dir / TASK2_MANIFEST)
+        if RunDir(run_dir).manifest.is_file():  # the run's own model config and timings
+            manifest = RunDir(run_dir).read_manifest()
             timings = manifest.get(TIMINGS) or {}
             seconds = sum(v for v in timings.values() if isinstance(v, (int, float))) or seconds
             config = manifest.get(CONFIG) or config
@@ -371,10 +372,10 @@ def _draw(fn, *args) -> Path | None:
 
 def after_train(run_dir, data_dir, item_info, wall_s: float, runs_root) -> dict:
     """`task2 train` finished: append its results row and draw `<run>/training.png`."""
-    from .manifest import TASK2_MANIFEST, read_manifest
     from .plots import plot_history
+    from .rundir import RunDir
 
-    model = read_manifest(Path(run_dir) / TASK2_MANIFEST).get("model")
+    model = RunDir(run_dir).read_manifest().get("model")
     row = record_train(run_dir, infer_track(model, item_info, data_dir), wall_s, runs_root)
     png = _draw(plot_history, run_dir)
     _note(f"results: {Path(runs_root) / RESULTS_NAME} (+1 row)" + (f"; picture: {png}" if png else ""))
@@ -384,9 +385,10 @@ def after_train(run_dir, data_dir, item_info, wall_s: float, runs_root) -> dict:
 def after_evaluate(report: dict, out, wall_s: float, runs_root) -> list[dict]:
     """`task1 evaluate` finished: one results row per DIN it trained, a training.png for each."""
     from .plots import plot_history
+    from .rundir import RunDir
 
     rows = record_evaluate(report, out, wall_s, runs_root)
-    pngs = [_draw(plot_history, d) for d in sorted(Path(out).glob("din_*")) if (d / HISTORY_NAME).is_file()]
+    pngs = [_draw(plot_history, d) for d in sorted(Path(out).glob("din_*")) if RunDir(d).history.is_file()]
     _note(f"results: {Path(runs_root) / RESULTS_NAME} (+{len(rows)} rows); pictures: "
           + ", ".join(str(p) for p in pngs if p))
     return rows
@@ -428,14 +430,15 @@ def summary_block(runs_dir, data_dir, zip_path=None, track: str = "task1_2", ste
 
 
 def _summary_block(runs_dir, data_dir, zip_path, track, steps) -> str:
-    from .manifest import TASK1_DIR, TASK1_MANIFEST, TASK2_DIR, TASK2_MANIFEST, read_manifest
+    from .rundir import TrackDir
     from .paths import DataPaths
     from .sample import TRUTH_DIR, read_truth, summary
 
     runs_dir = Path(runs_dir)
     root = DataPaths.resolve(data_dir).root
     lines = [f"== summary: {runs_dir} (track {track}, data {root})"]
-    m2 = read_manifest(runs_dir / TASK2_DIR / TASK2_MANIFEST)
+    track_dir = TrackDir(runs_dir)
+    m2 = track_dir.task2.read_manifest()
     hist = m2.get("history") or []
     lines.append(f"valid AUC        {m2.get('best_valid_auc', float('nan')):.4f}  ({m2.get('model')}, best epoch "
                  f"{m2.get('best_epoch')} of {epochs_run(hist)}, {m2.get('samples_per_s') or 0:,.0f} samples/s)")
@@ -463,9 +466,8 @@ def _summary_block(runs_dir, data_dir, zip_path, track, steps) -> str:
                          f"(gap to the oracle {s.get('test_oracle_auc', float('nan')) - test_auc:+.4f})")
         else:
             lines.append("test AUC         - (real data: the test labels are the organisers')")
-    m1_path = runs_dir / TASK1_DIR / TASK1_MANIFEST
-    if m1_path.is_file():
-        fusion = (read_manifest(m1_path).get("parts") or {}).get("fusion") or {}
+    if track_dir.task1_manifest.is_file():
+        fusion = (track_dir.task1.read_manifest().get("parts") or {}).get("fusion") or {}
         if fusion.get("holdout_recall_at_10") is not None:
             lines.append(f"task1 recall@10  {fusion['holdout_recall_at_10']:.3f} content -> behaviour "
                          f"(chance {fusion.get('holdout_recall_at_10_chance', float('nan')):.3f})")
@@ -481,7 +483,7 @@ def _summary_block(runs_dir, data_dir, zip_path, track, steps) -> str:
     pictures = sorted(p for p in runs_dir.rglob("*.png"))
     if pictures:
         lines.append("pictures         " + "\n                 ".join(str(p) for p in pictures))
-    results = runs_root_for(runs_dir / TASK2_DIR) / RESULTS_NAME
+    results = runs_root_for(track_dir.task2.path) / RESULTS_NAME
     if results.is_relative_to(Path.cwd()):
         results = results.relative_to(Path.cwd())
     if results.is_file():

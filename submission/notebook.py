@@ -16,9 +16,10 @@ from mmctr import contract as C
 from mmctr.errors import KitError
 from mmctr.io import atomic_path
 from mmctr.paths import refuse_data_write
+from mmctr.sample import TRUTH_DIR
 from mmctr.tracks import get_track
 
-from . import layout as L
+from mmctr import rundir as L
 from . import pipeline as P
 from .pack import REPO_ROOT, code_files
 
@@ -133,7 +134,7 @@ def build(track: str, data: str = "data/sample", embed: bool = True):
              "    print('Task 1 models:', t1.get('models'), '| timings:', t1.get('timings'))\n"
              "zip_path = os.path.join(RUNS, 'submission.zip')\n"
              "print(zip_path, zipfile.ZipFile(zip_path).namelist())\n"
-             f"truth = os.path.join(DATA, {L.SAMPLE_TRUTH_DIR!r}, 'test.parquet')\n"
+             f"truth = os.path.join(DATA, {TRUTH_DIR!r}, 'test.parquet')\n"
              "if os.path.isfile(truth):\n"
              "    from mmctr.sample import read_truth\n"
              "    p_click, labels = read_truth(DATA, 'test')\n"

@@ -15,13 +15,12 @@ import zipfile
 from pathlib import Path
 
 from mmctr import contract as C
-from mmctr import manifest as M
+from mmctr import rundir as L
+from mmctr import rundir as M
 from mmctr.errors import KitError
 from mmctr.io import check_writable, environment, file_sha256
 from mmctr.paths import DataPaths, refuse_data_write
 from mmctr.tracks import get_track
-
-from . import layout as L
 from . import pipeline as P
 from .prediction import canonical_csv, parse_prediction, summarize, test_rows
 
@@ -221,7 +220,7 @@ def write_bundle(out: Path, track, runs: Path, data_root: Path, summary: dict, r
                  rel: Relative, canonical: bytes) -> dict:
     """Write the reproducibility bundle to `out` (a staging path); return what went in."""
     t = get_track(track)
-    run = L.RunLayout.of(runs)
+    run = L.TrackDir.of(runs)
     t1 = M.read_manifest(run.task1_manifest) if run.task1_manifest.is_file() else None
     t2 = M.read_manifest(run.task2_manifest) if run.task2_manifest.is_file() else None
     head = M.git_commit()
@@ -259,7 +258,7 @@ def write_bundle(out: Path, track, runs: Path, data_root: Path, summary: dict, r
             runtime = t2.get(L.RUNTIME) if isinstance(t2.get(L.RUNTIME), dict) else {}
             full = {**t2[M.CONFIG], **runtime}  # task2 keeps speed/budget keys apart
             add(configs[var], _yaml(rel.doc({k: v for k, v in full.items() if k != L.CONFIG_SOURCE})))
-        add("run/prediction.csv", canonical)  # what submission.zip holds (for `submission reproduce`)
+        add(f"run/{C.SUBMISSION_FILE}", canonical)  # what submission.zip holds (for `submission reproduce`)
         add_json("run/check_report.json", report)
         add_json("run/left_out.json", left_out)
         freeze = _pip_freeze()
@@ -332,7 +331,7 @@ def pack(track, runs, data_dir, out, prediction=None, code_dirs=None, task2_code
     refuse_data_write(bundle, paths.root, "the repro bundle")
     check_writable(out, "--out")
     check_writable(bundle, "the repro bundle")
-    run = L.RunLayout.of(runs)
+    run = L.TrackDir.of(runs)
     src = Path(prediction).expanduser() if prediction else run.prediction
     if not src.is_file():
         raise KitError(f"{C.SUBMISSION_FILE} not found: {src}")

@@ -14,7 +14,7 @@ from pathlib import Path
 from mmctr import contract as C
 from mmctr.tracks import get_track
 
-from . import layout as L
+from mmctr import rundir as L
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

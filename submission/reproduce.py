@@ -30,13 +30,13 @@ from mmctr.errors import KitError
 from mmctr.metrics import roc_auc
 from mmctr.paths import DataPaths
 
-from . import layout as L
+from mmctr import rundir as L
 from .prediction import parse_prediction, test_rows
 
 REPRODUCE_TOL = 1e-3
 MAX_BUNDLE_BYTES = 8 << 30  # uncompressed total a bundle may unpack to (code + run files, no data)
 MAX_BUNDLE_ENTRIES = 100_000
-SHIPPED = "run/prediction.csv"  # inside the bundle
+SHIPPED = f"run/{C.SUBMISSION_FILE}"  # inside the bundle
 
 
 def safe_extract(bundle: Path, dest: Path) -> None:

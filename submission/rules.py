@@ -13,19 +13,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from mmctr import contract as C
-from mmctr import manifest as M
+from mmctr import rundir as L
+from mmctr import rundir as M
 from mmctr.errors import KitError
 from mmctr.io import file_sha256
 from mmctr.paths import DataPaths, data_locations, is_inside
+from mmctr.sample import TRUTH_DIR
 from mmctr.tracks import (FIXED_DIN_ARCH_SHA256, FIXED_DIN_LOGITS, FIXED_DIN_LOGITS_TOL, TASK1_TUNABLE, Track,
                           fixed_din_config, get_track)
-
-from . import layout as L
 from .scan import iter_sources, local_imports, scan_file, tracked_sources
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TASK2_CODE = "task2"  # the kit's CTR model code (repo-relative): also scanned for pretrained models
-CHECKPOINTS_LOADED = "checkpoints_loaded"  # task2 predict: [{"path", "sha256"}] what it loaded
 # Config keys that would mean more than one model or averaged predictions.
 ENSEMBLE_KEYS = ("ensemble", "n_ensemble", "ensemble_size", "num_models", "n_models", "n_seeds",
                  "snapshot_ensemble", "average_checkpoints", "avg_checkpoints", "bagging", "swa")
@@ -108,14 +107,6 @@ class Report:
 
 # ---------------------------------------------------------------------------- helpers
 
-def _under(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-        return True
-    except ValueError:
-        return False
-
-
 def _resolve(p) -> Path:
     return Path(p).expanduser().resolve()
 
@@ -162,7 +153,7 @@ class _Ctx:
         runs_path = Path(runs).expanduser()
         if not runs_path.is_dir():
             raise KitError(f"runs directory not found: {runs_path} (run `make task1 task2` first)")
-        self.run = L.RunLayout.of(runs_path)
+        self.run = L.TrackDir.of(runs_path)
         self.report = Report(self.track.name, str(runs_path), str(data_dir))
         self._sha: dict = {}
 
@@ -173,7 +164,7 @@ class _Ctx:
     def rel(self, p) -> str:
         p = Path(p)
         for root, name in ((self.run.runs, "$RUNS"), (self.paths.root, "$DATA")):
-            if _under(_resolve(p), root):
+            if is_inside(_resolve(p), (root,)):
                 return f"{name}/{_resolve(p).relative_to(root)}"
         return str(p)
 
@@ -349,17 +340,14 @@ def _manifest_inputs(ctx: _Ctx, doc: dict, base: Path, where: str) -> dict:
 
 
 def _item_info_path(ctx: _Ctx, info: dict) -> Path:
-    p = Path(info[L.PATH])
-    if p.is_absolute():
-        return p
-    return (ctx.paths.root if info.get("root", "data") == "data" else ctx.run2) / p
+    return L.resolve_located(info, ctx.paths.root, ctx.run2)
 
 
 def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
     r = ctx.report
     test_path = ctx.paths.table(C.TEST)
     test_sha = ctx.sha(test_path) if test_path.is_file() else None
-    truth = ctx.paths.root / L.SAMPLE_TRUTH_DIR
+    truth = ctx.paths.root / TRUTH_DIR
     truth_shas = {ctx.sha(p) for p in truth.glob("*.parquet")} if truth.is_dir() else set()
     declared_sha, declared_src = set(), []
     if t1 is not None:
@@ -389,7 +377,7 @@ def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
         if info.get(L.PATH):
             tables.add(_resolve(_item_info_path(ctx, info)))
         for p, (raw, sha) in read.items():  # task2 reads train, valid and one item_info: nothing else
-            if p not in tables and not _under(p, _resolve(truth)) and not (sha and sha in test_like):
+            if p not in tables and not is_inside(p, (_resolve(truth),)) and not (sha and sha in test_like):
                 r.add("inputs-in-data", f"{where}[{raw}]", "task2 reads only train, valid and its "
                       "item_info; another input means training on other data")
     for doc, mpath, may_use_weights in ((t1, ctx.run.task1_manifest, True),
@@ -402,7 +390,7 @@ def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
             if _resolve(p) == _resolve(test_path) or (sha and sha == test_sha):
                 r.add("no-test-in-training", shown,
                       "reads test.parquet; test rows must not be used in training")
-            elif _under(_resolve(p), _resolve(truth)) or (sha and sha in truth_shas):
+            elif is_inside(_resolve(p), (_resolve(truth),)) or (sha and sha in truth_shas):
                 r.add("no-test-in-training", shown,
                       "reads the sample's true labels/click probabilities (test labels)")
             if ctx.in_data(p):  # the organisers' copy must be the very file the run read
@@ -415,10 +403,10 @@ def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
                     r.add("inputs-in-data", shown, f"{ctx.rel(p)} in this data dir is not the file the run "
                           "read (sha256 differs from the manifest): trained on modified data")
                 continue
-            if _under(_resolve(p), ctx.run.runs):
+            if is_inside(_resolve(p), (ctx.run.runs,)):
                 continue
             if may_use_weights and ((sha and sha in declared_sha) or
-                                    any(_resolve(p) == s or _under(_resolve(p), s) for s in declared_src)):
+                                    any(_resolve(p) == s or is_inside(_resolve(p), (s,)) for s in declared_src)):
                 continue
             why = ("outside the data dir and the runs dir, and not declared model weights"
                    if may_use_weights else
@@ -536,10 +524,8 @@ def _check_fixed_din(ctx: _Ctx, t2: dict) -> None:
 def _check_resumed(ctx: _Ctx, t2: dict, tunable: str) -> None:
     """A key changed on --resume trained part of the run with another value: the final config
     shows only the last one, the `resumed` record both."""
-    from task2.train import RESUMED
-
-    r, where = ctx.report, f"{ctx.rel(ctx.run.task2_manifest)}:{RESUMED}"
-    resumed = t2.get(RESUMED, [])
+    r, where = ctx.report, f"{ctx.rel(ctx.run.task2_manifest)}:{L.RESUMED}"
+    resumed = t2.get(L.RESUMED, [])
     if not isinstance(resumed, list) or not all(isinstance(e, dict) and isinstance(e.get("changed", {}), dict)
                                                 for e in resumed):
         r.add("fixed-din", where, "unreadable: not a list of {from_epoch, changed: {key: [old, new]}}")
@@ -558,7 +544,7 @@ def _check_resumed(ctx: _Ctx, t2: dict, tunable: str) -> None:
 
 def _load_run_checkpoint(ctx: _Ctx, t2: dict):
     """(state, items) of the run's checkpoint over the item_info it trained on, or a reason."""
-    from task2.checkpoint import load_checkpoint
+    from mmctr.rundir import load_checkpoint
     from task2.data import ItemTable
 
     ck = t2.get(L.CHECKPOINT) if isinstance(t2.get(L.CHECKPOINT), dict) else {}
@@ -584,7 +570,7 @@ def _check_din_architecture(ctx: _Ctx, t2: dict, cfg: dict) -> None:
 
     r = ctx.report
     state, items, why = _load_run_checkpoint(ctx, t2)
-    where = ctx.rel(ctx.run2 / "best.pt") if state is None else \
+    where = ctx.rel(ctx.run.task2.best) if state is None else \
         ctx.rel(ctx.data_file(t2[L.CHECKPOINT][L.PATH], ctx.run2))
     if state is None:
         r.add("fixed-din", where, f"cannot verify the trained network's architecture: {why}")
@@ -643,8 +629,8 @@ def _check_provided_embeddings(ctx: _Ctx, t2: dict) -> None:
 def _check_loaded(ctx: _Ctx, t2: dict, pred: dict, mw: str) -> None:
     """no-ensemble on what predict loaded: one checkpoint, the trained one, the file on disk."""
     r = ctx.report
-    loaded = pred.get(CHECKPOINTS_LOADED)
-    key = f"{mw}:{L.PREDICTION}.{CHECKPOINTS_LOADED}"
+    loaded = pred.get(L.CHECKPOINTS_LOADED)
+    key = f"{mw}:{L.PREDICTION}.{L.CHECKPOINTS_LOADED}"
     if not isinstance(loaded, list):
         r.add("no-ensemble", key, "not recorded: which checkpoints task2 predict loaded (re-run "
               "`python -m task2 predict`)")

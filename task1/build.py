@@ -2,7 +2,7 @@
 
 Each part (text, image, tags, behaviour, precomputed) is one function in PART_BUILDERS that
 returns named `Part`s; build() checks every output and the config before any work, loops over
-the enabled parts, fuses, writes. `<out>/build.log` holds the run's log.
+the enabled parts, fuses, writes; `<out>/` holds what `mmctr.rundir.Task1Dir` names.
 """
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import torch
 from tqdm import tqdm
 
 from mmctr import contract as C
 from mmctr.errors import KitError
 from mmctr.io import Timer, check_alloc, check_writable, file_sha256, read_parquet, read_parquet_metadata, read_parquet_schema
 from mmctr.item_info import read_item_info, write_item_info
-from mmctr.manifest import hash_inputs, write_manifest
+from mmctr.rundir import Task1Dir, hash_inputs, write_manifest
+from mmctr.runtime import resolve_device, set_threads
 from mmctr.paths import DataPaths, refuse_data_write
 
 from . import behaviour as behaviour_mod
@@ -38,9 +38,6 @@ from .config import Task1Config
 from .encoders import image as image_enc
 from .encoders import text as text_enc
 
-ITEM_INFO_NAME = "item_info.parquet"
-MANIFEST_NAME = "item_info.manifest.json"
-LOG_NAME = "build.log"
 FALLBACK = ("an item without a title, a readable cover image, tags, behaviour or a precomputed "
             "feature gets that part's mean vector (zero after centring), so the other parts decide "
             "its embedding")
@@ -52,18 +49,6 @@ log = logging.getLogger("task1.build")
 def _both(a, b):
     with a, b:
         yield
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise KitError(f"runtime.device={name} but CUDA is not available here; use auto or cpu")
-        index = int(name.split(":")[1]) if ":" in name else 0
-        if index >= torch.cuda.device_count():
-            raise KitError(f"runtime.device={name}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return name
 
 
 @dataclass
@@ -279,7 +264,7 @@ PART_BUILDERS = {
 def check_outputs(out: Path, paths: DataPaths, cache_dir, use_cache: bool) -> None:
     """Every output checked before any work: not in the data dir, writable."""
     refuse_data_write(out, paths.root, "--out")
-    check_writable(out / ITEM_INFO_NAME, "--out")
+    check_writable(Task1Dir(out).item_info, "--out")
     if use_cache:
         refuse_data_write(cache_dir, paths.root, "--cache-dir")
         check_writable(Path(cache_dir) / "text", "--cache-dir")
@@ -287,7 +272,7 @@ def check_outputs(out: Path, paths: DataPaths, cache_dir, use_cache: bool) -> No
 
 def _logging(out: Path, progress: bool):
     out.mkdir(parents=True, exist_ok=True)
-    handlers = [logging.FileHandler(out / LOG_NAME, mode="w")]
+    handlers = [logging.FileHandler(Task1Dir(out).log, mode="w")]
     handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     if progress:
         handlers.append(logging.StreamHandler(sys.stderr))
@@ -307,7 +292,7 @@ def build(data_dir, cfg: Task1Config, out, cache_dir=DEFAULT_DIR, use_cache: boo
     paths = DataPaths.resolve(data_dir)
     out = Path(out)
     check_outputs(out, paths, cache_dir, use_cache)
-    device = resolve_device(cfg.runtime.device)
+    device = str(resolve_device(cfg.runtime.device))
     handlers = _logging(out, progress)
     try:
         return _build(paths, cfg, out, cache_dir, use_cache, progress, device)
@@ -331,9 +316,7 @@ def _build(paths, cfg: Task1Config, out: Path, cache_dir, use_cache, progress, d
     def timer(name):
         return _both(wall(name), cpu(name))
 
-    if cfg.runtime.num_threads:
-        torch.set_num_threads(cfg.runtime.num_threads)
-        pa.set_cpu_count(cfg.runtime.num_threads)  # parquet decoding: the same budget of cores
+    set_threads(cfg.runtime.num_threads)  # torch and parquet decoding: the same budget of cores
     bars = progress and sys.stderr.isatty()
     log.info("build %s -> %s on %s; parts: %s", paths.root, out, device, ", ".join(cfg.enabled_parts()))
     with timer("read_items"):
@@ -363,7 +346,7 @@ def _build(paths, cfg: Task1Config, out: Path, cache_dir, use_cache, progress, d
     report = {k: p.report for k, p in parts.items()}
     report["fusion"] = fusion_info
     with timer("write"):
-        item_info = out / ITEM_INFO_NAME
+        item_info = Task1Dir(out).item_info
         provided = paths.table(C.ITEM_INFO)
         # item_tags must stay exactly the provided ones (only item_emb_d128 may change)
         out_tags = read_item_info(provided)[0] if provided.is_file() else items.tags
@@ -372,7 +355,7 @@ def _build(paths, cfg: Task1Config, out: Path, cache_dir, use_cache, progress, d
         t.seconds["total"] = round(sum(t.seconds.values()), 3)
     image = report.get("image", {})
     manifest = write_manifest(
-        out / MANIFEST_NAME, kind="task1", config=cfg.dump(), inputs=ctx.inputs,
+        Task1Dir(out).manifest, kind="task1", config=cfg.dump(), inputs=ctx.inputs,
         models=ctx.models, timings=wall.seconds, cpu_timings=cpu.seconds,
         explained_variance={"fusion": fusion_info.get("explained_variance"),
                             "tags_svd": report.get("tags", {}).get("svd_explained"),

@@ -7,18 +7,17 @@ KitError naming the key, the value and what is allowed, raised before anything i
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from mmctr import yamlconfig
 from mmctr.config import Section, build, merge, parse_sets, read_yaml  # noqa: F401  (parse_sets re-exported)
 from mmctr.errors import KitError
+from mmctr.runtime import RuntimeSection, seed_field
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d{1,2})?)$")
 MAX_DIM = 1024  # a part's SVD size; 128-D is the output, so more only costs memory
 MAX_FEATURE_DIM = 16384  # a precomputed feature vector (BERT 768, CLIP 1024, VLM hidden 4096...)
 
@@ -131,17 +130,11 @@ class FusionCfg(Section):
     output_norm: float = Field(11.313708498984761, gt=0.0, le=1000.0)
 
 
-class RuntimeCfg(Section):
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    num_threads: int = Field(2, ge=0, le=1024)  # torch CPU threads; 0 = torch's default
-    seed: int = Field(20242025, ge=0, le=2**32 - 1)
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if not DEVICE_RE.match(v):
-            raise ValueError("must be auto, cpu, cuda or cuda:N")
-        return v
+class RuntimeCfg(RuntimeSection):
+    # 2, not torch's default: OpenBLAS and torch otherwise start one thread per core, and on a
+    # shared machine the SVDs and encoders then fight over the cores (task1/linalg.py)
+    num_threads: int = Field(2, ge=0, le=1024)
+    seed: int = seed_field()
 
 
 CONTENT = ("text", "image", "tags")

@@ -15,6 +15,7 @@ from mmctr.errors import KitError
 from mmctr.io import check_writable, file_sha256, write_json
 from mmctr.item_info import read_item_info, write_item_info
 from mmctr.paths import DataPaths, refuse_data_write
+from mmctr.rundir import Task1Dir
 from mmctr.tracks import TASK1_TUNABLE
 
 DIN_CONFIG = "din_baseline"
@@ -81,7 +82,7 @@ def evaluate(data_dir, item_info, out, baseline=None, with_random: bool = False,
     cfg = din_config(sets, overrides)
     variants = {"new": new, "provided": base}
     if with_random:
-        variants["random"] = random_item_info(out / "random" / "item_info.parquet", base)
+        variants["random"] = random_item_info(Task1Dir(out / "random").item_info, base)
     runs = {}
     for name, path in variants.items():
         run_dir = out / (f"din_{name}" if engine == "kit" else f"{engine}_{name}")

@@ -6,6 +6,8 @@ import time
 
 import click
 
+from mmctr import contract as C
+from mmctr import rundir as R
 from mmctr.cli import run
 
 
@@ -23,7 +25,7 @@ def main() -> None:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a config key (repeatable)")
 @click.option("--max-epochs", type=int, help="cap on epochs (runtime budget)")
 @click.option("--device", help="auto | cpu | cuda | cuda:N")
-@click.option("--resume", is_flag=True, help="continue from OUT/last.pt")
+@click.option("--resume", is_flag=True, help=f"continue from OUT/{R.LAST}")
 def train(data_dir, config, item_info, out, sets, max_epochs, device, resume):
     """Train, validate every epoch, keep the best checkpoint, stop early."""
     from .config import load_config, parse_overrides
@@ -51,7 +53,7 @@ def train(data_dir, config, item_info, out, sets, max_epochs, device, resume):
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="a trained run folder")
 @click.option("--data-dir", required=True, type=click.Path())
 @click.option("--track", default="task1_2", show_default=True, help="task1 | task2 | task1_2: names the score column")
-@click.option("--out", type=click.Path(dir_okay=False), help="default: RUN/prediction.csv")
+@click.option("--out", type=click.Path(dir_okay=False), help=f"default: RUN/{C.SUBMISSION_FILE}")
 @click.option("--device", help="auto | cpu | cuda | cuda:N")
 def predict(run_dir, data_dir, track, out, device):
     """Write prediction.csv (ID = test row order) with the run's best checkpoint."""

@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
 from mmctr import yamlconfig
 from mmctr.config import Section, build, parse_sets, read_yaml
 from mmctr.errors import KitError
-from mmctr.manifest import CONFIG_SOURCE
+from mmctr.rundir import CONFIG_SOURCE
+from mmctr.runtime import RuntimeSection, seed_field
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 MAX_LEARNING_RATE = 10.0  # above this Adam only diverges; a typo such as 1e8 is caught at load time
-
-Device = Annotated[str, StringConstraints(pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")]
 
 
 class TrainConfig(Section):
@@ -38,18 +36,16 @@ class TrainConfig(Section):
     # decay count validations, so early stop can act inside the epoch where overfitting starts
     evals_per_epoch: int = Field(1, ge=1, le=1000)
     grad_clip_norm: float = Field(10.0, ge=0)  # 0 = no clipping
-    seed: int = Field(20242025, ge=0, le=2**63 - 1)
+    seed: int = seed_field()
 
 
-class RuntimeConfig(Section):
+class RuntimeConfig(RuntimeSection):
     """How fast and how long, not what is learned (the rule check ignores these keys)."""
 
-    device: Device = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # bf16 autocast on CUDA
     compile: bool = False  # torch.compile the model
     max_epochs: int = Field(100, ge=1, le=10_000)
     eval_batch_size: int = Field(16384, ge=1, le=1 << 22)
-    num_threads: int = Field(0, ge=0, le=1024)  # CPU threads for torch; 0 = torch's default
     log_every: int = Field(0, ge=0)  # steps between loss logs; 0 = once per epoch
 
 

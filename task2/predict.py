@@ -6,24 +6,33 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mmctr import contract as C
-from mmctr import manifest as M
+from mmctr import rundir as R
 from mmctr.config import build
 from mmctr.errors import KitError
 from mmctr.io import atomic_path, check_writable, file_sha256, write_json
-from mmctr.manifest import read_manifest
-from mmctr.paths import DataPaths, refuse_data_write
+from mmctr.paths import DataPaths, is_inside, refuse_data_write
+from mmctr.runtime import autocast, resolve_device
 from mmctr.tracks import get_track
 
-from .checkpoint import load_checkpoint, model_from_state
+from .checkpoint import model_from_state
 from .config import RuntimeConfig
-from .data import ItemTable, load_split
-from .train import (BEST, HISTORY, LAST, LOG, MANIFEST, predict_split, relative_to, resolve_device,
-                    resolve_located)
+from .data import ItemTable, Split, iter_batches, load_split
 
-CHECKPOINTS_LOADED = "checkpoints_loaded"
-SIDE_PREDICTIONS = "side_predictions"
+
+@torch.no_grad()
+def predict_split(model: torch.nn.Module, split: Split, batch_size: int, device: torch.device,
+                  amp: bool) -> np.ndarray:
+    """Click probabilities for every row of `split`, in row order."""
+    model.eval()
+    out = []
+    for idx in iter_batches(len(split), batch_size, shuffle=False):
+        batch = {k: v.to(device, non_blocking=True) for k, v in split.batch(idx).items() if k != "label"}
+        with autocast(device, amp):
+            out.append(torch.sigmoid(model(batch).float()).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
 def write_prediction(path, probs: np.ndarray, column: str) -> None:
@@ -46,32 +55,30 @@ def predict_run(run_dir, data_dir, track: str, out=None, device: str | None = No
     prediction, listed under `side_predictions`, leaving `prediction` alone.
     """
     t0 = time.perf_counter()
-    run = Path(run_dir)
-    manifest = read_manifest(run / MANIFEST)
+    run = R.RunDir(run_dir)
+    manifest = run.read_manifest()
     column, track_name = get_track(track).column, get_track(track).name
     paths = DataPaths.resolve(data_dir)
-    default_out = run / C.SUBMISSION_FILE
-    out = Path(out) if out else default_out
+    out = Path(out) if out else run.prediction
     refuse_data_write(out, paths.root, "--out")
-    if out.resolve() in {(run / name).resolve() for name in (BEST, LAST, MANIFEST, HISTORY, LOG)}:
+    if out.resolve() in {p.resolve() for p in run.own_files}:
         raise KitError(f"--out {out} would overwrite the run's own {out.name}; write the prediction elsewhere")
     check_writable(out, "--out")
-    main = out.resolve() == default_out.resolve()
-    ck = manifest.get(M.CHECKPOINT) or {}
-    if not ck.get(M.SHA256):
-        raise KitError(f"{run / MANIFEST} records no best checkpoint: train first "
-                       f"(`python -m task2 train --out {run}`)")
-    ck_path = run / BEST
-    runtime = build(RuntimeConfig, {**manifest.get(M.RUNTIME, {}), **({"device": device} if device else {})},
-                    str(run / MANIFEST))
+    main = out.resolve() == run.prediction.resolve()
+    ck = manifest.get(R.CHECKPOINT) or {}
+    if not ck.get(R.SHA256):
+        raise KitError(f"{run.manifest} records no best checkpoint: train first "
+                       f"(`python -m task2 train --out {run.path}`)")
+    runtime = build(RuntimeConfig, {**manifest.get(R.RUNTIME, {}), **({"device": device} if device else {})},
+                    str(run.manifest))
     dev = resolve_device(runtime.device)
 
-    info = manifest[M.ITEM_INFO]
-    items = ItemTable.load(resolve_located(info, paths.root, run))
-    if file_sha256(items.path) != info[M.SHA256]:
-        raise KitError(f"{items.path} changed since training (sha256 differs from {run / MANIFEST})")
-    state = load_checkpoint(ck_path, sha256=ck[M.SHA256], map_location="cpu")
-    model = model_from_state(state, items, ck_path).to(dev)
+    info = manifest[R.ITEM_INFO]
+    items = ItemTable.load(R.resolve_located(info, paths.root, run.path))
+    if file_sha256(items.path) != info[R.SHA256]:
+        raise KitError(f"{items.path} changed since training (sha256 differs from {run.manifest})")
+    state = run.load_checkpoint(R.BEST, pinned=ck[R.SHA256])
+    model = model_from_state(state, items, run.best).to(dev)
     test_path = paths.require(C.TEST)
     test = load_split(test_path, state["model_args"]["max_len"], items.n_items, need_label=False)
     if dev.type == "cuda":
@@ -79,17 +86,17 @@ def predict_run(run_dir, data_dir, track: str, out=None, device: str | None = No
     probs = predict_split(model, test, batch_size or runtime.eval_batch_size, dev, runtime.amp)
     write_prediction(out, probs, column)
 
-    loaded = [{M.PATH: BEST, M.SHA256: ck[M.SHA256]}]
-    rel_out = relative_to(out, run)
+    loaded = [{R.PATH: R.BEST, R.SHA256: ck[R.SHA256]}]
+    test_rel = is_inside(test_path.resolve(), (paths.root,))
     entry = {
-        M.PATH: rel_out if rel_out is not None else os.path.relpath(out.resolve(), run.resolve()),
-        M.SHA256: file_sha256(out), "rows": int(len(probs)), "column": column, "track": track_name,
-        "test_path": relative_to(test_path, paths.root), "test_sha256": file_sha256(test_path),
-        "checkpoint_epoch": state.get("epoch"), CHECKPOINTS_LOADED: loaded, M.CHECKPOINTS_USED: len(loaded),
+        R.PATH: os.path.relpath(out.resolve(), run.path.resolve()),
+        R.SHA256: file_sha256(out), "rows": int(len(probs)), "column": column, "track": track_name,
+        "test_path": None if test_rel is None else str(test_rel), "test_sha256": file_sha256(test_path),
+        "checkpoint_epoch": state.get("epoch"), R.CHECKPOINTS_LOADED: loaded, R.CHECKPOINTS_USED: len(loaded),
         "seconds": round(time.perf_counter() - t0, 3)}
     if main:
-        manifest[M.PREDICTION] = entry
+        manifest[R.PREDICTION] = entry
     else:
-        manifest[SIDE_PREDICTIONS] = [*manifest.get(SIDE_PREDICTIONS, []), entry]
-    write_json(run / MANIFEST, manifest)
+        manifest[R.SIDE_PREDICTIONS] = [*manifest.get(R.SIDE_PREDICTIONS, []), entry]
+    write_json(run.manifest, manifest)
     return entry

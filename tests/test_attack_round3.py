@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from submission import layout as L
+from mmctr import rundir as L
 from task2.config import load_config
 from task2.train import train_model
 from test_submission_integrity import clean_code, data, edit, make_run, run1, run_check  # noqa: F401 - fixtures
@@ -39,7 +39,7 @@ def test_resume_to_the_frozen_values_does_not_hide_a_bent_rule(din_bent_then_res
     assert m["resumed"][-1]["changed"] == {KEY: [0.5, 0.1]}
     runs = make_run(tmp_path, data, "task1", config=m["config"])
     assert run_check(runs, data, "task1", clean_code).ok  # the same config without the record passes
-    edit(L.RunLayout.of(runs).task2_manifest, lambda d: d.update(resumed=m["resumed"]))
+    edit(L.TrackDir.of(runs).task2_manifest, lambda d: d.update(resumed=m["resumed"]))
     assert any(v.where.endswith(f"resumed.{KEY}") for v in _fixed_din_violations(runs, data, clean_code))
 
 
@@ -47,14 +47,14 @@ def test_resume_to_the_frozen_values_does_not_hide_a_bent_rule(din_bent_then_res
                                            ("early_stop_patience", 10, 3),
                                            ("grad_clip_norm", 0.0, 10.0)])
 def test_rule_check_flags_a_frozen_key_changed_on_resume(run1, data, clean_code, key, old, new):
-    edit(L.RunLayout.of(run1).task2_manifest,
+    edit(L.TrackDir.of(run1).task2_manifest,
          lambda d: d.update(resumed=[{"from_epoch": 2, "changed": {key: [old, new]}}]))
     assert any(v.where.endswith(f"resumed.{key}") for v in _fixed_din_violations(run1, data, clean_code))
 
 
 def test_rule_check_warns_of_a_tunable_key_changed_on_resume(run1, data, clean_code):
     """One of the five keys changed mid-run is a hand-made schedule, not a tuned value: a warning."""
-    edit(L.RunLayout.of(run1).task2_manifest, lambda d: d.update(resumed=[
+    edit(L.TrackDir.of(run1).task2_manifest, lambda d: d.update(resumed=[
         {"from_epoch": 2, "changed": {"learning_rate": [1e-3, 1e-4]}}, {"from_epoch": 3, "changed": {}}]))
     report = run_check(run1, data, "task1", clean_code)
     assert report.ok
@@ -63,5 +63,5 @@ def test_rule_check_warns_of_a_tunable_key_changed_on_resume(run1, data, clean_c
 
 @pytest.mark.parametrize("resumed", ["lr_decay_factor", [1], [{"changed": [KEY]}]])
 def test_rule_check_flags_an_unreadable_resume_record(run1, data, clean_code, resumed):
-    edit(L.RunLayout.of(run1).task2_manifest, lambda d: d.update(resumed=resumed))
+    edit(L.TrackDir.of(run1).task2_manifest, lambda d: d.update(resumed=resumed))
     assert any(v.where.endswith("resumed") for v in _fixed_din_violations(run1, data, clean_code))

@@ -94,9 +94,9 @@ from test_submission_integrity import (  # noqa: E402,F401  (fixtures and run bu
 
 
 def _blend(runs):
-    from submission import layout as L
+    from mmctr import rundir as L
 
-    lay = L.RunLayout.of(runs)
+    lay = L.TrackDir.of(runs)
     lines = lay.prediction.read_text().split("\n")
     for i in range(1, len(lines) - 1):
         idx, p = lines[i].split(",")
@@ -114,21 +114,21 @@ def _unloadable_checkpoint(runs):
     import torch
 
     from mmctr.io import file_sha256
-    from submission import layout as L
+    from mmctr import rundir as L
 
-    ck = L.RunLayout.of(runs).runs / L.TASK2_DIR / "best.pt"
+    ck = L.TrackDir.of(runs).runs / L.TASK2_DIR / "best.pt"
     state = torch.load(ck, weights_only=True)
     state["junk"] = Junk()
     torch.save(state, ck)
     sha = file_sha256(ck)
-    edit(L.RunLayout.of(runs).task2_manifest, lambda d: (
+    edit(L.TrackDir.of(runs).task2_manifest, lambda d: (
         d["checkpoint"].update(sha256=sha), d["prediction"]["checkpoints_loaded"][0].update(sha256=sha)))
 
 
 def _checkpoint_path_elsewhere(runs):
-    from submission import layout as L
+    from mmctr import rundir as L
 
-    edit(L.RunLayout.of(runs).task2_manifest, lambda d: d["checkpoint"].update(path="gone.pt"))
+    edit(L.TrackDir.of(runs).task2_manifest, lambda d: d["checkpoint"].update(path="gone.pt"))
 
 
 @pytest.mark.parametrize("sabotage", [_unloadable_checkpoint, _checkpoint_path_elsewhere])
@@ -173,21 +173,21 @@ def test_run_trained_on_a_modified_train_parquet_fails_against_the_real_data(tmp
 
 def test_run_whose_manifest_hides_train_parquet_is_not_ok(tmp_path, data, clean_code):
     from mmctr import contract as C
-    from submission import layout as L
+    from mmctr import rundir as L
 
     runs = make_run(tmp_path, data, "task2")
-    edit(L.RunLayout.of(runs).task2_manifest,
+    edit(L.TrackDir.of(runs).task2_manifest,
          lambda d: [d[k].pop(C.TRAIN.relpath) for k in ("inputs", "data_files")])
     assert "inputs-in-data" in run_check(runs, data, "task2", clean_code).broken
 
 
 def test_input_the_real_data_lacks_is_not_ok(tmp_path, data, clean_code):
     from mmctr import contract as C
-    from submission import layout as L
+    from mmctr import rundir as L
 
     runs = make_run(tmp_path, data, "task2")
     extra = f"{C.CTR_DIR}/train_extra.parquet"
-    edit(L.RunLayout.of(runs).task2_manifest, lambda d: d["inputs"].update({extra: "0" * 64}))
+    edit(L.TrackDir.of(runs).task2_manifest, lambda d: d["inputs"].update({extra: "0" * 64}))
     assert "inputs-in-data" in run_check(runs, data, "task2", clean_code).broken
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from mmctr import rundir
 from mmctr import runs as R
 from mmctr.cli import main as mmctr_main
 from mmctr.errors import KitError
@@ -185,7 +186,7 @@ def test_pictures_are_pngs(tmp_path):
 
     run = _fake_run(tmp_path / "runs" / "a" / "task2", HISTORY, 2)
     png = plots.plot_history(run)
-    assert png == run / plots.TRAINING_PNG and png.read_bytes()[:8] == PNG_MAGIC
+    assert png == run / rundir.TRAINING_PNG and png.read_bytes()[:8] == PNG_MAGIC
     R.record_train(run, "task1_2", wall_s=1.0)
     R.append_result(tmp_path / "runs", **_row(run_dir="gone/run"))  # no history left: bar only
     report = plots.plot_results(tmp_path / "runs")
@@ -212,7 +213,7 @@ def test_task1_report_picture_from_a_manifest(tmp_path):
                                      "content_explained_variance": 0.7}}}
     (tmp_path / "item_info.manifest.json").write_text(json.dumps(manifest))
     png = plots.plot_task1(tmp_path)
-    assert png.name == plots.TASK1_PNG and png.read_bytes()[:8] == PNG_MAGIC
+    assert png.name == rundir.TASK1_REPORT and png.read_bytes()[:8] == PNG_MAGIC
     assert R.after_build(tmp_path / "nowhere") is None  # no manifest: a warning, not a failure
 
 

@@ -22,12 +22,13 @@ import yaml
 from mmctr import contract as C
 from mmctr.io import file_sha256
 from mmctr.item_info import read_item_info, write_item_info
-from mmctr.manifest import read_manifest
+from mmctr.rundir import read_manifest
 from mmctr.metrics import roc_auc
 from mmctr.paths import DataPaths
+from mmctr.sample import TRUTH_DIR
 from mmctr.sample import SampleConfig, generate, read_truth
 from mmctr.tracks import TASK1_TUNABLE, TRACKS, fixed_din_config, get_track
-from submission import layout as L
+from mmctr import rundir as L
 from submission.prediction import score
 from submission.rules import RULES, check
 from test_submission_integrity import cli, edit, restamp_prediction, make_run as _make_run  # tests/ is on sys.path under pytest
@@ -94,14 +95,14 @@ def make_run(root: Path, data: Path, track: str, weights: Path, config=None) -> 
 
 
 def run_prediction(runs: Path) -> np.ndarray:
-    return np.loadtxt(L.RunLayout.of(runs).prediction, delimiter=",", skiprows=1)[:, 1]
+    return np.loadtxt(L.TrackDir.of(runs).prediction, delimiter=",", skiprows=1)[:, 1]
 
 
 
 
 def replace_item_info(runs: Path, table: pa.Table) -> None:
     """Plant a bad item_info and restamp every hash, so only the item_info rule can fire."""
-    lay = L.RunLayout.of(runs)
+    lay = L.TrackDir.of(runs)
     pq.write_table(table, lay.item_info)
     sha = file_sha256(lay.item_info)
     edit(lay.task1_manifest, lambda d: d["outputs"].update({str(lay.item_info): sha}))
@@ -139,7 +140,7 @@ def test_cli_check_exit_codes_and_json(tmp_path, data, weights, clean_code, monk
             "--task2-code", clean_code]
     code, out, _ = cli(monkeypatch, capsys, *args, "--json")
     assert code == 0 and json.loads(out)["ok"] is True
-    edit(L.RunLayout.of(runs).task2_manifest, lambda d: d.update(n_models=2))
+    edit(L.TrackDir.of(runs).task2_manifest, lambda d: d.update(n_models=2))
     code, out, err = cli(monkeypatch, capsys, *args)
     assert code == 1
     assert "FAIL [single-model]" in err and "1 violation(s) of 1 rule(s): single-model" in out
@@ -169,24 +170,24 @@ def run12(tmp_path, data, weights):
 
 
 def test_two_models(run12, data, clean_code):
-    edit(L.RunLayout.of(run12).task2_manifest, lambda d: d.update(n_models=2))
+    edit(L.TrackDir.of(run12).task2_manifest, lambda d: d.update(n_models=2))
     assert broken(run_check(run12, data, "task1_2", clean_code)) == ["single-model"]
 
 
 def test_averaged_predictions_declared(run12, data, clean_code):
-    edit(L.RunLayout.of(run12).task2_manifest, lambda d: d["prediction"].update(checkpoints_used=3))
+    edit(L.TrackDir.of(run12).task2_manifest, lambda d: d["prediction"].update(checkpoints_used=3))
     rep = run_check(run12, data, "task1_2", clean_code)
     assert broken(rep) == ["no-ensemble"] and "= 3, but 1 checkpoints were loaded" in rep.violations[0].reason
 
 
 def test_ensemble_in_config(run12, data, clean_code):
-    edit(L.RunLayout.of(run12).task2_manifest, lambda d: d["config"].update(ensemble=5))
+    edit(L.TrackDir.of(run12).task2_manifest, lambda d: d["config"].update(ensemble=5))
     assert broken(run_check(run12, data, "task1_2", clean_code)) == ["no-ensemble"]
 
 
 def test_predictions_averaged_by_hand(run12, data, clean_code):
     """Blending prediction.csv with another model's scores after predict is caught by its hash."""
-    lay = L.RunLayout.of(run12)
+    lay = L.TrackDir.of(run12)
     p_click = run_prediction(run12)
     other = np.random.default_rng(1).uniform(size=p_click.size)
     write_prediction(lay.prediction, (p_click + other) / 2, get_track("task1_2").column)
@@ -258,7 +259,7 @@ def test_ctr_code_without_pretrained_weights_passes(run12, data, clean_code, tmp
     task2 = tmp_path / "task2"
     task2.mkdir()
     (task2 / "train.py").write_text(
-        "import timm, torch\nfrom mmctr.manifest import write_manifest\n"
+        "import timm, torch\nfrom mmctr.rundir import write_manifest\n"
         "net = timm.create_model('resnet18', pretrained=False)\n"
         "write_manifest('m.json', 'task2', pretrained=[], n_models=1)\n"
         "w = torch.multinomial(torch.ones(3), 2)\nsampler = Sampler(weights=w)\n")
@@ -272,7 +273,7 @@ def test_pretrained_model_allowed_in_task1_code(run12, data, clean_code, tmp_pat
 
 
 def test_pretrained_weights_in_task2_manifest(run12, data, clean_code):
-    edit(L.RunLayout.of(run12).task2_manifest,
+    edit(L.TrackDir.of(run12).task2_manifest,
          lambda d: d.update(pretrained=[{"name": "bert-base", "source": "hf", "sha256": "x"}]))
     assert broken(run_check(run12, data, "task1_2", clean_code)) == ["no-pretrained-ctr"]
 
@@ -281,7 +282,7 @@ def test_input_outside_data_dir(run12, data, clean_code, tmp_path):
     extra = tmp_path / "elsewhere" / "extra_features.parquet"
     extra.parent.mkdir()
     extra.write_bytes(b"more data")
-    edit(L.RunLayout.of(run12).task2_manifest, lambda d: d["inputs"].update({str(extra): file_sha256(extra)}))
+    edit(L.TrackDir.of(run12).task2_manifest, lambda d: d["inputs"].update({str(extra): file_sha256(extra)}))
     rep = run_check(run12, data, "task1_2", clean_code)
     assert broken(rep) == ["inputs-in-data"] and str(extra) in rep.violations[0].where
 
@@ -290,7 +291,7 @@ def test_undeclared_weights_in_task1(run12, data, clean_code, tmp_path):
     """Declared weights outside the data dir pass (the good run has one); undeclared ones do not."""
     other = tmp_path / "other_model.bin"
     other.write_bytes(b"undeclared")
-    edit(L.RunLayout.of(run12).task1_manifest, lambda d: d["inputs"].update({str(other): file_sha256(other)}))
+    edit(L.TrackDir.of(run12).task1_manifest, lambda d: d["inputs"].update({str(other): file_sha256(other)}))
     assert broken(run_check(run12, data, "task1_2", clean_code)) == ["inputs-in-data"]
 
 
@@ -310,7 +311,7 @@ def _info_table(ids, tags, emb) -> pa.Table:
     ("nan", "NaN"),
 ])
 def test_bad_item_info(run12, data, clean_code, plant, needle):
-    tags, emb = map(np.array, read_item_info(L.RunLayout.of(run12).item_info))
+    tags, emb = map(np.array, read_item_info(L.TrackDir.of(run12).item_info))
     ids = np.arange(len(emb))
     if plant == "dim127":
         emb = emb[:, :127]
@@ -333,7 +334,7 @@ def test_bad_item_info(run12, data, clean_code, plant, needle):
 
 
 def test_item_info_changed_after_task1(run12, data, clean_code):
-    lay = L.RunLayout.of(run12)
+    lay = L.TrackDir.of(run12)
     tags, emb = read_item_info(lay.item_info)
     write_item_info(lay.item_info, tags, emb * 2)  # edited by hand after task1 and task2 ran
     rep = run_check(run12, data, "task1_2", clean_code)
@@ -343,7 +344,7 @@ def test_item_info_changed_after_task1(run12, data, clean_code):
 def test_task2_trained_on_other_item_info(run12, data, clean_code):
     """Task-1 tracks: the CTR model must have used the checked item_info, not another one."""
     official = DataPaths.resolve(data).table(C.ITEM_INFO)
-    edit(L.RunLayout.of(run12).task2_manifest,
+    edit(L.TrackDir.of(run12).task2_manifest,
          lambda d: d["item_info"].update(path=str(official), sha256=file_sha256(official)))
     assert set(broken(run_check(run12, data, "task1_2", clean_code))) - {"provenance"} == {"item-info-used"}
 
@@ -399,7 +400,7 @@ def test_task2_track_changed_embeddings(tmp_path, data, weights, clean_code):
     tags, emb = read_item_info(official)
     mine = tmp_path / "my_item_info.parquet"
     write_item_info(mine, tags, emb + 0.01)
-    edit(L.RunLayout.of(runs).task2_manifest, lambda d: d["item_info"].update(path=str(mine), sha256=file_sha256(mine)))
+    edit(L.TrackDir.of(runs).task2_manifest, lambda d: d["item_info"].update(path=str(mine), sha256=file_sha256(mine)))
     rep = run_check(runs, data, "task2", clean_code)
     assert "provided-embeddings" in broken(rep)
     # and reading it from outside the data/runs dirs is its own violation
@@ -415,19 +416,19 @@ def test_test_rows_in_training(run12, data, clean_code, how):
         p = run12 / "task2" / "extra.parquet"
         shutil.copy(paths.table(C.TEST), p)
     else:
-        p = paths.root / L.SAMPLE_TRUTH_DIR / "test.parquet"
-    edit(L.RunLayout.of(run12).task2_manifest, lambda d: d["inputs"].update({str(p): file_sha256(p)}))
+        p = paths.root / TRUTH_DIR / "test.parquet"
+    edit(L.TrackDir.of(run12).task2_manifest, lambda d: d["inputs"].update({str(p): file_sha256(p)}))
     assert broken(run_check(run12, data, "task1_2", clean_code)) == ["no-test-in-training"]
 
 
 def test_missing_manifest(run12, data, clean_code):
-    L.RunLayout.of(run12).task2_manifest.unlink()
+    L.TrackDir.of(run12).task2_manifest.unlink()
     rep = run_check(run12, data, "task1_2", clean_code)
     assert "manifest" in broken(rep) and "run manifest not found" in rep.violations[0].reason
 
 
 def test_prediction_for_another_track(run12, data, clean_code):
-    lay = L.RunLayout.of(run12)
+    lay = L.TrackDir.of(run12)
     write_prediction(lay.prediction, run_prediction(run12), get_track("task2").column)
     restamp_prediction(run12)
     edit(lay.task2_manifest, lambda d: d["prediction"].update(track="task2", column="Task2"))
@@ -487,7 +488,7 @@ def test_pack_writes_zip_that_scores_the_oracle_auc(tmp_path, data, weights, cle
     assert not any(n.startswith(("code/.venv", "code/data/", "code/runs/")) for n in names)
     assert "make track12" in reproduce and str(data) not in run_sh and "make track12" in run_sh
     assert "python -m task2 predict" in reproduce and "--track task1_2" in reproduce
-    doc = read_manifest(L.RunLayout.of(runs).task2_manifest)
+    doc = read_manifest(L.TrackDir.of(runs).task2_manifest)
     assert t2cfg == {**doc["config"], **doc["runtime"]}
     assert "config_source" not in t2cfg and t2cfg["model"] == "mmctr" and t2cfg["max_epochs"] == 1
     assert report["ok"] is True
@@ -511,7 +512,7 @@ def test_score_cli_subprocess(tmp_path, data, weights, clean_code):
 
 def test_pack_refuses_a_run_that_breaks_a_rule(tmp_path, data, weights, clean_code, monkeypatch, capsys):
     runs = make_run(tmp_path, data, "task1_2", weights)
-    edit(L.RunLayout.of(runs).task2_manifest, lambda d: d.update(n_models=2))
+    edit(L.TrackDir.of(runs).task2_manifest, lambda d: d.update(n_models=2))
     out = runs / "submission.zip"
     code, _, err = cli(monkeypatch, capsys, "pack", "--track", "task1_2", "--runs", runs, "--data-dir", data,
                        "--out", out, "--code", clean_code, "--task2-code", clean_code)

@@ -24,11 +24,11 @@ from mmctr import contract as C
 from mmctr.errors import KitError
 from mmctr.io import file_sha256
 from mmctr.item_info import read_item_info, write_item_info
-from mmctr.manifest import write_manifest
+from mmctr.rundir import write_manifest
 from mmctr.paths import DataPaths, refuse_data_write
 from mmctr.sample import SampleConfig, generate
 from mmctr.tracks import FIXED_DIN, TRACKS, fixed_din_config, get_track
-from submission import layout as L
+from mmctr import rundir as L
 from submission.cli import entry
 from submission.rules import check
 
@@ -59,7 +59,7 @@ def small_din_args(n_items: int, n_tags: int) -> dict:
 
 def _predict(model, data: Path, n_items: int) -> np.ndarray:
     from task2.data import load_split
-    from task2.train import predict_split
+    from task2.predict import predict_split
 
     test = load_split(DataPaths.resolve(data).table(C.TEST), 64, n_items, need_label=False)
     return predict_split(model, test, 4096, torch.device("cpu"), False)
@@ -71,7 +71,7 @@ def make_run(root: Path, data: Path, track: str, state_hook=None, config=None, m
     config: the task2 manifest's config (default: the fixed DIN's); models: task1's declared
     pretrained weights ([{"name", "source", "path", "sha256"}]).
     """
-    from task2.checkpoint import save_checkpoint
+    from mmctr.rundir import save_checkpoint
     from task2.data import ItemTable
     from task2.models import create_model
     from task2.predict import write_prediction
@@ -79,7 +79,7 @@ def make_run(root: Path, data: Path, track: str, state_hook=None, config=None, m
     t = get_track(track)
     paths = DataPaths.resolve(data)
     runs = root / "runs" / t.name
-    lay = L.RunLayout.of(runs)
+    lay = L.TrackDir.of(runs)
     run2 = runs / L.TASK2_DIR
     run2.mkdir(parents=True)
     official = paths.table(C.ITEM_INFO)
@@ -132,7 +132,7 @@ def edit(path: Path, fn) -> None:
 
 
 def restamp_prediction(runs: Path) -> None:
-    lay = L.RunLayout.of(runs)
+    lay = L.TrackDir.of(runs)
     edit(lay.task2_manifest, lambda d: d["prediction"].update(sha256=file_sha256(lay.prediction)))
 
 
@@ -200,7 +200,7 @@ def test_moved_runs_dir_is_no_false_alarm(tmp_path, data, clean_code):
 
 
 def test_side_prediction_is_no_false_alarm(run12, data, clean_code):
-    lay = L.RunLayout.of(run12)
+    lay = L.TrackDir.of(run12)
     side = run12.parent / "other.csv"
     shutil.copy(lay.prediction, side)
     edit(lay.task2_manifest, lambda d: d.update(side_predictions=[{"path": "../../other.csv",
@@ -217,7 +217,7 @@ def _zip_prediction(out: Path) -> str:
 
 
 def test_pack_refuses_another_prediction(run12, data, clean_code, tmp_path, monkeypatch, capsys):
-    lay = L.RunLayout.of(run12)
+    lay = L.TrackDir.of(run12)
     text = lay.prediction.read_text().splitlines()
     blended = tmp_path / "blended.csv"
     rng = np.random.default_rng(1)
@@ -233,7 +233,7 @@ def test_pack_refuses_another_prediction(run12, data, clean_code, tmp_path, monk
 
 def test_pack_ships_a_canonical_copy_of_the_checked_prediction(run12, data, clean_code, tmp_path,
                                                                monkeypatch, capsys):
-    lay = L.RunLayout.of(run12)
+    lay = L.TrackDir.of(run12)
     copy = tmp_path / "same.csv"
     shutil.copy(lay.prediction, copy)
     out = tmp_path / "sub.zip"
@@ -258,7 +258,7 @@ def test_pack_ships_a_canonical_copy_of_the_checked_prediction(run12, data, clea
 ])
 def test_malformed_prediction_is_refused_by_check_and_pack(run12, data, clean_code, tmp_path, monkeypatch,
                                                            capsys, kind, needle):
-    lay = L.RunLayout.of(run12)
+    lay = L.TrackDir.of(run12)
     lines = lay.prediction.read_text().split("\n")
     if kind == "three_fields":
         lines[5] += ",0.3"
@@ -428,7 +428,7 @@ def test_test_rows_copied_into_training_are_caught(tmp_path, data, clean_code, s
     pq.write_table(pa.concat_tables([target, rows.select(target.column_names).cast(target.schema)]),
                    paths.table(table))
     sha = file_sha256(paths.table(table))
-    edit(L.RunLayout.of(runs).task2_manifest,
+    edit(L.TrackDir.of(runs).task2_manifest,
          lambda doc: (doc["inputs"].update({table.relpath: sha}), doc["data_files"].update({table.relpath: sha})))
     report = run_check(runs, d, "task1_2", clean_code)
     assert report.broken == ["no-test-in-training"], report.lines()
@@ -507,7 +507,7 @@ def test_check_records_a_narrowed_din_config(run1, data, clean_code, tmp_path):
 
     edited = tmp_path / "din.yaml"
     edited.write_text(yaml.safe_dump({**fixed_din_config()["net"], "dnn_hidden_units": [2048, 1024]}))
-    edit(L.RunLayout.of(run1).task2_manifest, lambda d: d["config"].update(dnn_hidden_units=[2048, 1024]))
+    edit(L.TrackDir.of(run1).task2_manifest, lambda d: d["config"].update(dnn_hidden_units=[2048, 1024]))
     report = run_check(run1, data, "task1", clean_code, din_config=edited)
     assert "fixed-din" in report.broken  # frozen values, not the YAML pointed at
     assert any(w.rule == "scope" and w.where == "--din-config" for w in report.warnings)
@@ -538,7 +538,7 @@ def test_fixed_din_keeps_fuxictr_validation_and_decay(run1, data, clean_code, ke
             d["config"].update(change)
         else:
             d["config"].pop(key)
-    edit(L.RunLayout.of(run1).task2_manifest, apply)
+    edit(L.TrackDir.of(run1).task2_manifest, apply)
     report = run_check(run1, data, "task1", clean_code)
     assert "fixed-din" in report.broken
     assert any(key in v.where for v in report.violations if v.rule == "fixed-din")
@@ -547,7 +547,7 @@ def test_fixed_din_keeps_fuxictr_validation_and_decay(run1, data, clean_code, ke
 def test_fixed_din_ignores_an_edited_yaml_and_task2_defaults(run1, data, clean_code, monkeypatch, tmp_path):
     import task2.models.din as din_mod
 
-    edit(L.RunLayout.of(run1).task2_manifest, lambda d: d["config"].update(attention_dropout=0.3))
+    edit(L.TrackDir.of(run1).task2_manifest, lambda d: d["config"].update(attention_dropout=0.3))
     monkeypatch.setitem(din_mod.DEFAULTS, "attention_dropout", 0.3)
     report = run_check(run1, data, "task1", clean_code)
     assert "fixed-din" in report.broken
@@ -574,7 +574,7 @@ def test_changed_din_code_fails(run1, data, clean_code, monkeypatch):
 # ------------------------------------------------------------------ what ran: one checkpoint, this prediction
 
 def test_two_checkpoints_loaded_is_an_ensemble(run12, data, clean_code):
-    lay = L.RunLayout.of(run12)
+    lay = L.TrackDir.of(run12)
     extra = lay.task2_manifest.parent / "last.pt"
     shutil.copy(lay.task2_manifest.parent / "best.pt", extra)
     edit(lay.task2_manifest, lambda d: d["prediction"]["checkpoints_loaded"].append(
@@ -583,18 +583,18 @@ def test_two_checkpoints_loaded_is_an_ensemble(run12, data, clean_code):
 
 
 def test_checkpoints_loaded_missing_is_refused(run12, data, clean_code):
-    edit(L.RunLayout.of(run12).task2_manifest, lambda d: d["prediction"].pop("checkpoints_loaded"))
+    edit(L.TrackDir.of(run12).task2_manifest, lambda d: d["prediction"].pop("checkpoints_loaded"))
     assert "no-ensemble" in run_check(run12, data, "task1_2", clean_code).broken
 
 
 def test_loaded_checkpoint_other_than_the_trained_one(run12, data, clean_code):
-    edit(L.RunLayout.of(run12).task2_manifest,
+    edit(L.TrackDir.of(run12).task2_manifest,
          lambda d: d["prediction"]["checkpoints_loaded"][0].update(sha256="0" * 64))
     assert "no-ensemble" in run_check(run12, data, "task1_2", clean_code).broken
 
 
 def test_prediction_edited_and_restamped_is_caught_by_rescoring(run12, data, clean_code):
-    lay = L.RunLayout.of(run12)
+    lay = L.TrackDir.of(run12)
     lines = lay.prediction.read_text().split("\n")
     for i in range(1, len(lines) - 1):
         idx, p = lines[i].split(",")

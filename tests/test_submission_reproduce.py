@@ -101,16 +101,16 @@ def test_real_task1_track_run_passes_check(tmp_path, tiny_data):
     from mmctr import contract as C
     from mmctr.io import file_sha256
     from mmctr.item_info import read_item_info, write_item_info
-    from mmctr.manifest import write_manifest
+    from mmctr.rundir import write_manifest
     from mmctr.paths import DataPaths
-    from submission import layout as L
+    from mmctr import rundir as L
     from submission.rules import check
     from task2.config import load_config
     from task2.predict import predict_run
     from task2.train import train_model
 
     paths = DataPaths.resolve(tiny_data)
-    runs = L.RunLayout.of(tmp_path / "runs" / "task1")
+    runs = L.TrackDir.of(tmp_path / "runs" / "task1")
     tags, emb = read_item_info(paths.table(C.ITEM_INFO))
     new = np.random.default_rng(0).normal(size=emb.shape).astype(np.float32)
     new[0] = 0

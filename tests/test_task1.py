@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmctr import contract as C
+from mmctr import rundir as R
 from mmctr.errors import KitError
 from mmctr.io import file_sha256
 from mmctr.item_info import read_item_info
@@ -75,14 +76,14 @@ def copy_data(src: Path, dst: Path) -> Path:
 
 
 def emb_of(out) -> np.ndarray:
-    return read_item_info(Path(out) / build_mod.ITEM_INFO_NAME)[1]
+    return read_item_info(Path(out) / R.TASK1_ITEM_INFO)[1]
 
 
 # ---------- output contract ----------
 
 def test_item_info_follows_the_contract(built, data, tmp_path):
     out, manifest = built
-    path = out / build_mod.ITEM_INFO_NAME
+    path = out / R.TASK1_ITEM_INFO
     assert pq.read_schema(path).remove_metadata().equals(C.ITEM_INFO_ARROW)
     t = pq.read_table(path)
     assert t.column(C.ITEM_ID).to_pylist() == list(range(121))
@@ -101,7 +102,7 @@ def test_item_info_follows_the_contract(built, data, tmp_path):
 
 def test_manifest_records_inputs_models_and_timings(built, data):
     out, m = built
-    disk = json.loads((out / build_mod.MANIFEST_NAME).read_text())
+    disk = json.loads((out / R.TASK1_MANIFEST).read_text())
     assert disk["kind"] == "task1" and disk["n_items"] == 120
     read = {Path(p).name for p in disk["inputs"]}
     assert {"item_feature.parquet", "item_seq.parquet", "train.parquet", C.IMAGES_DIR} <= read
@@ -120,8 +121,8 @@ def test_manifest_records_inputs_models_and_timings(built, data):
     assert disk["missing_images"] == 0
     assert disk["config"]["fusion"]["method"] == "contrastive"
     assert disk["config"]["config_source"].endswith("default.yaml")
-    assert disk["outputs"][str((out / build_mod.ITEM_INFO_NAME).resolve())] == \
-        file_sha256(out / build_mod.ITEM_INFO_NAME)
+    assert disk["outputs"][str((out / R.TASK1_ITEM_INFO).resolve())] == \
+        file_sha256(out / R.TASK1_ITEM_INFO)
     assert 0 < disk["explained_variance"]["behaviour_svd"] <= 1
 
 
@@ -249,7 +250,7 @@ def test_unknown_model_names_list_the_known_ones(data, tmp_path):
         build_mod.build(data, fast_cfg(image={"model": "resnet-9000"}), tmp_path, progress=False)
     with pytest.raises(KitError, match=r"open_clip model 'ViT-L-14' needs image.pretrained"):
         build_mod.build(data, fast_cfg(image={"model": "ViT-L-14"}), tmp_path, progress=False)
-    assert not (tmp_path / build_mod.ITEM_INFO_NAME).exists()
+    assert not (tmp_path / R.TASK1_ITEM_INFO).exists()
 
 
 def test_unreadable_weights_name_the_file(data, tmp_path):
@@ -274,7 +275,7 @@ def test_missing_image_folder_is_a_clear_error(data, tmp_path):
     # without the image part the same data builds
     build_mod.build(copy, fast_cfg(image={"enabled": False}, **{"fusion": {"method": "pca"}}),
                     tmp_path / "o", cache_dir=tmp_path / "c", progress=False)
-    assert (tmp_path / "o" / build_mod.ITEM_INFO_NAME).is_file()
+    assert (tmp_path / "o" / R.TASK1_ITEM_INFO).is_file()
 
 
 def test_config_rejects_unknown_keys_and_parses_sets():
@@ -314,13 +315,13 @@ def test_evaluate_reports_both_aucs_and_the_oracle(data, built, tmp_path):
     from task1.evaluate import evaluate
 
     out, _ = built
-    rep = evaluate(data, out / build_mod.ITEM_INFO_NAME, tmp_path, max_epochs=1, quiet=True,
+    rep = evaluate(data, out / R.TASK1_ITEM_INFO, tmp_path, max_epochs=1, quiet=True,
                    overrides={"batch_size": 512, "num_threads": 2})
     s = rep["summary"]
     for k in ("new_valid_auc", "provided_valid_auc", "oracle_valid_auc"):
         assert 0.0 < s[k] < 1.0
     assert s["tags_match_provided"] is True
-    assert rep["runs"]["new"]["sha256"] == file_sha256(out / build_mod.ITEM_INFO_NAME)
+    assert rep["runs"]["new"]["sha256"] == file_sha256(out / R.TASK1_ITEM_INFO)
     assert rep["runs"]["new"]["sha256"] != rep["runs"]["provided"]["sha256"]
     assert json.loads((tmp_path / "report.json").read_text())["summary"] == s
 

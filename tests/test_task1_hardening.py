@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from mmctr import contract as C
+from mmctr import rundir as R
 from mmctr.errors import KitError
 from mmctr.item_info import read_item_info
 from mmctr.sample import SampleConfig, generate
@@ -117,7 +118,7 @@ def test_config_errors_come_before_encoding_on_the_cli(data, tmp_path):
 def test_cuda_without_a_gpu_is_a_clear_error(data, tmp_path, no_encoding):
     if torch.cuda.is_available():
         pytest.skip("a GPU is here")
-    with pytest.raises(KitError, match=r"runtime.device=cuda but CUDA is not available"):
+    with pytest.raises(KitError, match=r"device .cuda.: CUDA is not available here"):
         build_mod.build(data, cfg_of("text", runtime={"device": "cuda"}), tmp_path / "o", progress=False)
 
 
@@ -170,7 +171,7 @@ def test_int_titles_are_an_error_and_no_titles_fall_back(data, tmp_path):
     pq.write_table(t.set_column(i, C.ITEM_TITLE, pa.array([""] * t.num_rows)), path)
     m = build_mod.build(d, cfg_of("text", "tags"), tmp_path / "o", cache_dir=tmp_path / "c", progress=False)
     assert m["parts"]["text"]["empty_titles"] == 80
-    emb = read_item_info(tmp_path / "o" / build_mod.ITEM_INFO_NAME)[1]
+    emb = read_item_info(tmp_path / "o" / R.TASK1_ITEM_INFO)[1]
     assert np.isfinite(emb).all() and (np.linalg.norm(emb[1:], axis=1) > 0).mean() > 0.9  # tags decide
 
 
@@ -211,8 +212,8 @@ def test_truncated_cache_entry_is_a_miss_and_is_rewritten(data, tmp_path):
     assert m["cache"]["misses"] == ["text"]
     m = build_mod.build(data, cfg, tmp_path / "c2", cache_dir=cache, progress=False)
     assert m["cache"]["hits"] == ["text"] and not m["cache"]["misses"]
-    np.testing.assert_array_equal(read_item_info(tmp_path / "a" / build_mod.ITEM_INFO_NAME)[1],
-                                  read_item_info(tmp_path / "c2" / build_mod.ITEM_INFO_NAME)[1])
+    np.testing.assert_array_equal(read_item_info(tmp_path / "a" / R.TASK1_ITEM_INFO)[1],
+                                  read_item_info(tmp_path / "c2" / R.TASK1_ITEM_INFO)[1])
 
 
 def test_outputs_are_0644_and_build_log_is_written(data, tmp_path):
@@ -221,9 +222,9 @@ def test_outputs_are_0644_and_build_log_is_written(data, tmp_path):
         build_mod.build(data, cfg_of("tags"), tmp_path / "o", cache_dir=tmp_path / "c", progress=False)
     finally:
         os.umask(old)
-    for name in (build_mod.ITEM_INFO_NAME, build_mod.MANIFEST_NAME, build_mod.LOG_NAME):
+    for name in (R.TASK1_ITEM_INFO, R.TASK1_MANIFEST, R.TASK1_LOG):
         assert stat.S_IMODE((tmp_path / "o" / name).stat().st_mode) == 0o644, name
-    log = (tmp_path / "o" / build_mod.LOG_NAME).read_text()
+    log = (tmp_path / "o" / R.TASK1_LOG).read_text()
     assert "tags: 8-D" in log and "wrote" in log
 
 
@@ -238,7 +239,7 @@ def test_hostile_covers_are_counted_and_fall_back(data, tmp_path):
     img = m["parts"]["image"]
     assert img["unreadable"] == 2 and img["first_unreadable"] == [7, 9]
     assert img["missing"] == 1 and m["missing_images"] == 1 and m["unreadable_images"] == 2
-    emb = read_item_info(tmp_path / "o" / build_mod.ITEM_INFO_NAME)[1]
+    emb = read_item_info(tmp_path / "o" / R.TASK1_ITEM_INFO)[1]
     assert (np.linalg.norm(emb[[7, 9, 11]], axis=1) > 0).all()  # tags decide
 
 
@@ -253,7 +254,7 @@ def test_provided_feature_columns_as_parts(data, tmp_path, no_encoding):
     assert {"tags", "behaviour", "fusion"} <= set(parts) and "text" not in parts and "image" not in parts
     assert set(parts["fusion"]["content_parts"]) == {"precomputed:img_emb_CLIPRN50", "precomputed:txt_emb_BERT", "tags"}
     assert m["models"] == []  # no encoder weights
-    emb = read_item_info(tmp_path / "o" / build_mod.ITEM_INFO_NAME)[1]
+    emb = read_item_info(tmp_path / "o" / R.TASK1_ITEM_INFO)[1]
     np.testing.assert_allclose(np.linalg.norm(emb[1:], axis=1), np.sqrt(C.EMB_DIM), rtol=1e-5)
 
 

@@ -12,12 +12,13 @@ import torch
 from mmctr import contract as C
 from mmctr.errors import KitError
 from mmctr.io import file_sha256
-from task2.checkpoint import load_checkpoint
+from mmctr.rundir import load_checkpoint
 from task2.config import load_config
 from task2.data import ItemTable
 from task2.models import create_model, layers
 from task2.predict import predict_run
-from task2.train import Trainer, predict_split
+from task2.predict import predict_split
+from task2.train import Trainer
 
 from conftest import ROOT
 

@@ -28,7 +28,7 @@ def _load(name, *sets):
     ("embedding_dim=0", r"'embedding_dim' = 0: Input should be greater than or equal to 1"),
     ("lr_decay_factor=7", r"'lr_decay_factor' = 7: Input should be less than or equal to 1"),
     ("early_stop_patience=-1", r"'early_stop_patience' = -1: Input should be greater than or equal to 1"),
-    ("device=foo", r"'device' = 'foo': String should match pattern"),
+    ("device=foo", r"'device' = 'foo': Value error, must be auto, cpu, cuda or cuda:N"),
     ("learning_rate=1e8", r"'learning_rate' = 100000000.0: Input should be less than or equal to 10"),
     ("learning_rate=0", r"'learning_rate' = 0: Input should be greater than 0"),
     ("n_heads=3", r"'n_heads' = 3: Value error, n_heads = 3 must divide d_model = 64"),

@@ -12,7 +12,8 @@ from mmctr import contract as C
 from mmctr.errors import KitError
 from mmctr.item_info import read_item_info
 from task2.config import load_config
-from task2.train import BEST, Trainer, train_model
+from mmctr.rundir import BEST
+from task2.train import Trainer, train_model
 
 from conftest import ROOT
 

@@ -11,7 +11,8 @@ import torch
 
 from mmctr.errors import KitError
 from task2.config import load_config
-from task2.train import rng_state, set_rng_state, train_model
+from mmctr.runtime import rng_state, set_rng_state
+from task2.train import train_model
 
 from conftest import ROOT
 
@@ -61,12 +62,17 @@ def test_resume_applies_and_records_a_new_learning_rate(one_epoch, tiny_data, tm
     assert m["resumed"] == [{"from_epoch": 1, "changed": {"learning_rate": [0.001, 0.05]}}]
 
 
-def test_resume_with_a_tampered_last_checkpoint_is_refused(one_epoch, tiny_data, tmp_path):
+def test_resume_refuses_another_batch_order_and_records_the_rest(one_epoch, tiny_data, tmp_path):
+    """nanoGPT's way: last.pt is trusted; only a change that would silently give another result
+    (the seed's batch order here) is refused, any other change is recorded in `resumed`."""
     run = _copy(one_epoch, tmp_path / "r")
-    with open(run / "last.pt", "ab") as f:
-        f.write(b"\0")
-    with pytest.raises(KitError, match="differs from the manifest"):
-        train_model(load_config("transformer_dcn_small", TWO), tiny_data, None, run, quiet=True, resume=True)
+    with pytest.raises(KitError, match=r"key\(s\) \['seed'\] differ .*seed: 20242025 -> 7"):
+        train_model(load_config("transformer_dcn_small", {**TWO, "seed": 7}), tiny_data, None, run,
+                    quiet=True, resume=True)
+    train_model(load_config("transformer_dcn_small", {**TWO, "early_stop_patience": 5, "grad_clip_norm": 1.0}),
+                tiny_data, None, run, quiet=True, resume=True)
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["resumed"] == [{"from_epoch": 1, "changed": {"early_stop_patience": [3, 5], "grad_clip_norm": [10.0, 1.0]}}]
 
 
 def test_resume_equals_uninterrupted(one_epoch, tiny_data, tmp_path):
