@@ -126,7 +126,7 @@ class FusionCfg(Section):
     holdout: float = Field(0.05, ge=0.0, le=0.5)  # share of warm items held out to measure recall
     # Rows are L2-normalised, then scaled to this norm: sqrt(128) = unit variance per dimension.
     # The fixed DIN feeds item_emb_d128 raw into a Linear layer; unit-norm rows (per-dim std
-    # ~0.09) learned measurably slower there (valid AUC 0.640 vs 0.698 on the demo sample).
+    # ~0.09) learned measurably slower there (docs/task1.md).
     output_norm: float = Field(11.313708498984761, gt=0.0, le=1000.0)
 
 

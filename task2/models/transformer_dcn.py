@@ -30,7 +30,7 @@ class TransformerDCNConfig(Section):
     code_sizes: list[int] = [64, 512]  # k-means granularities of the frozen embedding
     code_dim: int = Field(16, ge=1, le=1024)
     # keep only the frozen embedding's top principal axes (0 = all): with little data the model
-    # cannot tell signal axes from noise ones (demo: 0.7252 -> 0.7363 at 16, docs/benchmarks.md)
+    # cannot tell signal axes from noise ones (docs/benchmarks.md)
     mm_rank: int = Field(0, ge=0, le=C.EMB_DIM)
     d_model: int = Field(128, ge=1, le=8192)
     n_heads: int = Field(4, ge=1, le=256)
