@@ -1,7 +1,7 @@
 """The data contract: every parquet file of the challenge, declared once.
 
 task1, task2 and submission import these schemas; nothing else spells a column name.
-Facts follow ../shared/docs/challenge.md (the organisers' MicroLens_1M_x1 layout).
+Facts follow docs/challenge.md (the organisers' MicroLens_1M_x1 layout).
 """
 from __future__ import annotations
 

@@ -105,6 +105,31 @@ def _fixed(args: dict, config: dict) -> dict:
     return {k: v for k, v in flat.items() if k != "config"}
 
 
+def refuse_resume(state: dict, model_args: dict, config: dict, inputs: dict, run: R.RunDir) -> None:
+    """One KitError when resuming `state` (last.pt) with this model, config and inputs would
+    silently give another result than the run it continues."""
+    old, new = _fixed(state["model_args"], state["config"]), _fixed(model_args, config)
+    if old["model"] != new["model"]:
+        raise KitError(f"--resume: {run.last} holds model '{old['model']}', the config asks for "
+                       f"'{new['model']}'; use another --out or the same config")
+    if refused := changed_keys(old, new):
+        raise KitError(f"--resume: key(s) {refused} differ from the run in {run.path} ("
+                       + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in refused)
+                       + "): another model or batch order; use another --out or the run's own values")
+    if differ := changed_keys(state["inputs"], inputs):
+        raise KitError(f"--resume: input file(s) {differ} differ from those the run in {run.path} "
+                       "started on; resume needs the same data and item_info")
+
+
+def hash_inputs(files: list, data_root: Path, run_dir: Path) -> tuple[dict, dict, dict]:
+    """({path: sha256} of every input, the same for those in the data root, the entry of the
+    last file (item_info)), paths as `rundir.locate` records them."""
+    where = [(p, R.locate(p, data_root, run_dir)) for p in files]
+    inputs = {w[R.PATH]: file_sha256(p) for p, w in where}
+    data_files = {w[R.PATH]: inputs[w[R.PATH]] for _, w in where if w["root"] == "data"}
+    return inputs, data_files, {**where[-1][1], R.SHA256: inputs[where[-1][1][R.PATH]]}
+
+
 class _LossMeter:
     """Sums the BCE loss on the device between two validations; read only when asked."""
 
@@ -173,12 +198,8 @@ class Trainer:
             data_dev = self.dev if self.dev.type == "cuda" else torch.device("cpu")
             self.train, self.valid = self.train.to(data_dev), self.valid.to(data_dev)
         with self.timer("hash"):
-            where = {p: R.locate(p, self.paths.root, self.out) for p in
-                     (self.train.path, self.valid.path, self.item_info_path)}
-            self.inputs = {w[R.PATH]: file_sha256(p) for p, w in where.items()}
-            self.data_files = {w[R.PATH]: self.inputs[w[R.PATH]] for w in where.values() if w["root"] == "data"}
-            info = where[self.item_info_path]
-            self.item_info_entry = {**info, R.SHA256: self.inputs[info[R.PATH]]}
+            self.inputs, self.data_files, self.item_info_entry = hash_inputs(
+                [self.train.path, self.valid.path, self.item_info_path], self.paths.root, self.out)
 
     def _build(self) -> None:
         with self.timer("build"):
@@ -194,17 +215,7 @@ class Trainer:
         """Continue from last.pt, the user's own file (nanoGPT's way): refuse only another model,
         other data or another batch order; record every other key that changed."""
         state = self.run.load_checkpoint(R.LAST, pinned=None, map_location=self.dev)
-        old, new = _fixed(state["model_args"], state["config"]), _fixed(self.model_args, self.cfg.learned())
-        if old["model"] != new["model"]:
-            raise KitError(f"--resume: {self.run.last} holds model '{old['model']}', the config asks for "
-                           f"'{new['model']}'; use another --out or the same config")
-        if refused := changed_keys(old, new):
-            raise KitError(f"--resume: key(s) {refused} differ from the run in {self.out} ("
-                           + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in refused)
-                           + "): another model or batch order; use another --out or the run's own values")
-        if differ := changed_keys(state["inputs"], self.inputs):
-            raise KitError(f"--resume: input file(s) {differ} differ from those the run in {self.out} "
-                           "started on; resume needs the same data and item_info")
+        refuse_resume(state, self.model_args, self.cfg.learned(), self.inputs, self.run)
         load_weights(self.core, state["model"], f"--resume: {self.run.last} does not fit this model")
         self.opt.load_state_dict(state["optimizer"])
         changed = changed_keys(state["config"], self.cfg.learned())
@@ -352,9 +363,9 @@ class Trainer:
         self.run.write_manifest(**{
             R.CONFIG: self.cfg.learned(), R.RUNTIME: self.cfg.runtime.model_dump(),
             R.N_MODELS: 1, R.PRETRAINED: [], R.INPUTS: self.inputs, R.DATA_FILES: self.data_files,
-            R.TIMINGS: self.timer.seconds, R.ITEM_INFO: self.item_info_entry,
-            R.CHECKPOINT: self.checkpoints.get(R.CHECKPOINT), R.LAST_CHECKPOINT: self.checkpoints.get(R.LAST_CHECKPOINT),
-            R.RESUMED: self.resumed, R.LOG: R.LOG_FILE, "finished": done},
+            R.TIMINGS: self.timer.seconds, R.ITEM_INFO: self.item_info_entry, R.RESUMED: self.resumed,
+            **{k: self.checkpoints.get(k) for k in (R.CHECKPOINT, R.LAST_CHECKPOINT)}, R.LOG: R.LOG_FILE,
+            "finished": done},
             model=self.cfg.model, device=str(self.dev), world_size=self.dist.world, **summary)
 
 
