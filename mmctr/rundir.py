@@ -138,22 +138,25 @@ def load_checkpoint(path, sha256: str | None = None, map_location="cpu") -> dict
     return state
 
 
-@dataclass(frozen=True)
-class RunDir:
-    """A `task2 train` run folder."""
+def _file(name: str) -> property:
+    return property(lambda self: self.path / name)
 
-    path: Path
+
+class _Folder:
+    """A folder a kit command writes; its files are properties (`_file(NAME)`)."""
 
     def __init__(self, path):
-        object.__setattr__(self, "path", Path(path))
+        self.path = Path(path)
 
-    best = property(lambda self: self.path / BEST)
-    last = property(lambda self: self.path / LAST)
-    history = property(lambda self: self.path / HISTORY)
-    log = property(lambda self: self.path / LOG_FILE)
-    manifest = property(lambda self: self.path / MANIFEST)
-    prediction = property(lambda self: self.path / C.SUBMISSION_FILE)
-    plot = property(lambda self: self.path / TRAINING_PNG)
+    def read_manifest(self) -> dict:
+        return read_manifest(self.manifest)
+
+
+class RunDir(_Folder):
+    """A `task2 train` run folder."""
+
+    best, last, history, log = _file(BEST), _file(LAST), _file(HISTORY), _file(LOG_FILE)
+    manifest, prediction, plot = _file(MANIFEST), _file(C.SUBMISSION_FILE), _file(TRAINING_PNG)
 
     @property
     def own_files(self) -> tuple[Path, ...]:
@@ -169,9 +172,6 @@ class RunDir:
         """A fresh run leaves nothing of an older run in its folder."""
         for p in (*self.own_files, self.prediction, self.plot):
             p.unlink(missing_ok=True)
-
-    def read_manifest(self) -> dict:
-        return read_manifest(self.manifest)
 
     def write_manifest(self, **fields) -> dict:
         return write_manifest(self.manifest, "task2", **fields)
@@ -210,22 +210,11 @@ class RunDir:
             f.close()
 
 
-@dataclass(frozen=True)
-class Task1Dir:
+class Task1Dir(_Folder):
     """What `task1 build --out DIR` writes."""
 
-    path: Path
-
-    def __init__(self, path):
-        object.__setattr__(self, "path", Path(path))
-
-    item_info = property(lambda self: self.path / TASK1_ITEM_INFO)
-    manifest = property(lambda self: self.path / TASK1_MANIFEST)
-    report = property(lambda self: self.path / TASK1_REPORT)
-    log = property(lambda self: self.path / TASK1_LOG)
-
-    def read_manifest(self) -> dict:
-        return read_manifest(self.manifest)
+    item_info, manifest = _file(TASK1_ITEM_INFO), _file(TASK1_MANIFEST)
+    report, log = _file(TASK1_REPORT), _file(TASK1_LOG)
 
 
 @dataclass(frozen=True)
