@@ -95,7 +95,7 @@ def rescore(state: dict, items, test_path, seed: int, rows: int = RESCORE_ROWS) 
 
     from task2.checkpoint import model_from_state
     from task2.data import load_split
-    from task2.train import predict_split
+    from task2.predict import predict_split
 
     model = model_from_state(state, items, "the run's checkpoint")
     test = load_split(test_path, state["model_args"]["max_len"], items.n_items, need_label=False)

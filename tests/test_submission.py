@@ -1,7 +1,7 @@
 """submission: a good run passes check and packs; every planted rule violation is caught.
 
 Runs are fabricated the way task1/task2 write them (test_submission_integrity.make_run: item_info
-via mmctr.item_info, a real DIN checkpoint, its own prediction, manifests via mmctr.manifest) on
+via mmctr.item_info, a real DIN checkpoint, its own prediction, manifests via mmctr.rundir) on
 a tiny generated sample; the packed zip must score exactly the AUC of that prediction.
 """
 from __future__ import annotations
