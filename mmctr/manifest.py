@@ -11,6 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from . import ledger
 from .errors import KitError
 from .io import environment, file_sha256, write_json
 
@@ -20,6 +21,7 @@ INPUTS = "inputs"  # {path: sha256} of every data file the run read
 MODELS = "models"  # [{"name", "source", "sha256"}] pretrained weights used (task1 only)
 TIMINGS = "timings"
 OUTPUTS = "outputs"  # {path: sha256} of every file the run wrote
+LEDGER = ledger.LEDGER  # what the writing process imported and spawned (mmctr.ledger.snapshot)
 PATH, SHA256 = "path", "sha256"
 
 # Run folder layout ($(RUNS), e.g. runs/task1_2/): what task1 and task2 write, submission reads.
@@ -56,9 +58,10 @@ def hash_inputs(paths) -> dict:
 
 
 def write_manifest(path, kind: str, **fields) -> dict:
-    """Write a manifest atomically, adding environment, time and code version."""
+    """Write a manifest atomically, adding environment, time, code version and the ledger."""
     doc = {KIND: kind, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "environment": environment(), "git_commit": git_commit(), **fields}
+    doc.setdefault(LEDGER, ledger.snapshot())
     write_json(path, doc)
     return doc
 

@@ -21,6 +21,7 @@ from mmctr.tracks import (FIXED_DIN_ARCH_SHA256, FIXED_DIN_LOGITS, FIXED_DIN_LOG
                           fixed_din_config, get_track)
 
 from . import layout as L
+from .ledgers import check_ledgers
 from .scan import iter_sources, local_imports, scan_file, tracked_sources
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,10 +32,10 @@ ENSEMBLE_KEYS = ("ensemble", "n_ensemble", "ensemble_size", "num_models", "n_mod
                  "snapshot_ensemble", "average_checkpoints", "avg_checkpoints", "bagging", "swa")
 
 RULES = {
-    "manifest": "the run manifests exist, parse, and record what the rules need",
+    "manifest": "the run manifests exist, parse, and record what the rules need (with the ledger of what ran)",
     "single-model": "one CTR model: the task2 manifest records n_models == 1",
     "no-ensemble": "no averaging of predictions: predict loaded exactly one checkpoint, the trained one",
-    "no-trees": "no tree or boosting library (nor a dynamic import/exec hiding one) in any tracked .py/.ipynb",
+    "no-trees": "no tree or boosting library loaded or spawned by any run (its ledger), nor in any tracked .py/.ipynb",
     "no-pretrained-ctr": "no pretrained large model in the CTR model (task2 code and manifest)",
     "inputs-in-data": "every input lies in the data dir or the runs dir, or is declared model weights",
     "no-test-in-training": "test rows (by content) and test labels are never training inputs",
@@ -221,6 +222,7 @@ def check(track, runs, data_dir, code_dirs=None, task2_code=None, din_config=Non
     t2 = _load(r, ctx.run.task2_manifest, "task2", ctx.rel)
     t1 = _load(r, ctx.run.task1_manifest, "task1", ctx.rel) if ctx.track.new_embeddings else None
 
+    check_ledgers(ctx, t1, t2)  # what ran, first; the source scan below is a lint
     _check_code(ctx, code_dirs, task2_code)
     _check_startup(ctx)
     if t2 is not None:

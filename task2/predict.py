@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from mmctr import contract as C
+from mmctr import ledger
 from mmctr import manifest as M
 from mmctr.config import build
 from mmctr.errors import KitError
@@ -86,7 +87,7 @@ def predict_run(run_dir, data_dir, track: str, out=None, device: str | None = No
         M.SHA256: file_sha256(out), "rows": int(len(probs)), "column": column, "track": track_name,
         "test_path": relative_to(test_path, paths.root), "test_sha256": file_sha256(test_path),
         "checkpoint_epoch": state.get("epoch"), CHECKPOINTS_LOADED: loaded, M.CHECKPOINTS_USED: len(loaded),
-        "seconds": round(time.perf_counter() - t0, 3)}
+        "seconds": round(time.perf_counter() - t0, 3), M.LEDGER: ledger.snapshot()}
     if main:
         manifest[M.PREDICTION] = entry
     else:

@@ -1,0 +1,145 @@
+"""The run-time ledger: what a kit command really imported, spawned, compiled and fetched.
+
+Recorded from inside the process with an audit hook (PEP 578), so that the rules read what ran
+rather than what the source text says: an `import` reached through `importlib`, `pydoc.locate`,
+`pickle`, `exec` or a file git does not track is still an `import` event. `install()` is called
+at the entry of every kit command that trains, predicts or builds; `snapshot()` is what every
+manifest carries under "ledger":
+
+    {"version", "python", "argv", "entry", "modules": [top-level names loaded], "watched": [full
+     names loaded under WATCHED], "attempted": [imports tried that did not load], "processes": [{"event", "argv"}], "n_processes", "weights_opened": [paths],
+     "network": [samples], "n_network", "dynamic_code": {"compile", "exec", "samples"},
+     "sha256": of the canonical JSON of everything else}
+
+Standard library only: task1/fuxictr_runner.py loads this file by path under FuxiCTR's own
+interpreter and reports its ledger back. A hook cannot be removed once added (that is the point
+of PEP 578), so the hook is cheap: events it does not record return at the first test.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import threading
+
+VERSION = 1
+LEDGER = "ledger"  # manifest key
+# Packages whose submodules are recorded by full name (the rules ban some of their submodules,
+# e.g. sklearn.ensemble, and allow others, e.g. sklearn.metrics).
+WATCHED = ("sklearn", "timm", "interpret", "cuml")
+WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".onnx", ".h5", ".pkl", ".joblib")
+MAX_PROCESSES, MAX_ARG_CHARS, MAX_ARGS = 200, 2000, 64
+MAX_SAMPLES = 5
+
+_lock = threading.Lock()
+_state: dict | None = None
+
+
+def _top(name) -> str:
+    return str(name).split(".", 1)[0]
+
+
+def _add_module(name) -> None:
+    """An import event (loaded or not: the event comes first); sorted out by snapshot()."""
+    _state["imported"].add(str(name))
+
+
+def _argv(args) -> list:
+    if isinstance(args, (str, bytes)):
+        args = [args]
+    try:
+        return [str(a)[:MAX_ARG_CHARS] for a in list(args)[:MAX_ARGS]]
+    except TypeError:
+        return [str(args)[:MAX_ARG_CHARS]]
+
+
+def _process(event: str, argv) -> None:
+    _state["n_processes"] += 1
+    if len(_state["processes"]) < MAX_PROCESSES:
+        _state["processes"].append({"event": event, "argv": _argv(argv)})
+
+
+def _hook(event: str, args) -> None:
+    st = _state
+    if st is None:
+        return
+    if event == "import":
+        _add_module(args[0])
+    elif event == "open":
+        path = args[0]
+        if isinstance(path, str) and path.endswith(WEIGHT_SUFFIXES) and len(st["weights_opened"]) < MAX_PROCESSES:
+            if path not in st["weights_opened"]:
+                st["weights_opened"].append(path)
+    elif event == "compile":
+        filename = str(args[1]) if len(args) > 1 else ""
+        if filename.startswith("<"):  # not a module's source file: code made at run time
+            st["dynamic_code"]["compile"] += 1
+            src = args[0]
+            if isinstance(src, (str, bytes)) and len(st["dynamic_code"]["samples"]) < MAX_SAMPLES:
+                text = src.decode("latin-1") if isinstance(src, bytes) else src
+                st["dynamic_code"]["samples"].append(f"{filename}: {text[:200]}")
+    elif event == "exec":
+        st["dynamic_code"]["exec"] += 1
+    elif event == "subprocess.Popen":
+        _process(event, args[1] if args[1] is not None else [args[0]])
+    elif event == "os.system":
+        _process(event, [args[0]])
+    elif event in ("os.exec", "os.posix_spawn", "os.spawn"):
+        _process(event, args[-2] if event == "os.spawn" else args[1])
+    elif event == "os.fork":
+        _process(event, [])
+    elif event == "pickle.find_class":
+        _add_module(args[0])
+    elif event in ("urllib.Request", "socket.connect", "socket.getaddrinfo"):
+        st["n_network"] += 1
+        if len(st["network"]) < MAX_SAMPLES:
+            st["network"].append(f"{event} {str(args[1] if event == 'socket.connect' else args[0])[:200]}")
+
+
+def install(entry: str | None = None) -> None:
+    """Start recording (idempotent). Modules already loaded are taken from sys.modules."""
+    global _state
+    with _lock:
+        if _state is not None:
+            if entry and not _state["entry"]:
+                _state["entry"] = entry
+            return
+        _state = {"entry": entry, "imported": set(sys.modules), "processes": [], "n_processes": 0,
+                  "weights_opened": [], "network": [], "n_network": 0,
+                  "dynamic_code": {"compile": 0, "exec": 0, "samples": []}}
+        sys.addaudithook(_hook)
+
+
+def installed() -> bool:
+    return _state is not None
+
+
+def seal(body: dict) -> dict:
+    """`body` plus "sha256" of its canonical JSON (the ledger's own fingerprint)."""
+    body = {k: v for k, v in body.items() if k != "sha256"}
+    return {**body, "sha256": digest(body)}
+
+
+def digest(body: dict) -> str:
+    body = {k: v for k, v in body.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def snapshot() -> dict:
+    """The ledger so far, as plain JSON (installs the hook first if no entry point did)."""
+    install()
+    with _lock:
+        st = _state
+        loaded = set(sys.modules)  # also what was loaded without an import event (e.g. by C code)
+        names = st["imported"] | loaded
+        modules = {_top(n) for n in names if _top(n) in loaded}
+        attempted = sorted(n for n in st["imported"] - loaded if _top(n) not in loaded)
+        body = {"version": VERSION, "python": sys.version.split()[0], "argv": _argv(sys.argv),
+                "entry": st["entry"], "modules": sorted(modules),
+                "watched": sorted(n for n in names if _top(n) in WATCHED and _top(n) in loaded),
+                "attempted": attempted,
+                "processes": [dict(p) for p in st["processes"]], "n_processes": st["n_processes"],
+                "weights_opened": list(st["weights_opened"]), "network": list(st["network"]),
+                "n_network": st["n_network"],
+                "dynamic_code": {**st["dynamic_code"], "samples": list(st["dynamic_code"]["samples"])}}
+    return seal(body)
