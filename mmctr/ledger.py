@@ -7,7 +7,8 @@ at the entry of every kit command that trains, predicts or builds; `snapshot()` 
 manifest carries under "ledger":
 
     {"version", "python", "argv", "entry", "modules": [top-level names loaded], "watched": [full
-     names loaded under WATCHED], "attempted": [imports tried that did not load], "processes": [{"event", "argv"}], "n_processes", "weights_opened": [paths],
+     names loaded under WATCHED], "attempted": [imports tried that did not load], "files_run":
+     [source files executed outside the import system: runpy, exec_module, the main script], "processes": [{"event", "argv"}], "n_processes", "weights_opened": [paths],
      "network": [samples], "n_network", "dynamic_code": {"compile", "exec", "samples"},
      "sha256": of the canonical JSON of everything else}
 
@@ -80,6 +81,9 @@ def _hook(event: str, args) -> None:
                 st["dynamic_code"]["samples"].append(f"{filename}: {text[:200]}")
     elif event == "exec":
         st["dynamic_code"]["exec"] += 1
+        filename = getattr(args[0], "co_filename", "")
+        if isinstance(filename, str) and not filename.startswith("<"):
+            st["files_run"].add(filename)
     elif event == "subprocess.Popen":
         _process(event, args[1] if args[1] is not None else [args[0]])
     elif event == "os.system":
@@ -104,7 +108,7 @@ def install(entry: str | None = None) -> None:
             if entry and not _state["entry"]:
                 _state["entry"] = entry
             return
-        _state = {"entry": entry, "imported": set(sys.modules), "processes": [], "n_processes": 0,
+        _state = {"entry": entry, "imported": set(sys.modules), "files_run": set(), "processes": [], "n_processes": 0,
                   "weights_opened": [], "network": [], "n_network": 0,
                   "dynamic_code": {"compile": 0, "exec": 0, "samples": []}}
         sys.addaudithook(_hook)
@@ -134,10 +138,12 @@ def snapshot() -> dict:
         names = st["imported"] | loaded
         modules = {_top(n) for n in names if _top(n) in loaded}
         attempted = sorted(n for n in st["imported"] - loaded if _top(n) not in loaded)
+        module_files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+        files_run = sorted(f for f in set(st["files_run"]) if f not in module_files)[:MAX_PROCESSES]
         body = {"version": VERSION, "python": sys.version.split()[0], "argv": _argv(sys.argv),
                 "entry": st["entry"], "modules": sorted(modules),
                 "watched": sorted(n for n in names if _top(n) in WATCHED and _top(n) in loaded),
-                "attempted": attempted,
+                "attempted": attempted, "files_run": files_run,
                 "processes": [dict(p) for p in st["processes"]], "n_processes": st["n_processes"],
                 "weights_opened": list(st["weights_opened"]), "network": list(st["network"]),
                 "n_network": st["n_network"],

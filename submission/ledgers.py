@@ -23,7 +23,14 @@ from .scan import PRETRAINED_MODULES, TREE_MODULES, _matches
 HUB_MODULES = tuple(m for m in PRETRAINED_MODULES if m != "torch.hub")
 RUN_CHECKPOINTS = ("best.pt", "last.pt")  # what task2 train writes and predict reads
 _WORDS = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
-LEDGER_KEYS = ("modules", "watched", "processes", "weights_opened", "network")
+LEDGER_KEYS = ("modules", "watched", "files_run", "processes", "weights_opened", "network")
+
+
+def file_modules(path: str) -> set:
+    """The dotted names a source file could be a module of: /x/sklearn/ensemble/_gb.py ->
+    sklearn.ensemble._gb, ensemble._gb, _gb (matched against dotted prefixes)."""
+    parts = [p for p in PurePath(path).with_suffix("").parts if p not in ("/", "__init__")]
+    return {".".join(parts[i:]) for i in range(len(parts))}
 
 
 @functools.lru_cache(maxsize=1)
@@ -72,6 +79,8 @@ def check_ledgers(ctx, t1, t2) -> None:
             r.add("manifest", key, why)
             continue
         loaded = set(map(str, led["modules"])) | set(map(str, led["watched"]))
+        loaded |= {n for f in map(str, led["files_run"]) for n in file_modules(f)
+                   if _matches(n, TREE_MODULES + HUB_MODULES)}
         for name in sorted(loaded):
             if _matches(name, TREE_MODULES):
                 r.add("no-trees", f"{key}.modules", f"the run loaded {name}: no tree or boosting library")

@@ -57,7 +57,7 @@ def honest_ledger(entry="task2 train", **changes) -> dict:
     """A ledger as an honest kit command writes it (mmctr.ledger.snapshot's shape), sealed."""
     body = {"version": ledger.VERSION, "python": "3.11", "argv": ["-m", "task2"], "entry": entry,
             "modules": ["click", "json", "mmctr", "numpy", "pandas", "pyarrow", "sklearn", "task2", "torch"],
-            "watched": ["sklearn", "sklearn.metrics"], "attempted": [], "processes": [], "n_processes": 0,
+            "watched": ["sklearn", "sklearn.metrics"], "attempted": [], "files_run": [], "processes": [], "n_processes": 0,
             "weights_opened": [], "network": [], "n_network": 0,
             "dynamic_code": {"compile": 0, "exec": 0, "samples": []}, **changes}
     return ledger.seal(body)
