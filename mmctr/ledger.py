@@ -8,9 +8,10 @@ manifest carries under "ledger":
 
     {"version", "python", "argv", "entry", "modules": [top-level names loaded], "watched": [full
      names loaded under WATCHED], "attempted": [imports tried that did not load], "files_run":
-     [source files executed outside the import system: runpy, exec_module, the main script], "processes": [{"event", "argv"}], "n_processes", "weights_opened": [paths],
-     "network": [samples], "n_network", "dynamic_code": {"compile", "exec", "samples"},
-     "sha256": of the canonical JSON of everything else}
+     [source files executed outside the import system: runpy, exec_module, the main script],
+     "sources": {repo-relative path: sha256} of the kit's own modules loaded, "processes":
+     [{"event", "argv"}], "n_processes", "weights_opened": [paths], "network": [samples],
+     "n_network", "dynamic_code": {"compile", "exec", "samples"}, "sha256": of the canonical JSON of everything else}
 
 Standard library only: task1/fuxictr_runner.py loads this file by path under FuxiCTR's own
 interpreter and reports its ledger back. A hook cannot be removed once added (that is the point
@@ -22,6 +23,7 @@ import hashlib
 import json
 import sys
 import threading
+from pathlib import Path
 
 VERSION = 1
 LEDGER = "ledger"  # manifest key
@@ -31,6 +33,8 @@ WATCHED = ("sklearn", "timm", "interpret", "cuml")
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".onnx", ".h5", ".pkl", ".joblib")
 MAX_PROCESSES, MAX_ARG_CHARS, MAX_ARGS = 200, 2000, 64
 MAX_SAMPLES = 5
+KIT_PACKAGES = ("mmctr", "task1", "task2", "submission")  # their loaded sources are hashed ("sources")
+KIT_ROOT = Path(__file__).resolve().parents[1]
 
 _lock = threading.Lock()
 _state: dict | None = None
@@ -124,6 +128,27 @@ def seal(body: dict) -> dict:
     return {**body, "sha256": digest(body)}
 
 
+def source_sha256(path) -> str:
+    """sha256 of a source file with CRLF line ends read as LF (a Windows checkout is the same code)."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read().replace(b"\r\n", b"\n")).hexdigest()
+
+
+def kit_sources(modules) -> dict:
+    """{repo-relative path: source_sha256} of the kit's own modules among `modules`."""
+    out = {}
+    for name, mod in modules:
+        path = getattr(mod, "__file__", None)
+        if _top(name) not in KIT_PACKAGES or not isinstance(path, str) or not path.endswith(".py"):
+            continue
+        try:
+            rel = Path(path).resolve().relative_to(KIT_ROOT).as_posix()
+            out[rel] = source_sha256(path)
+        except (OSError, ValueError):
+            continue
+    return dict(sorted(out.items()))
+
+
 def digest(body: dict) -> str:
     body = {k: v for k, v in body.items() if k != "sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -138,12 +163,13 @@ def snapshot() -> dict:
         names = st["imported"] | loaded
         modules = {_top(n) for n in names if _top(n) in loaded}
         attempted = sorted(n for n in st["imported"] - loaded if _top(n) not in loaded)
-        module_files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+        mods = list(sys.modules.items())
+        module_files = {getattr(m, "__file__", None) for _, m in mods}
         files_run = sorted(f for f in set(st["files_run"]) if f not in module_files)[:MAX_PROCESSES]
         body = {"version": VERSION, "python": sys.version.split()[0], "argv": _argv(sys.argv),
                 "entry": st["entry"], "modules": sorted(modules),
                 "watched": sorted(n for n in names if _top(n) in WATCHED and _top(n) in loaded),
-                "attempted": attempted, "files_run": files_run,
+                "attempted": attempted, "files_run": files_run, "sources": kit_sources(mods),
                 "processes": [dict(p) for p in st["processes"]], "n_processes": st["n_processes"],
                 "weights_opened": list(st["weights_opened"]), "network": list(st["network"]),
                 "n_network": st["n_network"],

@@ -89,3 +89,74 @@ def get_track(name) -> Track:
     if key not in TRACKS:
         raise KitError(f"unknown track '{name}': choose one of {', '.join(TRACKS)}")
     return TRACKS[key]
+
+
+# The fixed DIN's whole training path: trainer, data pipeline, optimizer and loss (train.py),
+# config, model, layers, checkpoint code and the metric that picks the best epoch. Hashed
+# (mmctr.ledger.source_sha256) so that a Task-1 run trained with edited code, e.g. AdamW instead
+# of Adam, or a change under `self.training` that eval-mode fingerprints cannot see, is caught.
+# After an intended change of these files, refreeze: `python -m mmctr.tracks --refreeze`.
+REFREEZE = "python -m mmctr.tracks --refreeze"
+FIXED_DIN_SOURCES = {
+    "task2/train.py": "cb0a288bd14922de005b355d63cba5fad842003ca62e1446e1d94814f6611ab6",
+    "task2/data.py": "b26d82a6d62320cf89163e14d7be69aa9c4a6b2761be22f6b4dcb6c3b75b7c80",
+    "task2/config.py": "d5d44927787ef7417e3b335543f200729a45bc9201463967f6bad099391804a8",
+    "task2/checkpoint.py": "3d514617251a18f679d44cbadd35930798f95b2f319add392ec3a51c08b6e73a",
+    "task2/models/__init__.py": "ffbcfffcb78ad37c8356c923f32b68fae39a23bda8b05024ee6b31e34ae2078f",
+    "task2/models/din.py": "fea2812f80ea0592f84c84b666adc938aa71087659b57e2b059d7f2c573550a6",
+    "task2/models/layers.py": "208cef6bf65a37a22e56170b231c36fda1d4e04f245b0c6335f5260170a8d47d",
+    "mmctr/config.py": "0564ba4fe3335ac29d97bd6993f0ebe7e3bb765ee40e60256ac64af056f00acb",
+    "mmctr/metrics.py": "448fcc476b294c84c0a50799918aaea460522666b4a476780ed0c107b9dd2d41",
+}
+
+
+def training_path_changes(root=None, recorded: dict | None = None) -> list:
+    """[(path, why)] of the training-path files whose sha256 is not the frozen one: in the
+    checkout at `root` (default: this kit), or in `recorded` ({path: sha256}, a run's ledger)."""
+    from .ledger import KIT_ROOT, source_sha256
+
+    out = []
+    for rel, frozen in FIXED_DIN_SOURCES.items():
+        if recorded is not None:
+            got = recorded.get(rel)
+            if got is None:
+                out.append((rel, "not recorded as loaded by the run"))
+            elif got != frozen:
+                out.append((rel, f"sha256 {got[:12]}, frozen {frozen[:12]}"))
+            continue
+        path = (KIT_ROOT if root is None else root) / rel
+        try:
+            got = source_sha256(path)
+        except OSError:
+            out.append((rel, "missing"))
+            continue
+        if got != frozen:
+            out.append((rel, f"sha256 {got[:12]}, frozen {frozen[:12]}"))
+    return out
+
+
+def refreeze() -> dict:
+    """Rewrite FIXED_DIN_SOURCES in this file with the checkout's hashes; return them."""
+    import re
+    from pathlib import Path
+
+    from .ledger import KIT_ROOT, source_sha256
+
+    hashes = {rel: source_sha256(KIT_ROOT / rel) for rel in FIXED_DIN_SOURCES}
+    body = "".join(f'    "{rel}": "{sha}",\n' for rel, sha in hashes.items())
+    me = Path(__file__)
+    text = re.sub(r"FIXED_DIN_SOURCES = \{\n.*?\n?\}", "FIXED_DIN_SOURCES = {\n" + body + "}", me.read_text(),
+                  count=1, flags=re.S)
+    tmp = me.with_suffix(".py.tmp")
+    tmp.write_text(text)
+    tmp.replace(me)
+    return hashes
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--refreeze"]:
+        sys.exit(f"usage: {REFREEZE}")
+    for rel, sha in refreeze().items():
+        print(f"{sha}  {rel}")

@@ -62,8 +62,8 @@ def _sound(led) -> str | None:
     """Why `led` is not a ledger mmctr.ledger wrote, or None."""
     if not isinstance(led, dict):
         return "records no ledger of what ran (written by hand or by an older kit): re-run the command"
-    if any(not isinstance(led.get(k), list) for k in LEDGER_KEYS):
-        return f"the ledger lacks one of {', '.join(LEDGER_KEYS)}"
+    if any(not isinstance(led.get(k), list) for k in LEDGER_KEYS) or not isinstance(led.get("sources"), dict):
+        return f"the ledger lacks one of {', '.join(LEDGER_KEYS)}, sources"
     if led.get("sha256") != LG.digest(led):
         return "the ledger was edited after the run wrote it (its sha256 does not match its body)"
     return None

@@ -17,8 +17,9 @@ from mmctr import manifest as M
 from mmctr.errors import KitError
 from mmctr.io import file_sha256
 from mmctr.paths import DataPaths, data_locations, is_inside
-from mmctr.tracks import (FIXED_DIN_ARCH_SHA256, FIXED_DIN_LOGITS, FIXED_DIN_LOGITS_TOL, TASK1_TUNABLE, Track,
-                          fixed_din_config, get_track)
+from mmctr.ledger import LEDGER
+from mmctr.tracks import (FIXED_DIN_ARCH_SHA256, FIXED_DIN_LOGITS, FIXED_DIN_LOGITS_TOL, REFREEZE, TASK1_TUNABLE,
+                          Track, fixed_din_config, get_track, training_path_changes)
 
 from . import layout as L
 from .ledgers import check_ledgers
@@ -41,7 +42,7 @@ RULES = {
     "no-test-in-training": "test rows (by content) and test labels are never training inputs",
     "item-info": "the new item_info is 128-D, row i = item i, row 0 zero, items and tags as provided",
     "item-info-used": "task2 trained on the item_info that was checked (Task-1 tracks)",
-    "fixed-din": "Task-1 track: the frozen baseline DIN (config and architecture), only five hyperparameters tuned",
+    "fixed-din": "Task-1 track: the frozen baseline DIN (config, architecture, training code), five hyperparameters tuned",
     "provided-embeddings": "Task-2 track: task2 trained on the provided item_info, unchanged",
     "provenance": "files are the ones the recorded runs wrote (sha256, re-scoring test rows with the checkpoint)",
     "prediction": "prediction.csv is complete and valid for the track and for this test set",
@@ -533,6 +534,22 @@ def _check_fixed_din(ctx: _Ctx, t2: dict) -> None:
               "is not a hyperparameter of the fixed DIN; the Task-1 track may change only " + tunable)
     _check_resumed(ctx, t2, tunable)
     _check_din_architecture(ctx, t2, cfg)
+    _check_training_path(ctx, t2)
+
+
+def _check_training_path(ctx: _Ctx, t2: dict) -> None:
+    """The fixed DIN's training code, in this checkout and as the run's ledger recorded it,
+    against the frozen hashes (mmctr.tracks.FIXED_DIN_SOURCES)."""
+    r = ctx.report
+    why_not = ("the Task-1 track trains with the kit's own trainer, data pipeline, optimizer, loss, "
+               f"model and checkpoint code (after an intended kit change: `{REFREEZE}`)")
+    for rel, why in training_path_changes():
+        r.add("fixed-din", rel, f"differs from the fixed DIN's training code ({why}): {why_not}")
+    led = t2.get(LEDGER)
+    if isinstance(led, dict) and isinstance(led.get("sources"), dict):
+        where = f"{ctx.rel(ctx.run.task2_manifest)}:{LEDGER}.sources"
+        for rel, why in training_path_changes(recorded=led["sources"]):
+            r.add("fixed-din", f"{where}[{rel}]", f"the run trained with other code ({why}): {why_not}")
 
 
 def _check_resumed(ctx: _Ctx, t2: dict, tunable: str) -> None:

@@ -28,7 +28,7 @@ from mmctr import ledger
 from mmctr.manifest import write_manifest
 from mmctr.paths import DataPaths, refuse_data_write
 from mmctr.sample import SampleConfig, generate
-from mmctr.tracks import FIXED_DIN, TRACKS, fixed_din_config, get_track
+from mmctr.tracks import FIXED_DIN, FIXED_DIN_SOURCES, TRACKS, fixed_din_config, get_track
 from submission import layout as L
 from submission.cli import entry
 from submission.rules import check
@@ -57,7 +57,8 @@ def honest_ledger(entry="task2 train", **changes) -> dict:
     """A ledger as an honest kit command writes it (mmctr.ledger.snapshot's shape), sealed."""
     body = {"version": ledger.VERSION, "python": "3.11", "argv": ["-m", "task2"], "entry": entry,
             "modules": ["click", "json", "mmctr", "numpy", "pandas", "pyarrow", "sklearn", "task2", "torch"],
-            "watched": ["sklearn", "sklearn.metrics"], "attempted": [], "files_run": [], "processes": [], "n_processes": 0,
+            "watched": ["sklearn", "sklearn.metrics"], "attempted": [], "files_run": [],
+            "sources": dict(FIXED_DIN_SOURCES) if entry == "task2 train" else {}, "processes": [], "n_processes": 0,
             "weights_opened": [], "network": [], "n_network": 0,
             "dynamic_code": {"compile": 0, "exec": 0, "samples": []}, **changes}
     return ledger.seal(body)
