@@ -10,8 +10,8 @@ manifest carries under "ledger":
      names loaded under WATCHED], "attempted": [imports tried that did not load], "files_run":
      [source files executed outside the import system: runpy, exec_module, the main script],
      "sources": {repo-relative path: sha256} of the kit's own modules loaded, "processes":
-     [{"event", "argv"}], "n_processes", "weights_opened": [paths], "network": [samples],
-     "n_network", "dynamic_code": {"compile", "exec", "samples"}, "sha256": of the canonical JSON of everything else}
+     [{"event", "argv"}], "n_processes", "weights_opened": [weight files opened (since a mark)],
+     "network": [samples], "n_network", "dynamic_code": {"compile", "exec", "samples"}, "sha256": of the canonical JSON of everything else}
 
 Standard library only: task1/fuxictr_runner.py loads this file by path under FuxiCTR's own
 interpreter and reports its ledger back. A hook cannot be removed once added (that is the point
@@ -72,9 +72,11 @@ def _hook(event: str, args) -> None:
         _add_module(args[0])
     elif event == "open":
         path = args[0]
-        if isinstance(path, str) and path.endswith(WEIGHT_SUFFIXES) and len(st["weights_opened"]) < MAX_PROCESSES:
-            if path not in st["weights_opened"]:
-                st["weights_opened"].append(path)
+        if isinstance(path, str) and path.endswith(WEIGHT_SUFFIXES):
+            opened = st["weights_opened"]  # path -> sequence number of its latest open
+            if path in opened or len(opened) < MAX_PROCESSES:
+                st["n_opens"] += 1
+                opened[path] = st["n_opens"]
     elif event == "compile":
         filename = str(args[1]) if len(args) > 1 else ""
         if filename.startswith("<"):  # not a module's source file: code made at run time
@@ -113,7 +115,7 @@ def install(entry: str | None = None) -> None:
                 _state["entry"] = entry
             return
         _state = {"entry": entry, "imported": set(sys.modules), "files_run": set(), "processes": [], "n_processes": 0,
-                  "weights_opened": [], "network": [], "n_network": 0,
+                  "weights_opened": {}, "n_opens": 0, "network": [], "n_network": 0,
                   "dynamic_code": {"compile": 0, "exec": 0, "samples": []}}
         sys.addaudithook(_hook)
 
@@ -154,7 +156,14 @@ def digest(body: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def snapshot() -> dict:
+def mark() -> int:
+    """A point in the run: snapshot(since=mark()) lists only the weight files opened after it
+    (what `task2 predict` loaded when it runs in the process that trained)."""
+    install()
+    return _state["n_opens"]
+
+
+def snapshot(since: int = 0) -> dict:
     """The ledger so far, as plain JSON (installs the hook first if no entry point did)."""
     install()
     with _lock:
@@ -171,7 +180,8 @@ def snapshot() -> dict:
                 "watched": sorted(n for n in names if _top(n) in WATCHED and _top(n) in loaded),
                 "attempted": attempted, "files_run": files_run, "sources": kit_sources(mods),
                 "processes": [dict(p) for p in st["processes"]], "n_processes": st["n_processes"],
-                "weights_opened": list(st["weights_opened"]), "network": list(st["network"]),
+                "weights_opened": [p for p, n in dict(st["weights_opened"]).items() if n > since],
+                "network": list(st["network"]),
                 "n_network": st["n_network"],
                 "dynamic_code": {**st["dynamic_code"], "samples": list(st["dynamic_code"]["samples"])}}
     return seal(body)

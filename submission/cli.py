@@ -119,9 +119,15 @@ def score(zip_path, data_dir, track):
 @DATA
 @click.option("--track", type=click.Choice(list(TRACKS)), help="the bundle's track (default: from run/submission.json)")
 @click.option("--tol", type=float, default=None, help="max |new - shipped| allowed (default 1e-3)")
-@click.option("--timeout", type=float, default=None, help="seconds allowed for run.sh")
-def reproduce(bundle, data_dir, track, tol, timeout):
-    """Re-run a repro bundle in a temp dir; exit 1 when its prediction differs beyond --tol."""
+@click.option("--timeout", type=float, default=None,
+              help="seconds allowed for run.sh; then it is stopped with every process it started")
+@click.option("--zip", "zip_path", type=click.Path(exists=True, dir_okay=False),
+              help="the submission zip uploaded to Codabench: the re-run must agree with it too")
+@click.option("--sandbox", type=click.Choice(["bwrap", "unshare", "none"]), default=None,
+              help="default: the strongest available (bwrap: read-only file system, no network)")
+def reproduce(bundle, data_dir, track, tol, timeout, zip_path, sandbox):
+    """Re-run a repro bundle in a sandbox; exit 1 unless it trained afresh and its prediction agrees
+    with the bundle's (and the uploaded zip's) within --tol."""
     import zipfile
 
     from mmctr.errors import KitError
@@ -135,10 +141,22 @@ def reproduce(bundle, data_dir, track, tol, timeout):
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
             raise KitError(f"{bundle}: cannot read run/submission.json for the track ({exc}); pass --track") from None
     res = run_reproduce(bundle, data_dir, get_track(track), tol=REPRODUCE_TOL if tol is None else tol,
-                        timeout=timeout)
+                        timeout=timeout, zip_path=zip_path, sandbox=sandbox)
     click.echo(f"{'ok' if res['ok'] else 'FAIL'}: {res['rows']} rows, max |diff| {res['max_abs_diff']:.3g} "
                f"(tol {res['tol']:g}), mean |diff| {res['mean_abs_diff']:.3g}, Spearman {res['spearman']:.6f}, "
                f"AUC vs shipped ranking {res['auc_vs_shipped_ranking']:.6f}")
+    tr = res["trained"]
+    click.echo(f"sandbox {res['sandbox']}; trained afresh: " + (f"yes ({tr['epochs']} epoch(s), timings "
+               f"{tr['timings']} vs shipped {tr['shipped_timings']})" if tr["ok"] else "NO: " + "; ".join(tr["why"])))
+    if "vs_zip" in res:
+        vz = res["vs_zip"]
+        click.echo(f"uploaded zip: max |diff| {vz['max_abs_diff']:.3g} from the re-run"
+                   + ("" if vz["zip_is_bundle"] else "; its prediction is NOT the bundle's"))
+    if res["data_written"]:
+        click.echo(f"the run wrote into the data dir (a copy; the data is untouched): "
+                   f"{', '.join(res['data_written'][:5])}")
+    if res["hidden"]:
+        click.echo(f"hidden from the run (copies of the shipped outputs): {', '.join(res['hidden'][:5])}")
     if not res["ok"]:
         sys.exit(1)
 

@@ -58,7 +58,7 @@ def _ledgers(ctx, t1, t2) -> list:
     return out
 
 
-def _sound(led) -> str | None:
+def unsound(led) -> str | None:
     """Why `led` is not a ledger mmctr.ledger wrote, or None."""
     if not isinstance(led, dict):
         return "records no ledger of what ran (written by hand or by an older kit): re-run the command"
@@ -74,7 +74,7 @@ def check_ledgers(ctx, t1, t2) -> None:
     allowed_sklearn = None
     for where, led, task in _ledgers(ctx, t1, t2):
         key = f"{where}:{LG.LEDGER}"
-        why = _sound(led)
+        why = unsound(led)
         if why:
             r.add("manifest", key, why)
             continue
@@ -107,8 +107,8 @@ def check_ledgers(ctx, t1, t2) -> None:
                       f"({led.get('n_network', len(led['network']))} events, e.g. {led['network'][0]}): "
                       "nothing may be fetched into the CTR model")
             foreign = [p for p in map(str, led["weights_opened"]) if PurePath(p).name not in RUN_CHECKPOINTS]
-            if foreign:
-                r.add("no-pretrained-ctr", f"{key}.weights_opened", f"the CTR run opened weight files "
+            if foreign:  # a ledger no kit command started also holds what its caller did before
+                (r.add if led.get("entry") else r.warn)("no-pretrained-ctr", f"{key}.weights_opened", f"the CTR run opened weight files "
                       f"{', '.join(foreign[:3])}: only its own {' / '.join(RUN_CHECKPOINTS)}")
             sk = sorted(n for n in loaded if n.split(".")[0] == "sklearn")
             if sk:

@@ -46,7 +46,7 @@ def predict_run(run_dir, data_dir, track: str, out=None, device: str | None = No
     The default output (RUN/prediction.csv) is the run's prediction; any other --out is a side
     prediction, listed under `side_predictions`, leaving `prediction` alone.
     """
-    t0 = time.perf_counter()
+    t0, since = time.perf_counter(), ledger.mark()
     run = Path(run_dir)
     manifest = read_manifest(run / MANIFEST)
     column, track_name = get_track(track).column, get_track(track).name
@@ -87,7 +87,7 @@ def predict_run(run_dir, data_dir, track: str, out=None, device: str | None = No
         M.SHA256: file_sha256(out), "rows": int(len(probs)), "column": column, "track": track_name,
         "test_path": relative_to(test_path, paths.root), "test_sha256": file_sha256(test_path),
         "checkpoint_epoch": state.get("epoch"), CHECKPOINTS_LOADED: loaded, M.CHECKPOINTS_USED: len(loaded),
-        "seconds": round(time.perf_counter() - t0, 3), M.LEDGER: ledger.snapshot()}
+        "seconds": round(time.perf_counter() - t0, 3), M.LEDGER: ledger.snapshot(since)}
     if main:
         manifest[M.PREDICTION] = entry
     else:

@@ -48,9 +48,11 @@ def _rewrite(bundle: Path, to: Path, name: str, fn) -> Path:
 
 
 def test_reproduce_agrees_with_the_shipped_prediction(packed, tiny_data, monkeypatch, capsys):
-    res = reproduce(packed, tiny_data, "task2", timeout=500)
+    res = reproduce(packed, tiny_data, "task2", timeout=500, zip_path=packed.parent / "submission.zip")
     assert res["ok"] and res["max_abs_diff"] <= REPRODUCE_TOL, res
     assert res["spearman"] > 0.999 and res["auc_vs_shipped_ranking"] > 0.999
+    assert res["vs_zip"]["zip_is_bundle"] and res["vs_zip"]["max_abs_diff"] <= REPRODUCE_TOL
+    assert res["trained"]["ok"] and res["trained"]["epochs"] == 1 and res["data_written"] == [], res
 
 
 def test_reproduce_fails_on_an_altered_prediction(packed, tiny_data, tmp_path, monkeypatch, capsys):
