@@ -57,6 +57,23 @@ def hash_inputs(paths) -> dict:
     return {str(Path(p).resolve()): file_sha256(p) for p in paths}
 
 
+def portable(paths: dict, data_root, base) -> dict:
+    """{path: value} with each path written relative to the data root (a data file) or to `base`
+    (the manifest's folder) when it lies in base's parent (the run folder), else absolute: a run
+    folder copied or moved, or data mounted elsewhere, still names the same files."""
+    data_root, base = Path(data_root).resolve(), Path(base).resolve()
+    out = {}
+    for raw, value in paths.items():
+        p = Path(raw).resolve()
+        if p == data_root or data_root in p.parents:
+            out[p.relative_to(data_root).as_posix()] = value
+        elif p == base.parent or base.parent in p.parents:
+            out[Path(os.path.relpath(p, base)).as_posix()] = value
+        else:
+            out[str(raw)] = value
+    return out
+
+
 def write_manifest(path, kind: str, **fields) -> dict:
     """Write a manifest atomically, adding environment, time, code version and the ledger."""
     doc = {KIND: kind, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

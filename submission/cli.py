@@ -22,6 +22,9 @@ TASK2_CODE = click.option("--task2-code", multiple=True, type=click.Path(),
                           help="more CTR model code to scan for pretrained models too (repeatable; the kit's "
                                "task2/ is scanned regardless)")
 DATA = click.option("--data-dir", required=True, type=click.Path(), help="organisers' data root")
+ALLOW = click.option("--allow-input", "allow_inputs", multiple=True, metavar="FILE[=HOW]",
+                     help="an input no kit command made (e.g. a precomputed feature file): accepted, and named "
+                          "with its sha256 and HOW it was made in the report and REPRODUCE.md (repeatable)")
 
 
 @click.group(help=__doc__)
@@ -37,13 +40,14 @@ def main() -> None:
 @TASK2_CODE
 @click.option("--din-config", type=click.Path(),
               help="ignored (recorded as a warning): the fixed DIN's values are frozen in mmctr/tracks.py")
+@ALLOW
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
-def check(track, runs, data_dir, code_dirs, task2_code, din_config, as_json):
+def check(track, runs, data_dir, code_dirs, task2_code, din_config, allow_inputs, as_json):
     """Check the challenge rules on a run; exit 1 listing every broken rule."""
     from .rules import check as run_check
 
     report = run_check(get_track(track), runs, data_dir, code_dirs=list(code_dirs) or None,
-                       task2_code=list(task2_code) or None, din_config=din_config)
+                       task2_code=list(task2_code) or None, din_config=din_config, allow_inputs=allow_inputs)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -62,13 +66,14 @@ def check(track, runs, data_dir, code_dirs, task2_code, din_config, as_json):
               help="prediction.csv to pack; must be byte-identical to RUNS/task2/prediction.csv (the default)")
 @CODE
 @TASK2_CODE
-def pack(track, runs, data_dir, out, prediction, code_dirs, task2_code):
+@ALLOW
+def pack(track, runs, data_dir, out, prediction, code_dirs, task2_code, allow_inputs):
     """Check the rules, then write the zip (the checked prediction, rewritten canonically) and the
     reproducibility bundle, both or neither."""
     from .pack import pack as run_pack
 
     s = run_pack(get_track(track), runs, data_dir, out, prediction=prediction,
-                 code_dirs=list(code_dirs) or None, task2_code=list(task2_code) or None)
+                 code_dirs=list(code_dirs) or None, task2_code=list(task2_code) or None, allow_inputs=allow_inputs)
     b = s["repro_bundle"]
     click.echo(f"ok: {s['zip']} ({s['rows']} rows, column {s['column']}, sha256 {s['zip_sha256'][:12]})")
     click.echo(f"repro bundle: {b['path']} ({b['files']} files, git {(b['git']['commit'] or 'unknown')[:12]}"

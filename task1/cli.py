@@ -41,7 +41,11 @@ def build(data_dir, config, out, sets, cache_dir, no_cache, device, quiet):
         over.setdefault("runtime", {})["device"] = device
     cfg = load_config(config, over)
     m = run_build(data_dir, cfg, out, cache_dir=cache_dir, use_cache=not no_cache, progress=not quiet)
-    click.echo(json.dumps({"item_info": next(iter(m["outputs"])), "n_items": m["n_items"],
+    import os
+    from pathlib import Path
+
+    item_info = os.path.normpath(Path(out).resolve() / next(iter(m["outputs"])))
+    click.echo(json.dumps({"item_info": item_info, "n_items": m["n_items"],
                            "missing_images": m["missing_images"], "timings": m["timings"],
                            "explained_variance": m["explained_variance"],
                            "fusion": m["parts"]["fusion"]}, indent=2))

@@ -367,8 +367,9 @@ def test_bundle_code_is_tracked_files_only_no_symlinks_no_secrets(tmp_path):
     kept, left_out = code_files(repo)
     assert kept == ["scripts/run.py", "train.py"]
     assert set(left_out) == {"link.py", ".env", "hf_token.txt", "deploy.pem", "id_rsa", "my_secrets.yaml",
-                             "credentials.json"}
+                             "credentials.json", "untracked.py", ".env.local"}
     assert "symlink" in left_out["link.py"] and "secret" in left_out[".env"]
+    assert "not tracked by git" in left_out["untracked.py"]  # named, never silently dropped
 
 
 def test_bundle_records_no_absolute_paths(run12, data, clean_code, tmp_path, monkeypatch, capsys):
