@@ -91,3 +91,5 @@ def read_manifest(path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise KitError(f"run manifest {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise KitError(f"run manifest {path} nests deeper than JSON readers allow: not a manifest") from None

@@ -143,7 +143,7 @@ def reproduce(bundle, data_dir, track, tol, timeout, zip_path, sandbox):
         try:
             with zipfile.ZipFile(bundle) as zf:
                 track = json.loads(zf.read("run/submission.json"))["track"]
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as exc:
             raise KitError(f"{bundle}: cannot read run/submission.json for the track ({exc}); pass --track") from None
     res = run_reproduce(bundle, data_dir, get_track(track), tol=REPRODUCE_TOL if tol is None else tol,
                         timeout=timeout, zip_path=zip_path, sandbox=sandbox)

@@ -380,6 +380,10 @@ def pack(track, runs, data_dir, out, prediction=None, code_dirs=None, task2_code
         for tmp in (tmp_zip, tmp_bundle):
             os.chmod(tmp, 0o644)
         replace_together([(tmp_bundle, bundle), (tmp_zip, out)])
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise KitError(f"cannot write {out} and {bundle.name}: {why.lower()}"
+                       + (f" ({exc.filename})" if exc.filename else "")) from None
     finally:
         tmp_zip.unlink(missing_ok=True)
         tmp_bundle.unlink(missing_ok=True)

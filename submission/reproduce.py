@@ -57,6 +57,8 @@ def safe_extract(bundle: Path, dest: Path) -> None:
                 raise KitError(f"{bundle}: entry {info.filename!r} would land outside the folder")
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise KitError(f"{bundle}: entry {info.filename!r} is a symlink")
+            if info.flag_bits & 0x1:
+                raise KitError(f"{bundle}: entry {info.filename!r} is encrypted: a bundle is a plain zip")
             target = dest / Path(*name.parts)
             if info.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
