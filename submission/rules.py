@@ -326,8 +326,7 @@ def _check_code(ctx: _Ctx, code_dirs, task2_code) -> None:
                 files[dep] = (_display(dep), files[src][1])
                 queue.append(dep)
                 r.warn("scope", files[dep][0], f"not tracked by git, imported by {files[src][0]}: scanned too")
-                if _under(dep, REPO_ROOT):
-                    r.untracked.append(files[dep][0])
+    r.untracked = _untracked(files)
     for p, (shown, ctr_code) in files.items():
         for h in scan_file(p, pretrained=ctr_code, display=shown):
             if h.kind == "tree":
@@ -336,6 +335,21 @@ def _check_code(ctx: _Ctx, code_dirs, task2_code) -> None:
                 r.add("no-pretrained-ctr", h.where, h.detail + " in the CTR model's code")
             else:
                 r.warn("no-trees", h.where, h.detail)
+
+
+def _untracked(files: dict) -> list:
+    """Repo-relative names of the scanned files git does not track (pack ships them too)."""
+    import subprocess
+
+    try:
+        res = subprocess.run(["git", "ls-files", "-z", "--cached"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if res.returncode:
+        return []  # not a git checkout: pack walks the folder, nothing is left out for being untracked
+    cached = set(res.stdout.split("\0"))
+    return sorted(shown for p, (shown, _) in files.items() if _under(p, REPO_ROOT.resolve()) and shown not in cached)
 
 
 def _display(p: Path) -> str:
