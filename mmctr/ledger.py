@@ -45,8 +45,15 @@ def _top(name) -> str:
 
 
 def _add_module(name) -> None:
-    """An import event (loaded or not: the event comes first); sorted out by snapshot()."""
-    _state["imported"].add(str(name))
+    """An import event (loaded or not: the event comes first). Names seen in sys.modules at a
+    later event are confirmed loaded, so a module deleted from sys.modules afterwards still counts."""
+    st, modules = _state, sys.modules
+    pending = st["pending"]
+    for prev in [n for n in pending if n in modules]:
+        pending.discard(prev)
+        st["confirmed"].add(prev)
+    st["imported"].add(str(name))
+    pending.add(str(name))
 
 
 def _argv(args) -> list:
@@ -114,7 +121,8 @@ def install(entry: str | None = None) -> None:
             if entry and not _state["entry"]:
                 _state["entry"] = entry
             return
-        _state = {"entry": entry, "imported": set(sys.modules), "files_run": set(), "processes": [], "n_processes": 0,
+        _state = {"entry": entry, "imported": set(sys.modules), "pending": set(), "confirmed": set(),
+                  "files_run": set(), "processes": [], "n_processes": 0,
                   "weights_opened": {}, "n_opens": 0, "network": [], "n_network": 0,
                   "dynamic_code": {"compile": 0, "exec": 0, "samples": []}}
         sys.addaudithook(_hook)
@@ -169,15 +177,18 @@ def snapshot(since: int = 0) -> dict:
     with _lock:
         st = _state
         loaded = set(sys.modules)  # also what was loaded without an import event (e.g. by C code)
-        names = st["imported"] | loaded
-        modules = {_top(n) for n in names if _top(n) in loaded}
-        attempted = sorted(n for n in st["imported"] - loaded if _top(n) not in loaded)
+        confirmed = set(st["confirmed"]) | {n for n in set(st["pending"]) if n in loaded}
+        present = loaded | confirmed
+        names = set(st["imported"]) | loaded
+        tops = {_top(n) for n in present}
+        modules = {_top(n) for n in names if _top(n) in tops}
+        attempted = sorted(n for n in set(st["imported"]) - present if _top(n) not in tops)
         mods = list(sys.modules.items())
         module_files = {getattr(m, "__file__", None) for _, m in mods}
         files_run = sorted(f for f in set(st["files_run"]) if f not in module_files)[:MAX_PROCESSES]
         body = {"version": VERSION, "python": sys.version.split()[0], "argv": _argv(sys.argv),
                 "entry": st["entry"], "modules": sorted(modules),
-                "watched": sorted(n for n in names if _top(n) in WATCHED and _top(n) in loaded),
+                "watched": sorted(n for n in names if _top(n) in WATCHED and _top(n) in tops),
                 "attempted": attempted, "files_run": files_run, "sources": kit_sources(mods),
                 "processes": [dict(p) for p in st["processes"]], "n_processes": st["n_processes"],
                 "weights_opened": [p for p, n in dict(st["weights_opened"]).items() if n > since],

@@ -69,6 +69,12 @@ def unsound(led) -> str | None:
     return None
 
 
+def vouches(led) -> bool:
+    """A sound ledger that a kit command's entry started and that loaded no tree library."""
+    return not unsound(led) and bool(led.get("entry")) and \
+        not any(_matches(str(n), TREE_MODULES) for n in [*led["modules"], *led["watched"]])
+
+
 def check_ledgers(ctx, t1, t2) -> None:
     r = ctx.report
     allowed_sklearn = None

@@ -27,6 +27,7 @@ import numpy as np
 
 from mmctr import contract as C
 from mmctr.errors import KitError
+from mmctr.ledger import KIT_ROOT, source_sha256
 from mmctr.metrics import roc_auc
 from mmctr.paths import DataPaths
 
@@ -120,12 +121,15 @@ INSIDE = "/tmp/repro"  # where the bundle's copy is seen from inside the bwrap s
 PASS_ENV = ("TORCH_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "CUDA_VISIBLE_DEVICES")
 
 
-def _command(kind: str, work: Path, env: dict) -> tuple:
-    """(argv, env) of run.sh under sandbox `kind`."""
+def _command(kind: str, work: Path, env: dict, hide=()) -> tuple:
+    """(argv, env) of run.sh under sandbox `kind`; under bwrap the files `hide` (the bundle and
+    the uploaded zip, wherever they lie) read as empty."""
     if kind == "bwrap":
         inner = {k: v.replace(str(work), INSIDE) for k, v in env.items()}
         data = env["DATA"]
-        argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+        masks = [a for f in hide if f and Path(f).is_file()
+                 for a in ("--ro-bind", "/dev/null", str(Path(f).resolve()))]
+        argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *masks, "--tmpfs", "/tmp",
                 "--ro-bind", data, data, "--bind", str(work), INSIDE, "--unshare-all", "--die-with-parent",
                 "--chdir", INSIDE,
                 "bash", f"{INSIDE}/run.sh", "--no-make"]
@@ -236,6 +240,8 @@ def _trained(work: Path, shipped_dir: Path, started: float) -> dict:
             "checkpoint_sha256": ck.get(M.SHA256)}
 
 
+# The code that writes the ledger: the bundle's copy must be the kit's, or its ledgers prove nothing.
+LEDGER_CODE = ("mmctr/ledger.py", "mmctr/manifest.py")
 SHIPPED_RUN = ("run/prediction.csv", "run/task1", "run/task2", "run/check_report.json")  # not visible to the run
 
 
@@ -288,7 +294,7 @@ def reproduce(bundle, data_dir, track, tol: float = REPRODUCE_TOL, python: str =
             env["HOME"] = "/tmp/home"
         else:
             Path(env["HOME"]).mkdir()
-        argv, env = _command(kind, work, env)
+        argv, env = _command(kind, work, env, hide=(bundle, zip_path))
         started = time.time() - 1
         log = Path(tmp) / "run.log"
         with open(log, "w") as out:
@@ -313,8 +319,22 @@ def reproduce(bundle, data_dir, track, tol: float = REPRODUCE_TOL, python: str =
                            + (f"; it wrote into the data dir: {', '.join(wrote[:3])}" if wrote else ""))
         new = parse_prediction(new_path.read_bytes(), n, track, "the re-run prediction")
         trained = _trained(work, shipped_dir, started)
+        kit_code = {rel: (work / "code" / rel).is_file() and source_sha256(work / "code" / rel) == source_sha256(
+            KIT_ROOT / rel) for rel in LEDGER_CODE}
+        if trained["ok"]:  # the organisers' rules on what the sandbox saw: ledgers, provenance, re-scoring
+            from .rules import check
+
+            rep = check(track, runs, data_root)
+            trained["check"] = {"ok": rep.ok, "violations": [str(v) for v in rep.violations]}
+            if not all(kit_code.values()):
+                trained["why"].append("the bundle's ledger code differs from the kit's: "
+                                      + ", ".join(k for k, same in kit_code.items() if not same))
+            if not rep.ok:
+                trained["why"].append(f"check on the re-run: {rep.violations[0]}")
+            trained["ok"] = not trained["why"]
     figures = compare(shipped, new)
-    res = {"tol": tol, **figures, "sandbox": kind, "hidden": hidden, "data_written": wrote, "trained": trained}
+    res = {"tol": tol, **figures, "sandbox": kind, "hidden": hidden, "data_written": wrote, "trained": trained,
+           "ledger_code_is_kit": kit_code}
     if uploaded is not None:
         up = compare(uploaded, new)
         res["vs_zip"] = {"max_abs_diff": up["max_abs_diff"], "spearman": up["spearman"],

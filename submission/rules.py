@@ -216,8 +216,9 @@ class _Ctx:
 
 def produced_sha256(runs: Path) -> set:
     """sha256 of every file a kit command's manifest under `runs` says it wrote (outputs,
-    checkpoints, predictions); a manifest without a sound ledger vouches for nothing."""
-    from .ledgers import unsound
+    checkpoints, predictions); only a manifest whose ledger a kit command started, with no tree
+    library loaded, vouches for what it lists."""
+    from .ledgers import vouches
 
     out = set()
     for path in sorted(runs.rglob("*manifest.json")):
@@ -225,7 +226,7 @@ def produced_sha256(runs: Path) -> set:
             doc = M.read_manifest(path)
         except (KitError, OSError, RecursionError, ValueError):
             continue  # the manifest rule reports the run's own manifests
-        if not isinstance(doc, dict) or doc.get(M.KIND) not in ("task1", "task2") or unsound(doc.get(LEDGER)):
+        if not isinstance(doc, dict) or doc.get(M.KIND) not in ("task1", "task2") or not vouches(doc.get(LEDGER)):
             continue
         outputs = doc.get(M.OUTPUTS) if isinstance(doc.get(M.OUTPUTS), dict) else {}
         out |= {v for v in outputs.values() if isinstance(v, str)}

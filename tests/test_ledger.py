@@ -81,6 +81,8 @@ TREE_LOADS = {
     "vars(builtins)['__import__']": "import builtins\nvars(builtins)['__im' + 'port__']('lightgbm')",
     "exec of a string": "exec('import light' + 'gbm')",
     "latin-1 encoded .py": "import latin",
+    "deleted from sys.modules after use": "import sys\nimport lightgbm\nimport json\n"
+                                          "del sys.modules['lightgbm']",
     ".pyc with no source": "import importlib.machinery as m, importlib.util as u\n"
                            "l = m.SourcelessFileLoader('hidden', 'hidden.pyc')\n"
                            "s = u.spec_from_loader('hidden', l)\nl.exec_module(u.module_from_spec(s))",

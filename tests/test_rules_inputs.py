@@ -73,6 +73,23 @@ def test_an_output_of_a_kit_command_is_vouched_for(tmp_path, data, weights, clea
     assert run_check(runs, data, "task1_2", clean_code).ok
 
 
+def test_a_manifest_written_by_other_code_vouches_for_nothing(tmp_path, data, weights, clean_code):
+    """A script that calls write_manifest itself (no kit command's ledger, or one that loaded a
+    tree library) cannot make its own file look like a kit output."""
+    from mmctr.manifest import write_manifest
+    from test_submission_integrity import honest_ledger
+
+    runs = make_run(tmp_path, data, "task1_2", weights)
+    scores = runs / "gbdt_item_scores.npy"
+    np.save(scores, np.zeros((301, 4), np.float32))
+    _precomputed(runs, scores)
+    for i, led in enumerate([honest_ledger(entry=None), honest_ledger(modules=["lightgbm", "numpy"])]):
+        write_manifest(runs / f"fake{i}" / "manifest.json", "task1", ledger=led,
+                       outputs={"../gbdt_item_scores.npy": file_sha256(scores)})
+    rep = run_check(runs, data, "task1_2", clean_code)
+    assert rep.broken == ["unverified-input"], rep.lines()
+
+
 def test_portable_paths_are_relative_to_the_data_and_the_run_folder(tmp_path):
     data, run = tmp_path / "data", tmp_path / "runs" / "t" / "task1"
     (data / C.CTR_DIR).mkdir(parents=True)

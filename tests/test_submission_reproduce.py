@@ -71,6 +71,26 @@ def test_reproduce_fails_on_an_altered_prediction(packed, tiny_data, tmp_path, m
     assert exc.value.code == 1 and out.startswith("FAIL: ") and "max |diff| 0.01" in out, out
 
 
+def test_a_run_that_trains_then_ships_another_prediction_fails(packed, tiny_data, tmp_path):
+    """run.sh trains and predicts for real, then overwrites the prediction with a copy of the
+    (altered) shipped one: the figures agree, the organisers' check on the re-run does not."""
+    import base64
+
+    def shift(data: bytes) -> bytes:
+        lines = data.decode().split("\n")
+        return ("\n".join([lines[0]] + [f"{l.split(',')[0]},{min(1.0, float(l.split(',')[1]) + 0.01):.8f}"
+                                       for l in lines[1:] if l]) + "\n").encode()
+
+    shipped = shift(zipfile.ZipFile(packed).read("run/prediction.csv"))
+    blob = base64.b64encode(shipped)
+    bad = _rewrite(packed, tmp_path / "swap_repro.zip", "run/prediction.csv", lambda _: shipped)
+    bad = _rewrite(bad, tmp_path / "swap2_repro.zip", "run.sh", lambda d: d + (
+        f'echo {blob.decode()} | base64 -d > "$RUNS/task2/prediction.csv"\n').encode())
+    res = reproduce(bad, tiny_data, "task2", timeout=500)
+    assert res["max_abs_diff"] < 1e-6 and not res["ok"], res
+    assert any("provenance" in w for w in res["trained"]["why"]), res["trained"]
+
+
 def test_compare_figures():
     s = np.linspace(0, 1, 101)
     assert compare(s, s)["max_abs_diff"] == 0 and compare(s, s)["auc_vs_shipped_ranking"] == 1.0
