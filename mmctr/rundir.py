@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import contract as C
+from . import ledger
 from .errors import KitError
 from .io import atomic_path, check_writable, environment, file_sha256, write_json
 from .paths import is_inside, refuse_data_write
@@ -46,6 +47,7 @@ CHECKPOINTS_USED = "checkpoints_used"
 RUNTIME = "runtime"  # runtime-only config keys (device, epochs budget...), kept apart from "config"
 CONFIG_SOURCE = "config_source"  # task2 config's own bookkeeping key, not a hyperparameter
 LOG = "log"  # the run's log file name
+LEDGER = ledger.LEDGER  # what the writing process imported and spawned (mmctr.ledger.snapshot)
 
 # ------------------------------------------------------------------ file names
 TASK1_DIR, TASK2_DIR = "task1", "task2"
@@ -77,8 +79,26 @@ def write_manifest(path, kind: str, **fields) -> dict:
     """Every kit manifest is written here: atomically, with environment, time and code version."""
     doc = {KIND: kind, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "environment": environment(), "git_commit": git_commit(), **fields}
+    doc.setdefault(LEDGER, ledger.snapshot())
     write_json(path, doc)
     return doc
+
+
+def portable(paths: dict, data_root, base) -> dict:
+    """{path: value} with each path written relative to the data root (a data file) or to `base`
+    (the manifest's folder) when it lies in base's parent (the run folder), else absolute: a run
+    folder copied or moved, or data mounted elsewhere, still names the same files."""
+    data_root, base = Path(data_root).resolve(), Path(base).resolve()
+    out = {}
+    for raw, value in paths.items():
+        p = Path(raw).resolve()
+        if p == data_root or data_root in p.parents:
+            out[p.relative_to(data_root).as_posix()] = value
+        elif p == base.parent or base.parent in p.parents:
+            out[Path(os.path.relpath(p, base)).as_posix()] = value
+        else:
+            out[str(raw)] = value
+    return out
 
 
 def read_manifest(path) -> dict:
@@ -89,6 +109,8 @@ def read_manifest(path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise KitError(f"run manifest {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise KitError(f"run manifest {path} nests deeper than JSON readers allow: not a manifest") from None
 
 
 def locate(path, data_root, run_dir) -> dict:

@@ -171,6 +171,10 @@ def _typed_rows(path: Path, reader, track, model) -> list[dict]:
         raise KitError(f"{path} has columns {reader.fieldnames}, expected {','.join(COLUMNS)}")
     rows = []
     for i, raw in enumerate(reader, start=2):
+        if None in raw or None in raw.values():  # DictReader's filler for missing / extra fields
+            n = len([v for k, v in raw.items() if k is not None and v is not None])
+            raise KitError(f"{path} line {reader.line_num}: {n} fields, a row has {len(COLUMNS)} (a partial or "
+                           "damaged row, e.g. a run killed while writing it): remove that line")
         try:
             row = {c: (csv_unquote(raw[c] or "") or None) for c in COLUMNS}
             for c in FLOAT_COLUMNS:

@@ -88,3 +88,78 @@ def get_track(name) -> Track:
     if key not in TRACKS:
         raise KitError(f"unknown track '{name}': choose one of {', '.join(TRACKS)}")
     return TRACKS[key]
+
+
+# The fixed DIN's whole training path: trainer, data pipeline, optimizer and loss (train.py),
+# config, model, layers, runtime (seeds, autocast, DDP), run folder and checkpoint code, the
+# scoring loop and the metric that picks the best epoch. Hashed
+# (mmctr.ledger.source_sha256) so that a Task-1 run trained with edited code, e.g. AdamW instead
+# of Adam, or a change under `self.training` that eval-mode fingerprints cannot see, is caught.
+# After an intended change of these files, refreeze: `python -m mmctr.tracks --refreeze`.
+REFREEZE = "python -m mmctr.tracks --refreeze"
+FIXED_DIN_SOURCES = {
+    "task2/train.py": "bcb4a67ce9d4169295c6edeb89b2424c8902b701c1824ab07228230140e72e18",
+    "task2/data.py": "b26d82a6d62320cf89163e14d7be69aa9c4a6b2761be22f6b4dcb6c3b75b7c80",
+    "task2/config.py": "b9c127bad480bbb00385ee25e0da8455760fe05220f54a26971ff04da349c174",
+    "task2/checkpoint.py": "031aefa91849c71cde2a6ad5ccbf0c713d947383fa28e8f6f373ba4617703854",
+    "task2/models/__init__.py": "ffbcfffcb78ad37c8356c923f32b68fae39a23bda8b05024ee6b31e34ae2078f",
+    "task2/models/din.py": "fea2812f80ea0592f84c84b666adc938aa71087659b57e2b059d7f2c573550a6",
+    "task2/models/layers.py": "a4f6386ce4af5cf86973ec5f9727e5032f95120f014cc0881588f7755a48bac7",
+    "mmctr/config.py": "0564ba4fe3335ac29d97bd6993f0ebe7e3bb765ee40e60256ac64af056f00acb",
+    "mmctr/runtime.py": "1f41a3cd514b4c92223aefb47ca0ff9e2bdc34c6b1eec3af267a7c38ec2dd08a",
+    "mmctr/rundir.py": "82d8950f28719c1046be832b1add917f9d44224bcee4fa56ba4a4003d5e528c3",
+    "task2/predict.py": "56110227ca9a50dae64c38bd6604e209ce0b6fe5451c709d702eb7d52aeef1e0",
+    "mmctr/metrics.py": "c08fb171e979fdb611a19223314fabadaf3aafc4a15b6c06397b65b754f3930e",
+}
+
+
+def training_path_changes(root=None, recorded: dict | None = None) -> list:
+    """[(path, why)] of the training-path files whose sha256 is not the frozen one: in the
+    checkout at `root` (default: this kit), or in `recorded` ({path: sha256}, a run's ledger)."""
+    from .ledger import KIT_ROOT, source_sha256
+
+    out = []
+    for rel, frozen in FIXED_DIN_SOURCES.items():
+        if recorded is not None:
+            got = recorded.get(rel)
+            if got is None:
+                out.append((rel, "not recorded as loaded by the run"))
+            elif got != frozen:
+                out.append((rel, f"sha256 {got[:12]}, frozen {frozen[:12]}"))
+            continue
+        path = (KIT_ROOT if root is None else root) / rel
+        try:
+            got = source_sha256(path)
+        except OSError:
+            out.append((rel, "missing"))
+            continue
+        if got != frozen:
+            out.append((rel, f"sha256 {got[:12]}, frozen {frozen[:12]}"))
+    return out
+
+
+def refreeze() -> dict:
+    """Rewrite FIXED_DIN_SOURCES in this file with the checkout's hashes; return them."""
+    import re
+    from pathlib import Path
+
+    from .ledger import KIT_ROOT, source_sha256
+
+    hashes = {rel: source_sha256(KIT_ROOT / rel) for rel in FIXED_DIN_SOURCES}
+    body = "".join(f'    "{rel}": "{sha}",\n' for rel, sha in hashes.items())
+    me = Path(__file__)
+    text = re.sub(r"FIXED_DIN_SOURCES = \{\n.*?\n?\}", "FIXED_DIN_SOURCES = {\n" + body + "}", me.read_text(),
+                  count=1, flags=re.S)
+    tmp = me.with_suffix(".py.tmp")
+    tmp.write_text(text)
+    tmp.replace(me)
+    return hashes
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--refreeze"]:
+        sys.exit(f"usage: {REFREEZE}")
+    for rel, sha in refreeze().items():
+        print(f"{sha}  {rel}")

@@ -56,21 +56,26 @@ def _secret(name: str) -> bool:
     return any(fnmatch.fnmatch(part, pat) for part in parts for pat in SECRET_NAMES)
 
 
-def code_files(root: Path = REPO_ROOT) -> tuple:
-    """(files to pack, {left-out file: why}): git's tracked files only (no untracked ones),
-    never a symlink (its target could be anything), never a secret-like name, nothing over
-    MAX_CODE_FILE. Outside a git checkout: a walk without venv/data/runs/caches."""
+def code_files(root: Path = REPO_ROOT, scanned=()) -> tuple:
+    """(files to pack, {left-out file: why}): git's tracked files plus `scanned` (untracked files
+    the rule check followed and scanned), never a symlink (its target could be anything), never
+    a secret-like name, nothing over MAX_CODE_FILE; every other untracked, not ignored file is
+    named as left out. Outside a git checkout: a walk without venv/data/runs/caches."""
     root = Path(root)
     listed = _git("ls-files", "-z", "--cached", cwd=root)
+    untracked = _git("ls-files", "-z", "--others", "--exclude-standard", cwd=root)
+    left_out = {n: "not tracked by git and not imported by tracked code: commit it to ship it"
+                for n in (untracked or "").split("\0") if n and n not in set(scanned)}
     if listed is not None:
-        names = sorted({n for n in listed.split("\0") if n})
+        names = sorted({n for n in listed.split("\0") if n} | set(scanned))
     else:
         names = []
         for dirpath, dirnames, filenames in os.walk(root):  # os.walk does not follow dir links
             dirnames[:] = sorted(d for d in dirnames if d not in WALK_EXCLUDE and not d.endswith(".egg-info"))
             rel = Path(dirpath).relative_to(root)
             names += [str(rel / f) for f in sorted(filenames) if not f.endswith((".pyc", ".tmp"))]
-    kept, left_out = [], {}
+        left_out = {}
+    kept = []
     for n in names:
         p = root / n
         if any((root / Path(*Path(n).parts[:i])).is_symlink() for i in range(1, len(Path(n).parts) + 1)):
@@ -172,7 +177,7 @@ def _environment_line() -> str:
             "ship the image variant whose torch matches (docs/docker.md)")
 
 
-def _reproduce_md(track, test_sha, git, configs, summary, t1, t2, left_out) -> str:
+def _reproduce_md(track, test_sha, git, configs, summary, t1, t2, left_out, allowed=None) -> str:
     t = get_track(track)
     target = P.make_target(t.name)
     lines = [f"# Reproduce the {t.column} submission (track {t.name})", "",
@@ -210,6 +215,10 @@ def _reproduce_md(track, test_sha, git, configs, summary, t1, t2, left_out) -> s
               "- `requirements.lock`, `environment.yml`: the pinned environment "
               "(`pip install -r requirements.lock && pip install --no-deps -e code/`)",
               "- `run.sh`: the commands above"]
+    if allowed:
+        lines += ["", "## Inputs the kit could not verify (named with `--allow-input`, for the organisers to judge)", ""]
+        lines += [f"- `{a['read_as']}` sha256 `{a['sha256']}`" + (f": {a['how']}" if a.get("how") else
+                                                                  ": (how it was made: not said)") for a in allowed]
     if left_out:
         lines += ["", "Left out of code/ (see `run/left_out.json`): "
                   + ", ".join(f"`{n}` ({why})" for n, why in sorted(left_out.items()))]
@@ -229,7 +238,7 @@ def write_bundle(out: Path, track, runs: Path, data_root: Path, summary: dict, r
     names = []
     configs = {}  # make variable -> path in the bundle
     test_sha = file_sha256(DataPaths.resolve(data_root).table(C.TEST))
-    kept, left_out = code_files()
+    kept, left_out = code_files(scanned=report.get("untracked") or ())
     with zipfile.ZipFile(out, "w") as zf:
         def add(name, data, executable=False):
             _zip_write(zf, name, data, executable)
@@ -268,7 +277,7 @@ def write_bundle(out: Path, track, runs: Path, data_root: Path, summary: dict, r
         add_json("run/submission.json", summary)
         add("run.sh", _run_sh(t, configs).encode(), executable=True)
         add("REPRODUCE.md", rel.text(_reproduce_md(t, test_sha, git, configs, summary, t1, t2,
-                                                   left_out)).encode())
+                                                   left_out, report.get("allowed_inputs"))).encode())
     return {"files": len(names), "left_out": left_out, "git": git}
 
 
@@ -309,7 +318,7 @@ def replace_together(pairs) -> None:
             bak.unlink(missing_ok=True)
 
 
-def pack(track, runs, data_dir, out, prediction=None, code_dirs=None, task2_code=None) -> dict:
+def pack(track, runs, data_dir, out, prediction=None, code_dirs=None, task2_code=None, allow_inputs=None) -> dict:
     """Check the rules, then write submission.zip and its repro bundle, together or not at all.
 
     Ships only the run's own prediction (RUNS/task2/prediction.csv as task2 predict wrote it,
@@ -339,7 +348,7 @@ def pack(track, runs, data_dir, out, prediction=None, code_dirs=None, task2_code
     raw_sha = hashlib.sha256(raw).hexdigest()
     _, n = test_rows(paths.root)
     scores = parse_prediction(raw, n, t, str(src))
-    rep = check(t, runs, paths.root, code_dirs=code_dirs, task2_code=task2_code)
+    rep = check(t, runs, paths.root, code_dirs=code_dirs, task2_code=task2_code, allow_inputs=allow_inputs)
     if not rep.ok:
         first = rep.violations[0]
         raise KitError(f"{len(rep.violations)} rule violation(s) ({', '.join(rep.broken)}), first: "
@@ -370,6 +379,10 @@ def pack(track, runs, data_dir, out, prediction=None, code_dirs=None, task2_code
         for tmp in (tmp_zip, tmp_bundle):
             os.chmod(tmp, 0o644)
         replace_together([(tmp_bundle, bundle), (tmp_zip, out)])
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise KitError(f"cannot write {out} and {bundle.name}: {why.lower()}"
+                       + (f" ({exc.filename})" if exc.filename else "")) from None
     finally:
         tmp_zip.unlink(missing_ok=True)
         tmp_bundle.unlink(missing_ok=True)

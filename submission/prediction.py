@@ -132,6 +132,8 @@ def score(zip_path, labels, track: str | None = None) -> float:
     with zipfile.ZipFile(zip_path) as zf:
         if C.SUBMISSION_FILE not in zf.namelist():
             return 0.0
+        if zf.getinfo(C.SUBMISSION_FILE).flag_bits & 0x1:
+            raise KitError(f"{zip_path}: {C.SUBMISSION_FILE} is encrypted: the scorer cannot read it")
         df = pd.read_csv(io.BytesIO(zf.read(C.SUBMISSION_FILE)))
     if track is not None:
         col = get_track(track).column

@@ -18,9 +18,12 @@ from mmctr import rundir as M
 from mmctr.errors import KitError
 from mmctr.io import file_sha256
 from mmctr.paths import DataPaths, data_locations, is_inside
+from mmctr.ledger import LEDGER
 from mmctr.sample import TRUTH_DIR
-from mmctr.tracks import (FIXED_DIN_ARCH_SHA256, FIXED_DIN_LOGITS, FIXED_DIN_LOGITS_TOL, TASK1_TUNABLE, Track,
-                          fixed_din_config, get_track)
+from mmctr.tracks import (FIXED_DIN_ARCH_SHA256, FIXED_DIN_LOGITS, FIXED_DIN_LOGITS_TOL, REFREEZE, TASK1_TUNABLE,
+                          Track, fixed_din_config, get_track, training_path_changes)
+
+from .ledgers import check_ledgers
 from .scan import iter_sources, local_imports, scan_file, tracked_sources
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,16 +33,18 @@ ENSEMBLE_KEYS = ("ensemble", "n_ensemble", "ensemble_size", "num_models", "n_mod
                  "snapshot_ensemble", "average_checkpoints", "avg_checkpoints", "bagging", "swa")
 
 RULES = {
-    "manifest": "the run manifests exist, parse, and record what the rules need",
+    "manifest": "the run manifests exist, parse, and record what the rules need (with the ledger of what ran)",
     "single-model": "one CTR model: the task2 manifest records n_models == 1",
     "no-ensemble": "no averaging of predictions: predict loaded exactly one checkpoint, the trained one",
-    "no-trees": "no tree or boosting library (nor a dynamic import/exec hiding one) in any tracked .py/.ipynb",
+    "no-trees": "no tree or boosting library loaded or spawned by any run (its ledger), nor in any tracked .py/.ipynb",
     "no-pretrained-ctr": "no pretrained large model in the CTR model (task2 code and manifest)",
     "inputs-in-data": "every input lies in the data dir or the runs dir, or is declared model weights",
+    "unverified-input": "every input is organiser data, a kit command's output (a manifest in the runs dir says "
+                        "so) or pretrained weights; others only when named with --allow-input",
     "no-test-in-training": "test rows (by content) and test labels are never training inputs",
     "item-info": "the new item_info is 128-D, row i = item i, row 0 zero, items and tags as provided",
     "item-info-used": "task2 trained on the item_info that was checked (Task-1 tracks)",
-    "fixed-din": "Task-1 track: the frozen baseline DIN (config and architecture), only five hyperparameters tuned",
+    "fixed-din": "Task-1 track: the frozen baseline DIN (config, architecture, training code), five hyperparameters tuned",
     "provided-embeddings": "Task-2 track: task2 trained on the provided item_info, unchanged",
     "provenance": "files are the ones the recorded runs wrote (sha256, re-scoring test rows with the checkpoint)",
     "prediction": "prediction.csv is complete and valid for the track and for this test set",
@@ -65,6 +70,8 @@ class Report:
     violations: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     rescored: dict = field(default_factory=dict)  # {"rows", "seed", "max_abs_diff", "tol"}
+    allowed_inputs: list = field(default_factory=list)  # [{"path", "read_as", "sha256", "how"}]: --allow-input
+    untracked: list = field(default_factory=list)  # repo files git does not track that the scan followed
 
     @property
     def ok(self) -> bool:
@@ -84,12 +91,15 @@ class Report:
         return {"track": self.track, "runs": self.runs, "data_dir": self.data_dir, "ok": self.ok,
                 "checked": self.checked, "broken": self.broken,
                 "violations": [asdict(v) for v in self.violations],
-                "warnings": [asdict(v) for v in self.warnings], "rescored": self.rescored}
+                "warnings": [asdict(v) for v in self.warnings], "rescored": self.rescored,
+                "allowed_inputs": self.allowed_inputs, "untracked": self.untracked}
 
     def lines(self) -> list:
         out = [f"check track {self.track}: runs {self.runs}, data {self.data_dir}"]
         out += [f"FAIL {v}" for v in self.violations]
         out += [f"warn {w}" for w in self.warnings]
+        out += [f"info allowed input (not verified by the kit): {a['read_as']} sha256 {a['sha256']}"
+                + (f", made by: {a['how']}" if a["how"] else "") for a in self.allowed_inputs]
         if self.rescored:
             rs = self.rescored
             out.append(f"info re-scored {rs['rows']} test rows with the checkpoint (seed {rs['seed']}): "
@@ -156,6 +166,14 @@ class _Ctx:
         self.run = L.TrackDir.of(runs_path)
         self.report = Report(self.track.name, str(runs_path), str(data_dir))
         self._sha: dict = {}
+        self.produced = produced_sha256(self.run.runs)
+        self.allowed: dict = {}  # sha256 -> (path given, how it was made)
+
+    def allow(self, p, sha: str) -> None:
+        given, how = self.allowed[sha]
+        entry = {"path": str(given), "read_as": self.rel(p), "sha256": sha, "how": how}
+        if entry not in self.report.allowed_inputs:
+            self.report.allowed_inputs.append(entry)
 
     @property
     def run2(self) -> Path:
@@ -188,7 +206,41 @@ class _Ctx:
         return base / p
 
 
-def check(track, runs, data_dir, code_dirs=None, task2_code=None, din_config=None) -> Report:
+def produced_sha256(runs: Path) -> set:
+    """sha256 of every file a kit command's manifest under `runs` says it wrote (outputs,
+    checkpoints, predictions); only a manifest whose ledger a kit command started, with no tree
+    library loaded, vouches for what it lists."""
+    from .ledgers import vouches
+
+    out = set()
+    for path in sorted(runs.rglob("*manifest.json")):
+        try:
+            doc = M.read_manifest(path)
+        except (KitError, OSError, RecursionError, ValueError):
+            continue  # the manifest rule reports the run's own manifests
+        if not isinstance(doc, dict) or doc.get(M.KIND) not in ("task1", "task2") or not vouches(doc.get(LEDGER)):
+            continue
+        outputs = doc.get(M.OUTPUTS) if isinstance(doc.get(M.OUTPUTS), dict) else {}
+        out |= {v for v in outputs.values() if isinstance(v, str)}
+        for key in (L.CHECKPOINT, L.PREDICTION):
+            if isinstance(doc.get(key), dict) and isinstance(doc[key].get(L.SHA256), str):
+                out.add(doc[key][L.SHA256])
+    return out
+
+
+def parse_allowed(items) -> dict:
+    """--allow-input FILE[=how it was made] (repeatable) -> {sha256: (FILE, how)}."""
+    out = {}
+    for item in items or ():
+        path, _, how = str(item).partition("=")
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise KitError(f"--allow-input {path}: not a file")
+        out[file_sha256(p)] = (str(p.resolve()), how.strip() or None)
+    return out
+
+
+def check(track, runs, data_dir, code_dirs=None, task2_code=None, din_config=None, allow_inputs=None) -> Report:
     """Check every rule for `track` (a Track or its name) on the run directory `runs`.
 
     The scan always covers every git-tracked .py/.ipynb of the repo; `code_dirs` / `task2_code`
@@ -196,6 +248,7 @@ def check(track, runs, data_dir, code_dirs=None, task2_code=None, din_config=Non
     ignored: the fixed DIN is frozen in mmctr.tracks.
     """
     ctx = _Ctx(track, runs, data_dir)
+    ctx.allowed = parse_allowed(allow_inputs)
     r = ctx.report
     r.checked = [k for k in RULES if not (
         (k in ("item-info", "item-info-used", "fixed-din") and not ctx.track.new_embeddings) or
@@ -212,6 +265,7 @@ def check(track, runs, data_dir, code_dirs=None, task2_code=None, din_config=Non
     t2 = _load(r, ctx.run.task2_manifest, "task2", ctx.rel)
     t1 = _load(r, ctx.run.task1_manifest, "task1", ctx.rel) if ctx.track.new_embeddings else None
 
+    check_ledgers(ctx, t1, t2)  # what ran, first; the source scan below is a lint
     _check_code(ctx, code_dirs, task2_code)
     _check_startup(ctx)
     if t2 is not None:
@@ -265,6 +319,7 @@ def _check_code(ctx: _Ctx, code_dirs, task2_code) -> None:
                 files[dep] = (_display(dep), files[src][1])
                 queue.append(dep)
                 r.warn("scope", files[dep][0], f"not tracked by git, imported by {files[src][0]}: scanned too")
+    r.untracked = _untracked(files)
     for p, (shown, ctr_code) in files.items():
         for h in scan_file(p, pretrained=ctr_code, display=shown):
             if h.kind == "tree":
@@ -273,6 +328,21 @@ def _check_code(ctx: _Ctx, code_dirs, task2_code) -> None:
                 r.add("no-pretrained-ctr", h.where, h.detail + " in the CTR model's code")
             else:
                 r.warn("no-trees", h.where, h.detail)
+
+
+def _untracked(files: dict) -> list:
+    """Repo-relative names of the scanned files git does not track (pack ships them too)."""
+    import subprocess
+
+    try:
+        res = subprocess.run(["git", "ls-files", "-z", "--cached"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if res.returncode:
+        return []  # not a git checkout: pack walks the folder, nothing is left out for being untracked
+    cached = set(res.stdout.split("\0"))
+    return sorted(shown for p, (shown, _) in files.items() if is_inside(p, (REPO_ROOT.resolve(),)) is not None and shown not in cached)
 
 
 def _display(p: Path) -> str:
@@ -349,15 +419,16 @@ def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
     test_sha = ctx.sha(test_path) if test_path.is_file() else None
     truth = ctx.paths.root / TRUTH_DIR
     truth_shas = {ctx.sha(p) for p in truth.glob("*.parquet")} if truth.is_dir() else set()
-    declared_sha, declared_src = set(), []
+    declared_sha, declared_src, precomputed_sha = set(), [], set()
     if t1 is not None:
         models = t1.get(M.MODELS)
         if not isinstance(models, list):
             r.add("manifest", f"{ctx.rel(ctx.run.task1_manifest)}:{M.MODELS}",
                   "must list the pretrained weights used ([] if none)")
             models = []
+        precomputed_sha |= {m.get(L.SHA256) for m in models if isinstance(m, dict) and m.get("kind") == "precomputed"}
         for m in models:
-            if isinstance(m, dict):
+            if isinstance(m, dict) and m.get("kind") != "precomputed":  # a precomputed file vouches for nothing
                 if m.get(L.SHA256):
                     declared_sha.add(m[L.SHA256])
                 for key in ("path", "source"):  # where the weights live ("source" may be "package:...")
@@ -403,10 +474,18 @@ def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
                     r.add("inputs-in-data", shown, f"{ctx.rel(p)} in this data dir is not the file the run "
                           "read (sha256 differs from the manifest): trained on modified data")
                 continue
-            if is_inside(_resolve(p), (ctx.run.runs,)):
+            if sha and sha in ctx.produced:  # written by a kit command whose manifest is in the runs dir
                 continue
             if may_use_weights and ((sha and sha in declared_sha) or
                                     any(_resolve(p) == s or is_inside(_resolve(p), (s,)) for s in declared_src)):
+                continue
+            if sha and sha in ctx.allowed:
+                ctx.allow(p, sha)
+                continue
+            if is_inside(_resolve(p), (ctx.run.runs,)) is not None or (may_use_weights and sha in precomputed_sha):
+                r.add("unverified-input", shown, f"{ctx.rel(p)} (sha256 {str(sha)[:12]}) is neither organiser data "
+                      "nor the output of a kit command whose manifest is in the runs dir; pass `--allow-input "
+                      "FILE=how it was made` to submit it, named, for the organisers to judge")
                 continue
             why = ("outside the data dir and the runs dir, and not declared model weights"
                    if may_use_weights else
@@ -519,6 +598,22 @@ def _check_fixed_din(ctx: _Ctx, t2: dict) -> None:
               "is not a hyperparameter of the fixed DIN; the Task-1 track may change only " + tunable)
     _check_resumed(ctx, t2, tunable)
     _check_din_architecture(ctx, t2, cfg)
+    _check_training_path(ctx, t2)
+
+
+def _check_training_path(ctx: _Ctx, t2: dict) -> None:
+    """The fixed DIN's training code, in this checkout and as the run's ledger recorded it,
+    against the frozen hashes (mmctr.tracks.FIXED_DIN_SOURCES)."""
+    r = ctx.report
+    why_not = ("the Task-1 track trains with the kit's own trainer, data pipeline, optimizer, loss, "
+               f"model and checkpoint code (after an intended kit change: `{REFREEZE}`)")
+    for rel, why in training_path_changes():
+        r.add("fixed-din", rel, f"differs from the fixed DIN's training code ({why}): {why_not}")
+    led = t2.get(LEDGER)
+    if isinstance(led, dict) and isinstance(led.get("sources"), dict):
+        where = f"{ctx.rel(ctx.run.task2_manifest)}:{LEDGER}.sources"
+        for rel, why in training_path_changes(recorded=led["sources"]):
+            r.add("fixed-din", f"{where}[{rel}]", f"the run trained with other code ({why}): {why_not}")
 
 
 def _check_resumed(ctx: _Ctx, t2: dict, tunable: str) -> None:

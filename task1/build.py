@@ -24,7 +24,7 @@ from mmctr import contract as C
 from mmctr.errors import KitError
 from mmctr.io import Timer, check_alloc, check_writable, file_sha256, read_parquet, read_parquet_metadata, read_parquet_schema
 from mmctr.item_info import read_item_info, write_item_info
-from mmctr.rundir import Task1Dir, hash_inputs, write_manifest
+from mmctr.rundir import Task1Dir, hash_inputs, portable, write_manifest
 from mmctr.runtime import resolve_device, set_threads
 from mmctr.paths import DataPaths, refuse_data_write
 
@@ -355,7 +355,7 @@ def _build(paths, cfg: Task1Config, out: Path, cache_dir, use_cache, progress, d
         t.seconds["total"] = round(sum(t.seconds.values()), 3)
     image = report.get("image", {})
     manifest = write_manifest(
-        Task1Dir(out).manifest, kind="task1", config=cfg.dump(), inputs=ctx.inputs,
+        Task1Dir(out).manifest, kind="task1", config=cfg.dump(), inputs=portable(ctx.inputs, paths.root, out),
         models=ctx.models, timings=wall.seconds, cpu_timings=cpu.seconds,
         explained_variance={"fusion": fusion_info.get("explained_variance"),
                             "tags_svd": report.get("tags", {}).get("svd_explained"),
@@ -364,6 +364,6 @@ def _build(paths, cfg: Task1Config, out: Path, cache_dir, use_cache, progress, d
         fallback=FALLBACK, n_items=items.n, device=device,
         parts=report, cache={"dir": str(Path(cache_dir).resolve()), "enabled": use_cache,
                              "hits": ctx.cache.hits, "misses": ctx.cache.misses},
-        outputs={str(item_info.resolve()): file_sha256(item_info)})
+        outputs=portable({item_info: file_sha256(item_info)}, paths.root, out))
     log.info("wrote %s in %.1f s (%.1f s CPU)", item_info, wall.seconds["total"], cpu.seconds["total"])
     return manifest

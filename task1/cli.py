@@ -6,6 +6,7 @@ import time
 
 import click
 
+from mmctr import ledger
 from mmctr.cli import run
 
 from .cache import DEFAULT_DIR
@@ -31,6 +32,7 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def build(data_dir, config, out, sets, cache_dir, no_cache, device, quiet):
     """Encode titles, covers, tags and behaviour; fuse to 128-D; write item_info + manifest."""
+    ledger.install("task1 build")
     from .build import build as run_build
     from .config import load_config, parse_sets
 
@@ -39,7 +41,11 @@ def build(data_dir, config, out, sets, cache_dir, no_cache, device, quiet):
         over.setdefault("runtime", {})["device"] = device
     cfg = load_config(config, over)
     m = run_build(data_dir, cfg, out, cache_dir=cache_dir, use_cache=not no_cache, progress=not quiet)
-    click.echo(json.dumps({"item_info": next(iter(m["outputs"])), "n_items": m["n_items"],
+    import os
+    from pathlib import Path
+
+    item_info = os.path.normpath(Path(out).resolve() / next(iter(m["outputs"])))
+    click.echo(json.dumps({"item_info": item_info, "n_items": m["n_items"],
                            "missing_images": m["missing_images"], "timings": m["timings"],
                            "explained_variance": m["explained_variance"],
                            "fusion": m["parts"]["fusion"]}, indent=2))
@@ -64,6 +70,7 @@ def build(data_dir, config, out, sets, cache_dir, no_cache, device, quiet):
 @click.option("--quiet", is_flag=True)
 def evaluate(data_dir, item_info, out, baseline, with_random, sets, max_epochs, device, engine, quiet):
     """Train the fixed baseline DIN on the new and the provided item_info; report validation AUCs."""
+    ledger.install("task1 evaluate")
     from .evaluate import evaluate as run_evaluate
     from mmctr import runs
     results = runs.runs_root_for(out)  # runs/results.csv gets one row per DIN
@@ -91,6 +98,7 @@ def evaluate(data_dir, item_info, out, baseline, with_random, sets, max_epochs, 
 @click.option("--quiet", is_flag=True)
 def tune(data_dir, item_info, out, space, sets, baseline, device, quiet):
     """Search the five DIN keys the Task-1 track may change; write the winner to best_din.yaml."""
+    ledger.install("task1 tune")
     from mmctr.config import parse_sets
 
     from .tune import load_tune_config, tune as run_tune

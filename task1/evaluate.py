@@ -12,6 +12,8 @@ import numpy as np
 
 from mmctr import contract as C
 from mmctr.errors import KitError
+from mmctr import ledger
+from mmctr.ledger import LEDGER
 from mmctr.io import check_writable, file_sha256, write_json
 from mmctr.item_info import read_item_info, write_item_info
 from mmctr.paths import DataPaths, refuse_data_write
@@ -106,6 +108,6 @@ def evaluate(data_dir, item_info, out, baseline=None, with_random: bool = False,
     summary["tags_match_provided"] = bool(np.array_equal(new_tags, base_tags))
     summary["engine"] = engine
     report = {"summary": summary, "runs": runs, "din_config": cfg, "max_epochs": max_epochs, "engine": engine,
-              "data_dir": str(paths.root)}
+              "data_dir": str(paths.root), LEDGER: ledger.snapshot()}
     write_json(out / REPORT_NAME, report)
     return report

@@ -23,19 +23,35 @@ import os
 import sys
 import time
 
-import numpy as np
-import pandas as pd
-import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-import fuxictr
-from fuxictr.features import FeatureMap
-from fuxictr.preprocess import FeatureProcessor, build_dataset
-from fuxictr.pytorch.layers import DIN_Attention, FeatureEmbedding, MLP_Block
-from fuxictr.pytorch.models import BaseModel
-from fuxictr.pytorch.torch_utils import seed_everything
-from fuxictr.utils import load_config
+def _load_ledger():
+    """mmctr/ledger.py by path (standard library only): this interpreter cannot import the kit."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("mmctr_ledger", Path(__file__).resolve().parents[1] / "mmctr"
+                                                  / "ledger.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.install("task1 fuxictr_runner")
+    return mod
+
+
+LEDGER = _load_ledger()  # before fuxictr and torch: their imports are recorded as they happen
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+
+import fuxictr  # noqa: E402
+from fuxictr.features import FeatureMap  # noqa: E402
+from fuxictr.preprocess import FeatureProcessor, build_dataset  # noqa: E402
+from fuxictr.pytorch.layers import DIN_Attention, FeatureEmbedding, MLP_Block  # noqa: E402
+from fuxictr.pytorch.models import BaseModel  # noqa: E402
+from fuxictr.pytorch.torch_utils import seed_everything  # noqa: E402
+from fuxictr.utils import load_config  # noqa: E402
 
 FUXICTR_VERSION = "2.3.7"
 ITEM_COLUMNS = ("item_id", "item_tags", "item_emb_d128")
@@ -280,7 +296,8 @@ def train(args) -> None:
               "best_valid_logloss": float(final["logloss"]),
               "best_epoch": hist[best]["epoch"] if hist else None,
               "params": sum(p.numel() for p in model.parameters()),
-              "samples_per_s": float(np.median([h["samples_per_s"] for h in hist])) if hist else None}
+              "samples_per_s": float(np.median([h["samples_per_s"] for h in hist])) if hist else None,
+              LEDGER.LEDGER: LEDGER.snapshot()}
     write_json(args.out, result)
 
 

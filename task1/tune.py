@@ -160,8 +160,10 @@ def tune(data_dir, item_info, out, cfg: TuneCfg, baseline=None, device=None, qui
                "seed_mean": round(float(np.mean(aucs)), 5), "seed_std": round(float(np.std(aucs)), 5),
                "best_config": str((out / BEST_NAME).resolve()), "results": str(results_path.resolve()),
                "item_info": str(Path(item_info).resolve())}
+    from mmctr import ledger
     from mmctr.io import write_json
 
+    summary[ledger.LEDGER] = ledger.snapshot()
     write_json(out / SUMMARY_NAME, summary)
     return summary
 

@@ -7,6 +7,7 @@ import time
 import click
 
 from mmctr import contract as C
+from mmctr import ledger
 from mmctr import rundir as R
 from mmctr.cli import run
 
@@ -28,6 +29,7 @@ def main() -> None:
 @click.option("--resume", is_flag=True, help=f"continue from OUT/{R.LAST}")
 def train(data_dir, config, item_info, out, sets, max_epochs, device, resume):
     """Train, validate every epoch, keep the best checkpoint, stop early."""
+    ledger.install("task2 train")
     from .config import load_config, parse_overrides
     from .train import train_model
     from mmctr import runs
@@ -57,9 +59,11 @@ def train(data_dir, config, item_info, out, sets, max_epochs, device, resume):
 @click.option("--device", help="auto | cpu | cuda | cuda:N")
 def predict(run_dir, data_dir, track, out, device):
     """Write prediction.csv (ID = test row order) with the run's best checkpoint."""
+    ledger.install("task2 predict")
     from .predict import predict_run
 
-    click.echo(json.dumps(predict_run(run_dir, data_dir, track, out, device)))
+    entry = predict_run(run_dir, data_dir, track, out, device)
+    click.echo(json.dumps({k: v for k, v in entry.items() if k != ledger.LEDGER}))
 
 
 def entry() -> None:

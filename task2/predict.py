@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from mmctr import contract as C
+from mmctr import ledger
 from mmctr import rundir as R
 from mmctr.config import build
 from mmctr.errors import KitError
@@ -54,7 +55,7 @@ def predict_run(run_dir, data_dir, track: str, out=None, device: str | None = No
     The default output (RUN/prediction.csv) is the run's prediction; any other --out is a side
     prediction, listed under `side_predictions`, leaving `prediction` alone.
     """
-    t0 = time.perf_counter()
+    t0, since = time.perf_counter(), ledger.mark()
     run = R.RunDir(run_dir)
     manifest = run.read_manifest()
     column, track_name = get_track(track).column, get_track(track).name
@@ -93,7 +94,7 @@ def predict_run(run_dir, data_dir, track: str, out=None, device: str | None = No
         R.SHA256: file_sha256(out), "rows": int(len(probs)), "column": column, "track": track_name,
         "test_path": None if test_rel is None else str(test_rel), "test_sha256": file_sha256(test_path),
         "checkpoint_epoch": state.get("epoch"), R.CHECKPOINTS_LOADED: loaded, R.CHECKPOINTS_USED: len(loaded),
-        "seconds": round(time.perf_counter() - t0, 3)}
+        "seconds": round(time.perf_counter() - t0, 3), R.LEDGER: ledger.snapshot(since)}
     if main:
         manifest[R.PREDICTION] = entry
     else:

@@ -24,11 +24,12 @@ from mmctr import contract as C
 from mmctr.errors import KitError
 from mmctr.io import file_sha256
 from mmctr.item_info import read_item_info, write_item_info
-from mmctr.rundir import write_manifest
-from mmctr.paths import DataPaths, refuse_data_write
-from mmctr.sample import SampleConfig, generate
-from mmctr.tracks import FIXED_DIN, TRACKS, fixed_din_config, get_track
+from mmctr import ledger
 from mmctr import rundir as L
+from mmctr.paths import DataPaths, refuse_data_write
+from mmctr.rundir import write_manifest
+from mmctr.sample import SampleConfig, generate
+from mmctr.tracks import FIXED_DIN, FIXED_DIN_SOURCES, TRACKS, fixed_din_config, get_track
 from submission.cli import entry
 from submission.rules import check
 
@@ -50,6 +51,17 @@ def clean_code(tmp_path) -> Path:
     d.mkdir()
     (d / "train.py").write_text("import numpy as np\n# xgboost is not used\nBANNED = ('xgboost',)\n")
     return d
+
+
+def honest_ledger(entry="task2 train", **changes) -> dict:
+    """A ledger as an honest kit command writes it (mmctr.ledger.snapshot's shape), sealed."""
+    body = {"version": ledger.VERSION, "python": "3.11", "argv": ["-m", "task2"], "entry": entry,
+            "modules": ["click", "json", "mmctr", "numpy", "pandas", "pyarrow", "sklearn", "task2", "torch"],
+            "watched": ["sklearn", "sklearn.metrics"], "attempted": [], "files_run": [],
+            "sources": dict(FIXED_DIN_SOURCES) if entry == "task2 train" else {}, "processes": [], "n_processes": 0,
+            "weights_opened": [], "network": [], "n_network": 0,
+            "dynamic_code": {"compile": 0, "exec": 0, "samples": []}, **changes}
+    return ledger.seal(body)
 
 
 def small_din_args(n_items: int, n_tags: int) -> dict:
@@ -91,7 +103,8 @@ def make_run(root: Path, data: Path, track: str, state_hook=None, config=None, m
         write_manifest(lay.task1_manifest, "task1", config={"text_encoder": "none", "dim": C.EMB_DIM},
                        inputs={C.ITEM_FEATURE.relpath: file_sha256(paths.table(C.ITEM_FEATURE)),
                                **{m["path"]: m["sha256"] for m in models or ()}}, models=models or [],
-                       timings={"encode": 1.0}, outputs={L.TASK1_ITEM_INFO: file_sha256(lay.item_info)})
+                       timings={"encode": 1.0}, outputs={L.TASK1_ITEM_INFO: file_sha256(lay.item_info)},
+                       ledger=honest_ledger("task1 build"))
         item_info, info_entry = lay.item_info, {"path": f"../{L.TASK1_DIR}/{L.TASK1_ITEM_INFO}", "root": "run"}
     else:
         item_info, info_entry = official, {"path": C.ITEM_INFO.relpath, "root": "data"}
@@ -117,8 +130,8 @@ def make_run(root: Path, data: Path, track: str, state_hook=None, config=None, m
         lay.task2_manifest, "task2", config=config, runtime={"device": "cpu", "max_epochs": 1},
         n_models=1, pretrained=[], inputs={**data_files, info_entry["path"]: info_sha}, data_files=data_files,
         item_info={**info_entry, "sha256": info_sha}, best_epoch=1, best_valid_auc=0.6, history=[],
-        checkpoint={"path": "best.pt", "sha256": ck_sha},
-        prediction={"path": C.SUBMISSION_FILE, "sha256": file_sha256(lay.prediction), "rows": len(probs),
+        checkpoint={"path": "best.pt", "sha256": ck_sha}, ledger=honest_ledger(),
+        prediction={"ledger": honest_ledger("task2 predict", weights_opened=[str(run2 / "best.pt")]),"path": C.SUBMISSION_FILE, "sha256": file_sha256(lay.prediction), "rows": len(probs),
                     "column": t.column, "track": t.name, "test_path": C.TEST.relpath,
                     "test_sha256": file_sha256(test), "checkpoint_epoch": 1,
                     "checkpoints_loaded": [{"path": "best.pt", "sha256": ck_sha}], "checkpoints_used": 1})
@@ -354,8 +367,9 @@ def test_bundle_code_is_tracked_files_only_no_symlinks_no_secrets(tmp_path):
     kept, left_out = code_files(repo)
     assert kept == ["scripts/run.py", "train.py"]
     assert set(left_out) == {"link.py", ".env", "hf_token.txt", "deploy.pem", "id_rsa", "my_secrets.yaml",
-                             "credentials.json"}
+                             "credentials.json", "untracked.py", ".env.local"}
     assert "symlink" in left_out["link.py"] and "secret" in left_out[".env"]
+    assert "not tracked by git" in left_out["untracked.py"]  # named, never silently dropped
 
 
 def test_bundle_records_no_absolute_paths(run12, data, clean_code, tmp_path, monkeypatch, capsys):

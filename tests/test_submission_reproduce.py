@@ -48,9 +48,11 @@ def _rewrite(bundle: Path, to: Path, name: str, fn) -> Path:
 
 
 def test_reproduce_agrees_with_the_shipped_prediction(packed, tiny_data, monkeypatch, capsys):
-    res = reproduce(packed, tiny_data, "task2", timeout=500)
+    res = reproduce(packed, tiny_data, "task2", timeout=500, zip_path=packed.parent / "submission.zip")
     assert res["ok"] and res["max_abs_diff"] <= REPRODUCE_TOL, res
     assert res["spearman"] > 0.999 and res["auc_vs_shipped_ranking"] > 0.999
+    assert res["vs_zip"]["zip_is_bundle"] and res["vs_zip"]["max_abs_diff"] <= REPRODUCE_TOL
+    assert res["trained"]["ok"] and res["trained"]["epochs"] == 1 and res["data_written"] == [], res
 
 
 def test_reproduce_fails_on_an_altered_prediction(packed, tiny_data, tmp_path, monkeypatch, capsys):
@@ -67,6 +69,26 @@ def test_reproduce_fails_on_an_altered_prediction(packed, tiny_data, tmp_path, m
         entry()
     out = capsys.readouterr().out
     assert exc.value.code == 1 and out.startswith("FAIL: ") and "max |diff| 0.01" in out, out
+
+
+def test_a_run_that_trains_then_ships_another_prediction_fails(packed, tiny_data, tmp_path):
+    """run.sh trains and predicts for real, then overwrites the prediction with a copy of the
+    (altered) shipped one: the figures agree, the organisers' check on the re-run does not."""
+    import base64
+
+    def shift(data: bytes) -> bytes:
+        lines = data.decode().split("\n")
+        return ("\n".join([lines[0]] + [f"{l.split(',')[0]},{min(1.0, float(l.split(',')[1]) + 0.01):.8f}"
+                                       for l in lines[1:] if l]) + "\n").encode()
+
+    shipped = shift(zipfile.ZipFile(packed).read("run/prediction.csv"))
+    blob = base64.b64encode(shipped)
+    bad = _rewrite(packed, tmp_path / "swap_repro.zip", "run/prediction.csv", lambda _: shipped)
+    bad = _rewrite(bad, tmp_path / "swap2_repro.zip", "run.sh", lambda d: d + (
+        f'echo {blob.decode()} | base64 -d > "$RUNS/task2/prediction.csv"\n').encode())
+    res = reproduce(bad, tiny_data, "task2", timeout=500)
+    assert res["max_abs_diff"] < 1e-6 and not res["ok"], res
+    assert any("provenance" in w for w in res["trained"]["why"]), res["trained"]
 
 
 def test_compare_figures():
