@@ -4,28 +4,13 @@ fell after its best epoch, and the delta against the full model (and the generat
 
     python bench/bench_ablation.py --data-dir /tmp/sample --seeds 3 --max-epochs 4
     python bench/bench_ablation.py --data-dir /tmp/sample --only full \\
-        --variant "id_drop=id_dropout=0.2" --variant "quadratic=seq_features=true"
+        --variant "id_drop=id_dropout=0.2" --variant "rank16=mm_rank=16"
 
 Results go to OUT/results.jsonl as each run ends; a rerun with the same --out skips the
 (variant, seed) pairs already there, so an interrupted bench resumes. `--jobs 2` runs two
 trainings at once (each with --num-threads threads).
 
-Measured 2026-11-23, shared 2-core CPU (1 thread per run, 2 runs at once), transformer_dcn_small:
-- 20k-row sample (1,000 items, 3k valid; seq oracle 0.7362), 2 seeds, <= 8 epochs: full 0.6909 ±
-  0.0050; without the mm projection -0.0442; without DCNv2 +0.0073, ids +0.0058, target attention
-  +0.0032, codes +0.0029, transformer +0.0009 (at this size the extra capacity does not pay).
-- demo sample (60k rows, 2,000 items, 3k valid; seq oracle 0.7412), <= 4 epochs: full 0.7134 ±
-  0.0022 (3 seeds; fall after the best epoch 0.0026); seq_features 0.7156 ± 0.0024 (+0.0022, fall
-  0.0012, +0.03 at epoch 1); no_dcnv2 -0.0001, no_id_embedding -0.0022 (fall 0.0029: not only ids), id_dropout 0.2 +0.0017 (fall 0.0058), id lr x0.3
-  -0.0009, embedding_regularizer 1e-5 +0.0000 (2 seeds each). No change cleared +0.003, so the
-  defaults stay.
-- demo sample, the demo's task1 item_info, seeds 1-3, <= 8 epochs (later the same day): the frozen
-  embedding z-scored (then the default) 0.7104 ± 0.0047; raw scale 0.7252 ± 0.0014; raw + top 24
-  principal axes (`mm_rank: 24`, now the default) 0.7346 ± 0.0021 (sequence-only oracle 0.7412).
-  docs/benchmarks.md has the table.
-- the same, fresh-clone item_info, seeds 1-8 (late evening): `restore_best_on_no_gain` (now on)
-  0.7337 ± 0.0025, drop after 0.0001 (max 0.0002); off (annealing only) 0.7344 ± 0.0024, drop
-  after 0.0013 (max 0.0098).
+Figures: docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -48,11 +33,8 @@ from mmctr.sample import summary  # noqa: E402
 ABLATIONS = {
     "full": [],
     "no_transformer": ["n_layers=0"],
-    "no_target_attention": ["use_target_attention=false"],
     "no_dcnv2": ["cross_layers=0"],
     "no_codes": ["code_sizes=[]"],
-    "no_mm_projection": ["use_mm=false"],
-    "no_id_embedding": ["use_id_embedding=false"],
 }
 # bench-only keys (not config keys): applied to the optimiser after the Trainer is built
 BENCH_KEYS = ("id_lr_scale",)
@@ -89,10 +71,29 @@ def train_one(job: dict) -> dict:
                 {"params": rest, "lr": lr},
                 {"params": trainer.core.id_parameters(), "lr": lr * float(bench["id_lr_scale"])}])
         s = trainer.fit()
+        test_auc = _test_auc(tmp, job["data_dir"])
     aucs = [row["valid_auc"] for row in s["history"]]
     return {"variant": job["variant"], "seed": job["seed"], "sets": job["sets"], "aucs": aucs,
             "best_auc": s["best_valid_auc"], "best_epoch": s["best_epoch"], "params": s["params"],
-            "samples_per_s": s["samples_per_s"]}
+            "samples_per_s": s["samples_per_s"], "test_auc": test_auc}
+
+
+def _test_auc(run: str, data_dir: str) -> float | None:
+    """Test AUC of the run's best checkpoint against a generated sample's sample_truth labels
+    (None on data without them)."""
+    import pyarrow.csv as pcsv
+
+    from mmctr.metrics import roc_auc
+    from mmctr.sample import read_truth
+    from task2.predict import predict_run
+
+    try:
+        _, labels = read_truth(data_dir, "test")
+    except (FileNotFoundError, OSError):
+        return None
+    entry = predict_run(run, data_dir, "task2", device="cpu")
+    probs = pcsv.read_csv(Path(run) / entry["path"]).column(entry["column"]).to_numpy()
+    return roc_auc(labels, probs)
 
 
 def table(results: list[dict], order: list[str], oracles: dict, ref: str = "full", name: str = "variant") -> str:
@@ -102,7 +103,7 @@ def table(results: list[dict], order: list[str], oracles: dict, ref: str = "full
     mean_of = {v: statistics.fmean(r["best_auc"] for r in rs) for v, rs in by.items() if rs}
     base = mean_of.get(ref)
     lines = [f"{name:26} {'seeds':>5} {'valid AUC':>16} {'best ep':>7} {'drop after (max)':>16} "
-             f"{'vs ' + ref:>8} {'vs seq oracle':>13} {'params':>9}  per seed"]
+             f"{'vs ' + ref:>8} {'vs seq oracle':>13} {'test AUC':>8} {'params':>9}  per seed"]
     for v, rs in by.items():
         if not rs:
             continue
@@ -111,10 +112,12 @@ def table(results: list[dict], order: list[str], oracles: dict, ref: str = "full
         sd = statistics.stdev(aucs) if len(aucs) > 1 else float("nan")
         delta = f"{mean_of[v] - base:+.4f}" if base is not None and v != ref else "-"
         gap = (f"{mean_of[v] - oracles['seq']:+.4f}" if oracles.get("seq") is not None else "-")
+        tests = [r["test_auc"] for r in rs if r.get("test_auc") is not None]
+        test = f"{statistics.fmean(tests):.4f}" if tests else "-"
         lines.append(f"{v:26} {len(rs):>5} {mean_of[v]:>9.4f} ± {sd:.4f} "
                      f"{statistics.fmean(r['best_epoch'] for r in rs):>7.1f} "
                      f"{statistics.fmean(falls):>9.4f} ({max(falls):.4f}) "
-                     f"{delta:>8} {gap:>13} {rs[0]['params']:>9,}  " + " ".join(f"{a:.4f}" for a in aucs))
+                     f"{delta:>8} {gap:>13} {test:>8} {rs[0]['params']:>9,}  " + " ".join(f"{a:.4f}" for a in aucs))
     return "\n".join(lines)
 
 
@@ -159,7 +162,8 @@ def main() -> None:
             done.append(r)
             with open(results_path, "a") as f:
                 f.write(json.dumps(r) + "\n")
-            print(f"{r['variant']} seed {r['seed']}: " + " ".join(f"{a:.4f}" for a in r["aucs"]), flush=True)
+            print(f"{r['variant']} seed {r['seed']}: " + " ".join(f"{a:.4f}" for a in r["aucs"])
+                  + f"  test {r['test_auc']}", flush=True)
 
     try:
         info = summary(root)

@@ -32,8 +32,7 @@ EXPID = "DIN_kit"
 DATASET_ID = "MicroLens_1M_x1"
 RESULT = "fuxictr_result.json"
 # What FuxiCTR 2.3.7 does and cannot be told otherwise (rank_model.py: lr_decay(), fit()).
-FIXED = {"lr_decay_factor": 0.1, "evals_per_epoch": 1, "lr_anneal_after_plateau": False,
-         "restore_best_on_no_gain": False}
+FIXED = {"lr_decay_factor": 0.1, "evals_per_epoch": 1}
 HISTORY_KEYS = frozenset({"epoch", "train_loss", "valid_auc", "valid_logloss", "lr", "train_seconds", "samples_per_s"})
 _EMB = "embedding_layer.embedding_layer."
 # kit parameter name -> FuxiCTR's (the organisers' src/DIN.py module names on FuxiCTR 2.3.7 layers)

@@ -34,13 +34,6 @@ class TrainConfig(Section):
     max_len: int = Field(64, ge=1, le=4096)
     early_stop_patience: int = Field(3, ge=1, le=1000)
     lr_decay_factor: float = Field(0.1, gt=0, le=1)  # lr x factor after a validation without gain
-    # after the first validation without gain, decay after every validation (gain or not) and end
-    # the run after one trained at the floor rate: the model anneals instead of overfitting again at
-    # the rate it plateaued at. False = FuxiCTR's rule (decay only on no gain).
-    lr_anneal_after_plateau: bool = False
-    # after a validation without gain, go on training from the best weights (before the decay):
-    # what overfit since the best is undone, not trained on. False = FuxiCTR's rule.
-    restore_best_on_no_gain: bool = False
     # validations per epoch (FuxiCTR's eval_steps, as a count); early_stop_patience and the lr
     # decay count validations, so early stop can act inside the epoch where overfitting starts
     evals_per_epoch: int = Field(1, ge=1, le=1000)

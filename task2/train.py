@@ -40,15 +40,13 @@ BEST, LAST, HISTORY, LOG = "best.pt", "last.pt", "history.jsonl", "train.log"
 MANIFEST = M.TASK2_MANIFEST
 LAST_CHECKPOINT = "last_checkpoint"  # manifest key: {"path": "last.pt", "sha256"}
 DATA_FILES = "data_files"  # manifest key: {path relative to the data root: sha256}
-BEST_WEIGHTS = "best_model"  # last.pt key: the weights restore_best_on_no_gain goes back to
 RESUMED = "resumed"  # manifest key: [{"from_epoch", "changed": {key: [old, new]}}]
 # FuxiCTR 2.3.7 (rank_model.py): an epoch "improves" only by more than 1e-6; lr never below 1e-6.
 MIN_DELTA, MIN_LR = 1e-6, 1e-6
 # On --resume these keys may change (they steer what comes next); the others define the model
 # or the data order already consumed, and are refused.
 RESUMABLE_KEYS = ("learning_rate", "embedding_regularizer", "net_regularizer", "early_stop_patience",
-                  "lr_decay_factor", "lr_anneal_after_plateau", "restore_best_on_no_gain",
-                  "grad_clip_norm")
+                  "lr_decay_factor", "grad_clip_norm")
 
 log = logging.getLogger("task2.train")
 
@@ -295,8 +293,6 @@ class Trainer:
             self.handler = setup_log(self.out, self.show)
         seed_everything(cfg.train.seed)
         self.start_epoch, self.best_auc, self.best_epoch, self.bad_evals = 0, -math.inf, -1, 0
-        self.plateaued = False  # a validation has brought no gain (lr_anneal_after_plateau)
-        self.best_weights = None  # a copy of best.pt's weights on every rank (restore_best_on_no_gain)
         self.history, self.resumed, self.samples_per_s = [], [], []
         self.checkpoints: dict = {}
         self.resume_at = None  # (generator state at the epoch's start, steps already done)
@@ -359,8 +355,6 @@ class Trainer:
             raise KitError(f"--resume: key(s) {refused} differ from the run in {self.out} "
                            f"({', '.join(f'{k}: {old_cfg.get(k)!r} -> {new_cfg.get(k)!r}' for k in refused)}); "
                            f"only {', '.join(RESUMABLE_KEYS)} may change on resume")
-        if self.cfg.train.restore_best_on_no_gain:
-            self.best_weights = self._best_from(state, path, manifest)
         load_weights(self.core, state["model"], f"--resume: {path} does not fit this model")
         try:
             self.opt.load_state_dict(state["optimizer"])
@@ -381,9 +375,6 @@ class Trainer:
             self.start_epoch = state["epoch"] + 1
         self.best_auc, self.best_epoch = state["best_auc"], state["best_epoch"]
         self.bad_evals, self.history = state.get("bad_evals", state.get("bad_epochs")), list(state["history"])
-        self.plateaued = state.get("plateaued", False)
-        if not isinstance(self.plateaued, bool):
-            raise KitError(f"--resume: {path} records plateaued of type {type(self.plateaued).__name__}, not true or false")
         self.resumed = list(state.get("resumed", [])) + [
             {"from_epoch": self.history[-1]["epoch"] if self.history else self.start_epoch,
              "changed": {k: [old_cfg.get(k), new_cfg.get(k)] for k in changed}}]
@@ -403,21 +394,6 @@ class Trainer:
             raise KitError(f"--resume: {self.out / MANIFEST} records no sha256 for {name}{why}; "
                            "refusing to load an unverified checkpoint")
         return sha
-
-    def _best_from(self, state: dict, path: Path, manifest: dict) -> dict:
-        """The weights restore_best_on_no_gain goes back to: last.pt's copy (written with it, so a
-        kill between best.pt and last.pt cannot part them), else best.pt as the manifest pins it
-        (the key was off until this resume), checked against this model."""
-        if BEST_WEIGHTS in state:
-            weights, where = state[BEST_WEIGHTS], f"{path} ({BEST_WEIGHTS})"
-        else:
-            where = self.out / BEST
-            pinned = self._pinned(manifest, M.CHECKPOINT, BEST, ", which restore_best_on_no_gain goes back to")
-            weights = load_checkpoint(where, sha256=pinned, map_location=self.dev).get("model")
-        if not isinstance(weights, dict):
-            raise KitError(f"--resume: {where} holds no model weights")
-        load_weights(self.core, weights, f"--resume: {where} does not fit this model")  # a check: the
-        return weights  # caller loads last.pt's weights over these
 
     def fit(self) -> dict:
         """Train until max_epochs or early stop; return the run's summary."""
@@ -495,8 +471,7 @@ class Trainer:
 
     def checkpoint_and_earlystop(self, epoch: int, loss: float, n: int, auc: float, ll: float,
                                  at: tuple[float, int, int] | None = None) -> bool:
-        """Record the validation, save best/last, decay the lr on no gain (and go back to the best
-        weights if restore_best_on_no_gain); True when training stops.
+        """Record the validation, save best/last, decay the lr on no gain; True when training stops.
 
         `at` = (fraction of the epoch, steps done, steps in the epoch); None = the epoch's end.
         """
@@ -505,10 +480,7 @@ class Trainer:
         label = epoch_label(epoch, fraction)
         improved = self.dist.broadcast_flag(auc > self.best_auc + MIN_DELTA)
         lr = self.opt.param_groups[0]["lr"]  # the rate this interval trained at
-        self.plateaued = self.plateaued or not improved
-        restored = self.keep_or_restore_best(improved)  # every rank, before last.pt is written
-        anneal = cfg.train.lr_anneal_after_plateau and self.plateaued
-        if anneal or not improved:  # FuxiCTR: lr x factor on every validation without gain, floor
+        if not improved:  # FuxiCTR: lr x factor on every validation without gain, floor
             for g in self.opt.param_groups:  # 1e-6; before last.pt is written, so a resume keeps it
                 g["lr"] = max(g["lr"] * cfg.train.lr_decay_factor, MIN_LR)
         rngs = self.dist.gather(rng_state())
@@ -520,8 +492,7 @@ class Trainer:
             with open(self.out / HISTORY, "a") as f:
                 f.write(json.dumps(row) + "\n")
             log.info(f"epoch {label}: loss {loss:.4f} valid AUC {auc:.5f} logloss {ll:.4f} "
-                     f"({self.samples_per_s[-1]:,.0f} samples/s)" + ("  *best*" if improved else "")
-                     + (f"  (back to the best weights, epoch {self.best_epoch})" if restored else ""))
+                     f"({self.samples_per_s[-1]:,.0f} samples/s)" + ("  *best*" if improved else ""))
             base = {"model": self.core.state_dict(), "model_args": self.model_args, "config": cfg.learned()}
             if improved:
                 self.best_auc, self.best_epoch, self.bad_evals = auc, label, 0
@@ -531,32 +502,16 @@ class Trainer:
                 self.bad_evals += 1
             sha = save_checkpoint(self.out / LAST, {
                 **base, "optimizer": self.opt.state_dict(), "epoch": epoch, "best_auc": self.best_auc,
-                "best_epoch": self.best_epoch, "bad_evals": self.bad_evals, "plateaued": self.plateaued,
+                "best_epoch": self.best_epoch, "bad_evals": self.bad_evals,
                 "history": self.history,
                 "rng": rngs, "generator": self.gen.get_state(), "resumed": self.resumed,
-                **({BEST_WEIGHTS: self.best_weights} if self.best_weights is not None else {}),
                 **({"steps_done": done, "epoch_generator": self.epoch_generator} if done < steps else {})})
             self.checkpoints[LAST_CHECKPOINT] = {M.PATH: LAST, M.SHA256: sha}
             self.write_manifest(self.summary(), done=False)
-        floor = anneal and lr <= MIN_LR * (1 + 1e-9)  # a product of factors: 1e-3 * 0.1**3 > 1e-6
-        stop = self.dist.broadcast_flag(self.bad_evals >= cfg.train.early_stop_patience or floor)
+        stop = self.dist.broadcast_flag(self.bad_evals >= cfg.train.early_stop_patience)
         if stop:
-            log.info(f"early stop: annealed to the floor rate {MIN_LR:g}" if floor else
-                     f"early stop: no valid AUC gain in {cfg.train.early_stop_patience} validations")
+            log.info(f"early stop: no valid AUC gain in {cfg.train.early_stop_patience} validations")
         return stop
-
-    def keep_or_restore_best(self, improved: bool) -> bool:
-        """restore_best_on_no_gain: copy the weights on a gain, load the copy back after a
-        validation without one; True when the weights went back."""
-        if not self.cfg.train.restore_best_on_no_gain:
-            return False
-        if improved:
-            self.best_weights = {k: v.detach().clone() for k, v in self.core.state_dict().items()}
-            return False
-        if self.best_weights is None:
-            return False
-        self.core.load_state_dict(self.best_weights)
-        return True
 
     def summary(self) -> dict:
         return {"best_valid_auc": self.best_auc, "best_epoch": self.best_epoch, "history": self.history,

@@ -72,10 +72,8 @@ def test_config_refuses_what_fuxictr_cannot_run(tmp_path):
     args = ("t", "v", "i", 10, 5, tmp_path, 1)
     with pytest.raises(KitError, match="lr_decay_factor=0.5.*fixes it at 0.1"):
         FX.fuxictr_config(load_config("din_baseline", {"lr_decay_factor": 0.5}), *args)
-    with pytest.raises(KitError, match="lr_anneal_after_plateau=True"):  # FuxiCTR decays only on no gain
-        FX.fuxictr_config(load_config("din_baseline", {"lr_anneal_after_plateau": True}), *args)
-    with pytest.raises(KitError, match="restore_best_on_no_gain=True"):  # FuxiCTR goes on from the last weights
-        FX.fuxictr_config(load_config("din_baseline", {"restore_best_on_no_gain": True}), *args)
+    with pytest.raises(KitError, match="evals_per_epoch=2"):  # FuxiCTR validates once per epoch
+        FX.fuxictr_config(load_config("din_baseline", {"evals_per_epoch": 2}), *args)
     with pytest.raises(KitError, match="only the fixed DIN"):
         FX.fuxictr_config(load_config("transformer_dcn"), *args)
 

@@ -27,7 +27,7 @@ def run(tiny_data, tmp_path_factory):
     """One epoch of the main model; returns (run dir, valid probabilities computed in training)."""
     out = tmp_path_factory.mktemp("ckpt") / "run"
     trainer = Trainer(load_config("transformer_dcn_small", {"batch_size": 512, "max_epochs": 1, "num_threads": 1,
-                                                          "mm_standardize": True, "mm_rank": 16}),  # derived state
+                                                          "mm_rank": 16}),  # derived state
                       tiny_data, None, out, quiet=True)
     trainer.fit()
     probs = predict_split(trainer.core, trainer.valid, 4096, trainer.dev, amp=False)
@@ -44,7 +44,7 @@ def test_checkpoint_holds_plain_data_and_derived_state(run):
     args = state["model_args"]
     assert args["model"] == "transformer_dcn" and args["n_items"] == trainer.items.n_items
     assert args["config"] == trainer.cfg.net.model_dump() and args["max_len"] == 24
-    for key in ("items.codes", "items.mm_mean", "items.mm_std", "items.mm_center", "items.mm_axes"):
+    for key in ("items.codes", "items.mm_center", "items.mm_axes"):
         assert key in state["model"]
     assert state["model"]["items.codes"].max() > 1  # k-means codes, not zeros
     assert "items.mm_emb" not in state["model"]  # the item table itself comes from item_info

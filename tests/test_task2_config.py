@@ -36,7 +36,7 @@ def _load(name, *sets):
     ("amp=1", r"'amp' = 1: Input should be a valid boolean; use true or false"),
     ("amp=yes", r"'amp' = 'yes': Input should be a valid boolean; use true or false"),
     ("compile=on", r"'compile' = 'on': Input should be a valid boolean; use true or false"),
-    ("mm_standardize=off", r"'mm_standardize' = 'off': Input should be a valid boolean; use true or false"),
+    ("batch_norm=off", r"'batch_norm' = 'off': Input should be a valid boolean; use true or false"),
     ("dnn_hidden_units=[0]", r"'dnn_hidden_units' = \[0\]: Value error, every width must be in 1..65536"),
     ("net_dropout=1.5", r"'net_dropout' = 1.5: Input should be less than 1"),
 ])
@@ -109,7 +109,7 @@ def test_cli_device_foo_is_one_line(tiny_data, tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("key", ["batch_norm", "use_mm", "seq_features", "amp", "compile"])
+@pytest.mark.parametrize("key", ["batch_norm", "amp", "compile"])
 def test_bool_keys_in_a_yaml_file_refuse_yaml11_words(tmp_path, key):
     f = tmp_path / "c.yaml"
     f.write_text(f"model: transformer_dcn\n{key}: yes\n")

@@ -89,105 +89,12 @@ def test_lr_decays_and_patience_counts_per_validation(tiny_data, tmp_path):
     assert (last["epoch"], last["steps_done"]) == (1, 10)  # inside the second epoch
 
 
-def test_after_a_plateau_the_rate_anneals_and_the_run_ends_at_the_floor(tiny_data, tmp_path):
-    """lr_anneal_after_plateau: the first validation without gain decays as FuxiCTR does; every
-    later one decays too, gain or not; the validation trained at 1e-6 ends the run."""
-    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10,
-                                                "lr_anneal_after_plateau": True})
-    t = _bare_trainer(cfg, tiny_data, tmp_path / "r")
-    rates = []
-    for epoch, auc in enumerate([0.70, 0.71, 0.705, 0.72, 0.73, 0.74]):
-        stop = t.checkpoint_and_earlystop(epoch, 0.5, 100, auc, 0.6)
-        rates.append(t.opt.param_groups[0]["lr"])
-        if stop:
-            break
-    assert rates == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5, 1e-6, 1e-6])  # gains at 0.72+ decay too
-    assert stop and len(t.history) == 6 and t.history[-1]["lr"] == pytest.approx(1e-6)
-    assert t.best_auc == 0.74 and t.bad_evals == 0  # gains still pick the best checkpoint
-    assert torch.load(t.out / "last.pt", weights_only=True)["plateaued"] is True  # a resume keeps annealing
-
-
-def test_without_annealing_a_gain_keeps_the_rate(tiny_data, tmp_path):
-    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10,
-                                                "lr_anneal_after_plateau": False})
+def test_a_gain_keeps_the_rate(tiny_data, tmp_path):
+    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10})
     t = _bare_trainer(cfg, tiny_data, tmp_path / "r")
     for epoch, auc in enumerate([0.70, 0.69, 0.72, 0.73]):
         assert not t.checkpoint_and_earlystop(epoch, 0.5, 100, auc, 0.6)
     assert t.opt.param_groups[0]["lr"] == pytest.approx(1e-4)  # FuxiCTR: decayed once, on the no-gain
-
-
-def _weights(t) -> dict:
-    return {k: v.clone() for k, v in t.core.state_dict().items()}
-
-
-def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def _overfit(t) -> None:
-    """Stand-in for training that made the model worse: move every weight."""
-    with torch.no_grad():
-        for p in t.core.parameters():
-            p.add_(0.5)
-
-
-@pytest.mark.parametrize("restore", [True, False])
-def test_a_validation_without_gain_goes_back_to_the_best_weights(restore, tiny_data, tmp_path):
-    """restore_best_on_no_gain: training goes on from the best weights, not from those that fell
-    (demo, anneal only: a fall of ~0.009 after a gain at 1e-3 on 3 of 11 runs)."""
-    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10,
-                                                "restore_best_on_no_gain": restore})
-    t = _bare_trainer(cfg, tiny_data, tmp_path / "r")
-    t.checkpoint_and_earlystop(0, 0.5, 100, 0.70, 0.6)
-    best = _weights(t)
-    _overfit(t)
-    fell = _weights(t)
-    t.checkpoint_and_earlystop(1, 0.5, 100, 0.69, 0.6)  # no gain
-    assert _same(_weights(t), best if restore else fell)
-    assert _same(torch.load(t.out / "last.pt", weights_only=True)["model"], _weights(t))  # a resume goes on alike
-    assert t.opt.param_groups[0]["lr"] == pytest.approx(1e-4)  # the decay still applies
-    _overfit(t)
-    t.checkpoint_and_earlystop(2, 0.5, 100, 0.72, 0.6)  # a new best is the one to go back to
-    second = _weights(t)
-    _overfit(t)
-    t.checkpoint_and_earlystop(3, 0.5, 100, 0.71, 0.6)
-    assert _same(_weights(t), second) is restore
-
-
-def test_resume_goes_back_to_the_best_weights(tiny_data, tmp_path):
-    """last.pt carries the best weights beside its own, so the resumed run goes back to them."""
-    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10,
-                                                "restore_best_on_no_gain": True})
-    run = tmp_path / "r"
-    t = _bare_trainer(cfg, tiny_data, run)
-    t.checkpoint_and_earlystop(0, 0.5, 100, 0.70, 0.6)
-    best = _weights(t)
-    _overfit(t)
-    t.cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10,
-                                                  "restore_best_on_no_gain": False})
-    t.checkpoint_and_earlystop(1, 0.5, 100, 0.69, 0.6)  # no gain: last.pt keeps the fallen weights
-    resumed = _bare_trainer(cfg, tiny_data, run, resume=True)  # the key may change on resume
-    assert not _same(_weights(resumed), best)  # last.pt's weights, not best.pt's
-    resumed.checkpoint_and_earlystop(2, 0.5, 100, 0.68, 0.6)
-    assert _same(_weights(resumed), best)
-
-
-def test_resume_refuses_a_best_pt_that_is_not_the_pinned_one(tiny_data, tmp_path):
-    """A participant's swapped best.pt (here a pickle that would run code) is never deserialised
-    (read when the key is switched on at the resume: last.pt then has no copy of the best weights)."""
-    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "restore_best_on_no_gain": True})
-    run = tmp_path / "r"
-    off = load_config("transformer_dcn_small", {**TWO_EVALS, "restore_best_on_no_gain": False})
-    _bare_trainer(off, tiny_data, run).checkpoint_and_earlystop(0, 0.5, 100, 0.70, 0.6)
-    (run / "best.pt").write_bytes(b"cos\nsystem\n(S'touch " + str(tmp_path / "pwned").encode() + b"'\ntR.")
-    with pytest.raises(KitError, match=r"best\.pt: sha256 .* differs from the manifest"):
-        Trainer(cfg, tiny_data, None, run, quiet=True, resume=True)
-    assert not (tmp_path / "pwned").exists()
-    m = json.loads((run / "manifest.json").read_text())
-    del m["checkpoint"]
-    (run / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(KitError, match="records no sha256 for best.pt"):
-        Trainer(cfg, tiny_data, None, run, quiet=True, resume=True)
 
 
 def _killed_after(validations: int, cfg, data, run, monkeypatch) -> None:
@@ -252,15 +159,3 @@ def test_a_mid_epoch_position_that_cannot_be_replayed_is_one_line(tiny_data, tmp
     _tamper_last(run, "steps_done", -3)
     with pytest.raises(KitError, match=r"cannot be replayed \(steps_done -3\)"):
         train_model(cfg, tiny_data, None, run, quiet=True, resume=True)
-
-
-@pytest.mark.parametrize("bad", ["false", 0, torch.tensor([True, False])])
-def test_resume_refuses_a_plateaued_flag_that_is_not_a_bool(bad, tiny_data, tmp_path):
-    """A crafted last.pt: "false" was read as True (annealing began), a tensor gave a traceback."""
-    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "lr_anneal_after_plateau": True})
-    run = tmp_path / "r"
-    _bare_trainer(cfg, tiny_data, run).checkpoint_and_earlystop(0, 1, 1, 0.7, 0.6)
-    assert torch.load(run / "last.pt", weights_only=True)["plateaued"] is False
-    _tamper_last(run, "plateaued", bad)
-    with pytest.raises(KitError, match=r"plateaued of type \w+, not true or false"):
-        Trainer(cfg, tiny_data, None, run, quiet=True, resume=True)

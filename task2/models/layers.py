@@ -48,31 +48,25 @@ class ItemEncoder(nn.Module):
 
     def __init__(self, tags: torch.Tensor, mm_emb: torch.Tensor, id_dim: int, tag_dim: int,
                  mm_dim: int, code_sizes: tuple = (), code_dim: int = 16, seed: int = 0,
-                 standardize: bool = False, n_tags: int | None = None, derive: bool = True,
-                 id_dropout: float = 0.0, use_id: bool = True, use_mm: bool = True, rank: int = 0):
+                 n_tags: int | None = None, derive: bool = True, id_dropout: float = 0.0, rank: int = 0):
         super().__init__()
         n_rows, width = mm_emb.shape
         self.id_dropout = id_dropout  # drop whole id vectors in training: items lean on content
         self.register_buffer("tags", tags.long(), persistent=False)
         self.register_buffer("mm_emb", mm_emb.float(), persistent=False)
-        self.standardize = standardize
-        if standardize:  # z-score each dimension over the items: any embedding scale learns alike
-            self.register_buffer("mm_mean", torch.zeros(width))
-            self.register_buffer("mm_std", torch.ones(width))
         self.rank = rank
         if rank:  # keep the embedding's top principal axes only: the rest is mostly noise to fit
             self.register_buffer("mm_center", torch.zeros(width))
             self.register_buffer("mm_axes", torch.zeros(width, rank))
-        # use_id / use_mm = False leave that part out (ablations)
-        self.id_emb = nn.Embedding(n_rows, id_dim, padding_idx=0) if use_id else None
+        self.id_emb = nn.Embedding(n_rows, id_dim, padding_idx=0)
         self.tag_emb = nn.Embedding(n_tags or int(tags.max()) + 1, tag_dim, padding_idx=0)
-        self.mm_proj = nn.Linear(rank or width, mm_dim, bias=False) if use_mm else None
+        self.mm_proj = nn.Linear(rank or width, mm_dim, bias=False)
         self.code_sizes = tuple(code_sizes)
         self.register_buffer("codes", torch.zeros(n_rows, len(code_sizes), dtype=torch.long),
                              persistent=bool(code_sizes))
         self.code_embs = nn.ModuleList(nn.Embedding(k + 1, code_dim, padding_idx=0) for k in code_sizes)
-        self.out_dim = id_dim * use_id + tag_dim + mm_dim * use_mm + code_dim * len(code_sizes)
-        for emb in (e for e in (self.id_emb, self.tag_emb, *self.code_embs) if e is not None):
+        self.out_dim = id_dim + tag_dim + mm_dim + code_dim * len(code_sizes)
+        for emb in (self.id_emb, self.tag_emb, *self.code_embs):
             nn.init.normal_(emb.weight, std=1e-4)
             with torch.no_grad():
                 emb.weight[0].zero_()
@@ -81,14 +75,9 @@ class ItemEncoder(nn.Module):
 
     @torch.no_grad()
     def derive_state(self, seed: int) -> None:
-        """z-score statistics, principal axes and k-means codes of the frozen embedding (once, at
-        training start)."""
-        if self.standardize:
-            body = self.mm_emb[1:]
-            self.mm_mean.copy_(body.mean(0))
-            self.mm_std.copy_(body.std(0).clamp(min=1e-6))
+        """Principal axes and k-means codes of the frozen embedding (once, at training start)."""
         if self.rank:
-            body = self._scaled(self.mm_emb[1:]).double()
+            body = self.mm_emb[1:].double()
             center = body.mean(0)
             _, vecs = torch.linalg.eigh((body - center).T @ (body - center))  # ascending eigenvalues
             axes = vecs.flip(1)[:, :self.rank]
@@ -99,34 +88,23 @@ class ItemEncoder(nn.Module):
         for j, k in enumerate(self.code_sizes):
             self.codes[:, j] = kmeans_codes(table, k, seed=seed + j)
 
-    def _scaled(self, mm: torch.Tensor) -> torch.Tensor:
-        return (mm - self.mm_mean) / self.mm_std if self.standardize else mm
-
     def frozen(self, ids: torch.Tensor) -> torch.Tensor:
-        """The frozen embedding of `ids`, z-scored and on its top principal axes if configured
-        (padding stays 0)."""
-        mm = self._scaled(self.mm_emb[ids])
-        if self.rank:
-            mm = (mm - self.mm_center) @ self.mm_axes
-        if self.standardize or self.rank:  # both shift the origin: padding rows back to 0
-            mm = mm * (ids > 0).unsqueeze(-1).to(mm.dtype)
+        """The frozen embedding of `ids`, on its top principal axes if configured (padding stays 0)."""
+        mm = self.mm_emb[ids]
+        if self.rank:  # centring shifts the origin: padding rows back to 0
+            mm = ((mm - self.mm_center) @ self.mm_axes) * (ids > 0).unsqueeze(-1).to(mm.dtype)
         return mm
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         tags = self.tags[ids]
         tag_mask = (tags > 0).unsqueeze(-1).float()
         tag_vec = (self.tag_emb(tags) * tag_mask).sum(-2) / tag_mask.sum(-2).clamp(min=1)
-        parts = [tag_vec]
-        if self.id_emb is not None:
-            id_vec = self.id_emb(ids)
-            if self.training and self.id_dropout > 0:
-                keep = torch.full(ids.shape, 1 - self.id_dropout, device=ids.device)
-                id_vec = id_vec * (torch.bernoulli(keep) / (1 - self.id_dropout)).unsqueeze(-1)
-            parts.insert(0, id_vec)
-        if self.mm_proj is not None:
-            parts.append(self.mm_proj(self.frozen(ids)))
-        parts += [emb(self.codes[ids, j]) for j, emb in enumerate(self.code_embs)]
-        return torch.cat(parts, -1)
+        id_vec = self.id_emb(ids)
+        if self.training and self.id_dropout > 0:
+            keep = torch.full(ids.shape, 1 - self.id_dropout, device=ids.device)
+            id_vec = id_vec * (torch.bernoulli(keep) / (1 - self.id_dropout)).unsqueeze(-1)
+        codes = [emb(self.codes[ids, j]) for j, emb in enumerate(self.code_embs)]
+        return torch.cat([id_vec, tag_vec, self.mm_proj(self.frozen(ids)), *codes], -1)
 
     def encode(self, target: torch.Tensor, seq: torch.Tensor, proj: nn.Module | None = None,
                dedup: bool | None = None):
@@ -153,12 +131,11 @@ class ItemEncoder(nn.Module):
         return vec[:len(target)], vec[len(target):].view(*seq.shape, -1)
 
     def embedding_parameters(self):
-        return [*self.id_parameters(), self.tag_emb.weight, *([self.mm_proj.weight] if self.mm_proj is not None else []),
-                *(e.weight for e in self.code_embs)]
+        return [*self.id_parameters(), self.tag_emb.weight, self.mm_proj.weight, *(e.weight for e in self.code_embs)]
 
     def id_parameters(self):
-        """The item id table (sparse, the part that overfits first), empty when ids are off."""
-        return [self.id_emb.weight] if self.id_emb is not None else []
+        """The item id table (sparse, the part that overfits first)."""
+        return [self.id_emb.weight]
 
 
 class TargetAttention(nn.Module):

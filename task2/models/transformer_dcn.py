@@ -6,8 +6,8 @@ a DCNv2 cross network and a deep MLP, side by side, cross all of it with the lik
 Items carry an id embedding, tag embedding, a learned projection of the frozen 128-D multimodal
 embedding and learned codes (k-means ids) of that embedding at two granularities.
 
-Each component can be switched off for ablations (bench/bench_ablation.py): use_id_embedding,
-use_mm, code_sizes: [], n_layers: 0 (no transformer), use_target_attention, cross_layers: 0.
+Some components can be switched off for ablations (bench/bench_ablation.py): code_sizes: [],
+n_layers: 0 (no transformer), cross_layers: 0.
 """
 from __future__ import annotations
 
@@ -29,10 +29,6 @@ class TransformerDCNConfig(Section):
     mm_dim: int = Field(64, ge=1, le=4096)
     code_sizes: list[int] = [64, 512]  # k-means granularities of the frozen embedding
     code_dim: int = Field(16, ge=1, le=1024)
-    # z-score the frozen embedding per dimension before its projection. Off by default: on PCA-axis
-    # embeddings (task1's, the official one) it whitens, erasing the variance order that marks the
-    # directions carrying signal (demo, 3 seeds: 0.7104 -> 0.7252 off; provided item_info +0.0003)
-    mm_standardize: bool = False
     # keep only the frozen embedding's top principal axes (0 = all): with little data the model
     # cannot tell signal axes from noise ones (demo: 0.7252 -> 0.7363 at 16, docs/benchmarks.md)
     mm_rank: int = Field(0, ge=0, le=C.EMB_DIM)
@@ -46,12 +42,6 @@ class TransformerDCNConfig(Section):
     net_dropout: float = Field(0.1, ge=0, lt=1)
     batch_norm: bool = True
     id_dropout: float = Field(0.0, ge=0, lt=1)  # drop an item's id vector in training (sparse ids overfit)
-    use_id_embedding: bool = True  # the item id table (False: items known by content only)
-    use_mm: bool = True  # the learned projection of the frozen multimodal embedding
-    use_target_attention: bool = True
-    # quadratic interest: per-head <target, item> dot products over the sequence, pooled
-    # (mean, max, most recent), and log(1 + sequence length)
-    seq_features: bool = False
 
     @field_validator("n_heads")
     @classmethod
@@ -86,9 +76,7 @@ class TransformerDCN(nn.Module):
         d, dm = cfg.embedding_dim, cfg.d_model
         self.items = ItemEncoder(tags, mm_emb, id_dim=d, tag_dim=cfg.tag_dim, mm_dim=cfg.mm_dim,
                                  code_sizes=tuple(cfg.code_sizes), code_dim=cfg.code_dim, seed=seed,
-                                 standardize=cfg.mm_standardize, n_tags=n_tags, derive=derive,
-                                 id_dropout=cfg.id_dropout, use_id=cfg.use_id_embedding, use_mm=cfg.use_mm,
-                                 rank=cfg.mm_rank)
+                                 n_tags=n_tags, derive=derive, id_dropout=cfg.id_dropout, rank=cfg.mm_rank)
         self.item_proj = nn.Linear(self.items.out_dim, dm)
         self.pair_proj = nn.Linear(3 * dm, dm)
         self.pos = nn.Embedding(max_len + 1, dm)  # position counted from the most recent
@@ -96,12 +84,10 @@ class TransformerDCN(nn.Module):
                                            batch_first=True, norm_first=True, activation="gelu")
         self.encoder = (nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
                         if cfg.n_layers else None)
-        self.target_attn = (nn.MultiheadAttention(dm, cfg.n_heads, dropout=cfg.attn_dropout, batch_first=True)
-                            if cfg.use_target_attention else None)
-        self.n_heads, self.seq_features = cfg.n_heads, cfg.seq_features
+        self.target_attn = nn.MultiheadAttention(dm, cfg.n_heads, dropout=cfg.attn_dropout, batch_first=True)
         self.likes = nn.Embedding(n_levels, d)
         self.views = nn.Embedding(n_levels, d)
-        x_dim = (5 if cfg.use_target_attention else 3) * dm + 2 * d + (3 * cfg.n_heads + 1) * cfg.seq_features
+        x_dim = 5 * dm + 2 * d
         self.cross = CrossNetV2(x_dim, cfg.cross_layers)
         self.deep = mlp(x_dim, cfg.dnn_hidden_units, dropout=cfg.net_dropout, batch_norm=cfg.batch_norm)
         self.head = nn.Linear(x_dim + cfg.dnn_hidden_units[-1], 1)
@@ -119,30 +105,10 @@ class TransformerDCN(nn.Module):
         h = self.encoder(tokens, src_key_padding_mask=pad) if self.encoder is not None else tokens
         keep = (~pad).unsqueeze(-1).to(h.dtype)
         mean = (h * keep).sum(1) / keep.sum(1)
-        parts = [t, h[:, 0], mean]
-        if self.target_attn is not None:
-            attn, _ = self.target_attn(t.unsqueeze(1), tokens, tokens, key_padding_mask=pad, need_weights=False)
-            attn = attn.squeeze(1)
-            parts += [attn, t * attn]
-        if self.seq_features:
-            parts.append(self.quadratic_interest(t, s, mask))
-        x = torch.cat([*parts, self.likes(batch["likes"]), self.views(batch["views"])], -1)
+        attn, _ = self.target_attn(t.unsqueeze(1), tokens, tokens, key_padding_mask=pad, need_weights=False)
+        attn = attn.squeeze(1)
+        x = torch.cat([t, h[:, 0], mean, attn, t * attn, self.likes(batch["likes"]), self.views(batch["views"])], -1)
         return self.head(torch.cat([self.cross(x), self.deep(x)], -1)).squeeze(-1)
-
-    def quadratic_interest(self, t: torch.Tensor, s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(b, 3 * n_heads + 1): per head, the scaled dot product of the target with each sequence
-        item, pooled by mean / max over the valid positions and taken at the most recent one;
-        then log(1 + sequence length)."""
-        b, l, dm = s.shape
-        dh = dm // self.n_heads
-        dots = (s.view(b, l, self.n_heads, dh) * t.view(b, 1, self.n_heads, dh)).sum(-1) / dh ** 0.5
-        m = mask.unsqueeze(-1).to(dots.dtype)
-        n = m.sum(1)
-        mean = (dots * m).sum(1) / n.clamp(min=1)
-        top = dots.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
-        top = torch.where(n > 0, top, torch.zeros_like(top))
-        last = dots[:, -1] * m[:, -1]  # sequences are left-padded: the most recent item is last
-        return torch.cat([mean, top, last, torch.log1p(n)], -1)
 
     def embedding_parameters(self):
         return [*self.items.embedding_parameters(), self.likes.weight, self.views.weight]
