@@ -238,6 +238,18 @@ def train_and_score(config: str, seed: int, root: Path, sets: list, max_epochs, 
             "samples_per_s": s["samples_per_s"], "params": s["params"]}
 
 
+def describe(root: Path) -> dict | None:
+    """What a data root holds: a converted MovieLens's summary, or a generated sample's config and sizes."""
+    for name in (f"{TRUTH}/summary.json", "sample_truth/summary.json"):
+        if (root / name).is_file():
+            s = json.loads((root / name).read_text())
+            if "config" in s:
+                s = {"sample": s["config"], **{f"{t.name}_rows": pq.read_metadata(root / t.relpath).num_rows
+                                                for t in C.SPLITS}}
+            return s
+    return None
+
+
 def oracle_rows(root: Path) -> list:
     p = root / "sample_truth" / "summary.json"
     if not p.is_file():
@@ -290,7 +302,8 @@ def main() -> None:
                            train_rows=args.train_rows)
             root = Path(args.out)
         else:
-            root, data = Path(args.data_dir), None
+            root = Path(args.data_dir)
+            data = describe(root)
         rows = [train_and_score(c, int(s), root, args.set, args.max_epochs, args.num_threads)
                 for c in args.configs.split(",") for s in args.seeds.split(",")]
     except KitError as exc:
