@@ -305,13 +305,24 @@ def main() -> None:
             root = Path(args.data_dir)
             data = describe(root)
         rows = [train_and_score(c, int(s), root, args.set, args.max_epochs, args.num_threads)
-                for c in args.configs.split(",") for s in args.seeds.split(",")]
+                for c in args.configs.split(",") if c for s in args.seeds.split(",")]
     except KitError as exc:
         sys.exit(f"error: {exc}")
+    import datetime as dt
+    import os
+    import shlex
+    import subprocess
+
     from mmctr.io import environment
 
-    rep = {"data": data, "rows": rows + oracle_rows(root), "environment": environment(),
-           "num_threads": args.num_threads, "max_epochs": args.max_epochs}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                           text=True).stdout
+    rep = {"data": data, "rows": rows + oracle_rows(root), "environment": {**environment(), "cpu_count": os.cpu_count()},
+           "num_threads": args.num_threads, "max_epochs": args.max_epochs,
+           "measured_utc": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}",
+           "commit": commit.strip() + (" (uncommitted changes)" if dirty.strip() else ""),
+           "command": "python bench/bench_movielens.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
     print("\n".join(markdown(rep)))
     if args.json:
         Path(args.json).write_text(json.dumps(rep, indent=2, default=str))
