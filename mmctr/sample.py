@@ -207,18 +207,21 @@ class World:
     # ----- the sampled shape: a click from the taste, non-clicks from a sampler -----
     NEXT_AFFINITY, NEXT_RECENT, NEXT_QUALITY = 8.0, 2.0, 1.0
 
-    def _next_logits(self, taste, seqs) -> np.ndarray:
-        """(m, n_items + 1) log-weights of the next item (unnormalised); padding and seen items -inf."""
-        logits = (self.NEXT_AFFINITY * (taste @ self.item_vec.T)
-                  + self.NEXT_RECENT * (self.item_vec[seqs[:, -1]] @ self.item_vec.T)
-                  + self._item_prior)
-        logits[np.arange(len(seqs))[:, None], seqs] = -np.inf  # column 0 (padding) among them
-        logits[:, 0] = -np.inf
-        return logits
-
-    @property
-    def _item_prior(self) -> np.ndarray:
-        return np.log(self.popularity.clip(1e-300)) + self.NEXT_QUALITY * self.quality
+    def _next_weights(self, taste, seqs) -> tuple[np.ndarray, float]:
+        """(m, n_items + 1) float32 weights w of the next item, p = w / w.sum(1), and the shift
+        s with w = exp(logit - s); padding and the items already in the sequence weigh 0."""
+        if not hasattr(self, "_vec_t"):
+            self._vec_t = np.ascontiguousarray(self.item_vec.T, dtype=np.float32)
+            prior = np.log(self.popularity.clip(1e-300)) + self.NEXT_QUALITY * self.quality
+            self._shift = float(self.NEXT_AFFINITY + self.NEXT_RECENT + prior[1:].max())  # no exp overflows
+            self._prior = (prior - self._shift).astype(np.float32)
+        query = self.NEXT_AFFINITY * taste + self.NEXT_RECENT * self.item_vec[seqs[:, -1]]
+        w = query.astype(np.float32) @ self._vec_t
+        w += self._prior
+        np.exp(w, out=w)
+        w[np.arange(len(seqs))[:, None], seqs] = 0  # column 0 (padding) among them
+        w[:, 0] = 0
+        return w, self._shift
 
     @property
     def _neg_weight(self) -> np.ndarray:
@@ -241,12 +244,19 @@ class World:
     def _posterior_logit(self, taste, targets, seqs) -> np.ndarray:
         """logit P(click | taste, seq, item): p / (p + k (1 - p) q), p the next-item probability of
         the target, q the sampler's probability of it among the unseen items."""
+        # rows of one event share taste and sequence: one normaliser per distinct (taste, sequence)
+        _, first, inv = np.unique(np.c_[taste, seqs], axis=0, return_index=True, return_inverse=True)
+        inv = inv.ravel()
+        order = np.argsort(inv, kind="stable")
+        bounds = np.searchsorted(inv[order], np.arange(len(first) + 1))
         log_p = np.empty(len(targets))
-        for sl in self._chunks(len(targets)):
-            logits = self._next_logits(taste[sl], seqs[sl])
-            top = logits.max(1, keepdims=True)
-            log_z = top[:, 0] + np.log(np.exp(logits - top).sum(1))
-            log_p[sl] = logits[np.arange(len(logits)), targets[sl]] - log_z
+        for sl in self._chunks(len(first)):
+            w, _ = self._next_weights(taste[first[sl]], seqs[first[sl]])
+            rows = order[bounds[sl.start]:bounds[sl.stop]]
+            g = inv[rows] - sl.start
+            with np.errstate(divide="ignore"):
+                log_p[rows] = (np.log(w[g, targets[rows]].astype(np.float64))
+                               - np.log(w.sum(1, dtype=np.float64))[g])
         log_p = np.minimum(log_p, -1e-12)
         log_q = np.log(self._neg_weight[targets].clip(1e-300)) - np.log(self._unseen_neg_mass(seqs))
         return log_p - np.log1p(-np.exp(log_p)) - np.log(self.cfg.neg_per_click) - log_q
@@ -255,10 +265,11 @@ class World:
         """The click of each event: the user's next item, from their taste and their latest item."""
         out = np.empty(len(users), dtype=np.int64)
         for sl in self._chunks(len(users)):
-            logits = self._next_logits(self.user_vec[users[sl]], seqs[sl])
-            cum = np.cumsum(np.exp(logits - logits.max(1, keepdims=True)), axis=1)
+            w, _ = self._next_weights(self.user_vec[users[sl]], seqs[sl])
+            cum = np.cumsum(w, axis=1, dtype=np.float64)
             r = rng.random(len(cum)) * cum[:, -1]
-            out[sl] = (cum < r[:, None]).sum(1).clip(1, self.cfg.n_items)
+            out[sl] = [np.searchsorted(row, x, side="right") for row, x in zip(cum, r)]
+            out[sl] = out[sl].clip(1, self.cfg.n_items)
         return out
 
     def draw_negatives(self, seqs, clicks, rng) -> np.ndarray:
