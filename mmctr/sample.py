@@ -85,10 +85,14 @@ class SampleConfig:
             raise KitError(f"shape must be one of {', '.join(SHAPES_OF_LABELS)}, got {self.shape!r}")
         if self.negatives not in NEGATIVES:
             raise KitError(f"negatives must be one of {', '.join(NEGATIVES)}, got {self.negatives!r}")
-        if self.neg_per_click < 1 or self.neg_per_click >= self.n_items - self.seq_pad:
-            raise KitError(f"neg_per_click must be in 1..{self.n_items - self.seq_pad - 1}, got {self.neg_per_click}")
-        if not np.isfinite(self.pop_alpha):
-            raise KitError(f"pop_alpha must be a finite number, got {self.pop_alpha}")
+        if self.neg_per_click < 1:
+            raise KitError(f"neg_per_click must be at least 1, got {self.neg_per_click}")
+        need = self.seq_pad + self.neg_per_click + 1  # a full sequence, the click and its non-clicks
+        if self.shape == "sampled" and self.n_items < need:
+            raise KitError(f"the sampled shape needs at least {need} items (a sequence of {self.seq_pad}, the click "
+                           f"and {self.neg_per_click} non-clicks), got {self.n_items}")
+        if not -4 <= self.pop_alpha <= 4:
+            raise KitError(f"pop_alpha must be in -4..4, got {self.pop_alpha}")
 
     @classmethod
     def full(cls, **kw) -> "SampleConfig":

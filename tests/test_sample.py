@@ -106,3 +106,15 @@ def test_planted_signal_and_positive_rate(tiny_data):
     assert 0.6 < summary(tiny_data)["valid_seq_oracle_auc"] < oracle
     train_y = pq.read_table(tiny_data / C.TRAIN.relpath).column(C.LABEL).to_numpy()
     assert 0.18 < train_y.mean() < 0.32
+
+
+def test_sampler_settings_are_checked(tmp_path):
+    import pytest
+
+    from mmctr.errors import KitError
+
+    for bad, match in (({"negatives": "zipf"}, "negatives"), ({"pop_alpha": 40.0}, "pop_alpha"),
+                       ({"n_items": 35}, "at least 36 items"), ({"neg_per_click": 0}, "neg_per_click"), ({"shape": "poisson"}, "shape")):
+        with pytest.raises(KitError, match=match):
+            SampleConfig(**{**TINY.__dict__, **bad})
+    SampleConfig(**{**TINY.__dict__, "n_items": 35, "shape": "bernoulli"})  # no non-clicks to draw
