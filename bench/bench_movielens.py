@@ -250,13 +250,20 @@ def describe(root: Path) -> dict | None:
     return None
 
 
-def oracle_rows(root: Path) -> list:
+def reference_rows(root: Path) -> list:
+    """Training-free references: an item's views_level (popularity) or likes_level alone as the score;
+    on a generated sample also the sequence-only and full oracles."""
+    from mmctr.metrics import roc_auc
+
+    labels = {"valid": pq.read_table(root / C.VALID.relpath).column(C.LABEL).to_numpy(), "test": test_labels(root)}
+    rows = [{"config": f"{col} alone (no training)", **{f"{sp}_auc": roc_auc(labels[sp], pq.read_table(
+        root / f"{C.CTR_DIR}/{sp}.parquet").column(col).to_numpy()) for sp in labels}} for col in (C.VIEWS, C.LIKES)]
     p = root / "sample_truth" / "summary.json"
-    if not p.is_file():
-        return []
-    s = json.loads(p.read_text())
-    return [{"config": f"{name} oracle", "valid_auc": s.get(f"valid_{key}"), "test_auc": s.get(f"test_{key}")}
-            for name, key in (("sequence-only", "seq_oracle_auc"), ("full", "oracle_auc"))]
+    if p.is_file():
+        s = json.loads(p.read_text())
+        rows += [{"config": f"{name} oracle", "valid_auc": s.get(f"valid_{key}"), "test_auc": s.get(f"test_{key}")}
+                 for name, key in (("sequence-only", "seq_oracle_auc"), ("full", "oracle_auc"))]
+    return rows
 
 
 def markdown(rep: dict) -> list:
@@ -318,7 +325,7 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
                            text=True).stdout
-    rep = {"data": data, "rows": rows + oracle_rows(root), "environment": {**environment(), "cpu_count": os.cpu_count()},
+    rep = {"data": data, "rows": rows + reference_rows(root), "environment": {**environment(), "cpu_count": os.cpu_count()},
            "num_threads": args.num_threads, "max_epochs": args.max_epochs,
            "measured_utc": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}",
            "commit": commit.strip() + (" (uncommitted changes)" if dirty.strip() else ""),
