@@ -100,7 +100,9 @@ def render_movielens(rep: dict) -> list[str]:
         what = "a data root given by --data-dir"
     rows = f", {d['train_rows']:,} / {d['valid_rows']:,} / {d['test_rows']:,} train / valid / test rows" if d else ""
     head = [f"Data: {what}{rows}."]
-    return head + [f"{rep.get('num_threads')} thread(s) per run, max_epochs {rep.get('max_epochs')}.", ""] + markdown(rep)
+    if any("seed" in r for r in rep["rows"]):
+        head.append(f"{rep.get('num_threads')} thread(s) per run, max_epochs {rep.get('max_epochs')}.")
+    return head + [""] + markdown(rep)
 
 
 def rewrite(page: Path, name: str, body: list[str]) -> None:
