@@ -3,6 +3,7 @@
     python docs/bench_tables.py task1 -- --make-sample /tmp/b1 --items 800 --max-epochs 4
     python docs/bench_tables.py task2 -- --data-dir data/sample --max-epochs 3
     python docs/bench_tables.py task1 --json runs/bench_task1/bench_task1.json   # render only
+    python docs/bench_tables.py movielens --block movielens_uniform -- --out /tmp/ml --train-rows 50000
 
 The first form runs bench/bench_<task>.py with the arguments after `--`, then rewrites the
 block between `<!-- bench:<task> -->` and `<!-- /bench:<task> -->` in its page (task1 ->
@@ -23,7 +24,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = {"task1": ROOT / "docs" / "task1.md", "task2": ROOT / "docs" / "benchmarks.md"}
+PAGES = {"task1": ROOT / "docs" / "task1.md", "task2": ROOT / "docs" / "benchmarks.md",
+         "movielens": ROOT / "docs" / "benchmarks.md"}
 LABELS = {"provided": "provided (the sample's own content embedding)", "random": "random 128-D",
           "text_only": "task1 text only (PCA)", "content_pca": "task1 text + image + tags (PCA)",
           "multimodal_pca": "task1 text + image + tags + behaviour (PCA)",
@@ -80,6 +82,29 @@ def render_task2(rep: dict) -> list[str]:
     return lines
 
 
+def render_movielens(rep: dict) -> list[str]:
+    """bench_movielens.py's tables (per run, then mean and sd per config), after a line on the data."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_movielens import markdown
+
+    d = rep.get("data") or {}
+    c = d.get("sample")
+    neg = lambda n, a: n + (f", alpha {a}" if n == "popularity" else "")  # noqa: E731
+    if c:
+        what = (f"`mmctr sample`, shape {c['shape']}, {c['neg_per_click']} non-clicks per click "
+                f"({neg(c['negatives'], c['pop_alpha'])}), {c['n_items']:,} items, seed {c['seed']}")
+    elif d:
+        what = (f"{d['source']}, clicks = ratings >= {d['min_rating']}, {d['non_clicks_per_click']} non-clicks per "
+                f"click among unrated movies ({neg(d['negatives'], d['pop_alpha'])}), time split")
+    else:
+        what = "a data root given by --data-dir"
+    rows = f", {d['train_rows']:,} / {d['valid_rows']:,} / {d['test_rows']:,} train / valid / test rows" if d else ""
+    head = [f"Data: {what}{rows}."]
+    if any("seed" in r for r in rep["rows"]):
+        head.append(f"{rep.get('num_threads')} thread(s) per run, max_epochs {rep.get('max_epochs')}.")
+    return head + [""] + markdown(rep)
+
+
 def rewrite(page: Path, name: str, body: list[str]) -> None:
     """Replace the marked block of `page` (which must already hold both markers)."""
     text = page.read_text()
@@ -95,7 +120,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                  usage="%(prog)s {task1,task2} [--json FILE] [-- BENCH ARGS]")
     ap.add_argument("task", choices=sorted(PAGES))
-    ap.add_argument("--json", help="render this bench output instead of running the bench")
+    ap.add_argument("--json", action="append",
+                    help="render this bench output instead of running the bench (movielens: repeat to join runs)")
+    ap.add_argument("--block", help="the marked block to rewrite (default: the task's name)")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args = ap.parse_args(argv[:cut])  # after `--`: the bench's own arguments
@@ -103,9 +130,16 @@ def main() -> None:
     commit = _git("rev-parse", "--short", "HEAD") or os.environ.get("MMCTR_GIT_COMMIT", "unknown")
     dirty = " (uncommitted changes)" if _git("status", "--porcelain", "--untracked-files=no") else ""
     if args.json:
-        path = Path(args.json)
-        stamp = (f"Rendered from `{path.name}` (written {dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc):%Y-%m-%d %H:%M} UTC); "
-                 f"the commit it was measured at is not recorded in the file.")
+        path = Path(args.json[0])
+        reps = [json.loads(Path(p).read_text()) for p in args.json]
+        if reps[0].get("commit"):  # the bench recorded where and how it ran
+            stamp = "; ".join(f"measured {r['measured_utc']} UTC at commit {r['commit']}: `{r['command']}`" for r in reps)
+            env = reps[0].get("environment") or {}
+            stamp = (stamp[0].upper() + stamp[1:] + f". Machine: {env.get('platform')}, torch {env.get('torch')}, "
+                     f"{env.get('cpu_count', '?')} CPU cores visible, GPU {env.get('cuda') or 'none'}.")
+        else:
+            stamp = (f"Rendered from `{path.name}` (written {dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc):%Y-%m-%d %H:%M} UTC); "
+                     f"the commit it was measured at is not recorded in the file.")
     else:
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, str(ROOT / "bench" / f"bench_{args.task}.py"), *bench_args]
@@ -123,10 +157,12 @@ def main() -> None:
         stamp += (f" Machine: {env.get('platform')}, python {env.get('python')}, torch {env.get('torch')}, "
                   f"{os.cpu_count()} CPU cores visible, GPU {env.get('cuda') or 'none'}.")
     if args.json:
-        rep = json.loads(path.read_text())
+        rep = reps[0]
+        oracles = [r for r in rep["rows"] if "seed" not in r]
+        rep["rows"] = [r for one in reps for r in one["rows"] if "seed" in r] + oracles
     body = [f"_Generated by `docs/bench_tables.py {args.task}`; do not edit by hand. {stamp}_", ""]
-    body += render_task1(rep) if args.task == "task1" else render_task2(rep)
-    rewrite(PAGES[args.task], args.task, body)
+    body += {"task1": render_task1, "task2": render_task2, "movielens": render_movielens}[args.task](rep)
+    rewrite(PAGES[args.task], args.block or args.task, body)
     print(f"ok: {PAGES[args.task]} <- {args.task} bench")
 
 

@@ -126,7 +126,14 @@ def main() -> None:
 @click.option("--image-size", type=int)
 @click.option("--seed", type=int)
 @click.option("--workers", type=int)
-def sample(out, size, items, users, n_train, n_valid, n_test, image_size, seed, workers):
+@click.option("--shape", type=click.Choice(["sampled", "bernoulli"]), default="sampled", show_default=True,
+              help="sampled: each click with 3 sampled non-clicks (the organisers' way); "
+                   "bernoulli: the kit's first sample, one Bernoulli click per row")
+@click.option("--negatives", type=click.Choice(["uniform", "popularity"]), default="uniform", show_default=True,
+              help="sampled shape: non-clicks drawn uniformly or by popularity**--pop-alpha among unseen items")
+@click.option("--pop-alpha", type=float, default=1.0, show_default=True)
+def sample(out, size, items, users, n_train, n_valid, n_test, image_size, seed, workers, shape, negatives,
+           pop_alpha):
     """Write a MicroLens-shaped sample with a planted click signal."""
     from .io import check_writable
     from .sample import SampleConfig, generate, refuse_overwrite
@@ -137,6 +144,7 @@ def sample(out, size, items, users, n_train, n_valid, n_test, image_size, seed, 
     for k, v in over.items():
         if k != "seed" and v <= 0:
             raise KitError(f"--{k.removeprefix('n_').replace('_', '-')} must be positive, got {v}")
+    over.update(shape=shape, negatives=negatives, pop_alpha=pop_alpha)
     cfg = SampleConfig.full(**over) if size == "full" else SampleConfig(**over)
     refuse_overwrite(out)
     check_writable(out, "--out")

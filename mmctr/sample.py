@@ -6,9 +6,18 @@ Generative story (seeded, deterministic):
   (shows in likes_level and in clicks);
 - users mix a few topics and prefer a style; their sequences are drawn from that taste, so
   items co-occur in sequences by taste;
-- a click on (user, target) is Bernoulli(sigmoid(a*<u, v_target> + b*quality + bias)).
+- shape "sampled" (the default, the organisers' way: MicroLens holds only clicks): each event is
+  a user, their sequence, and the click = their next item, drawn from
+  p(i) ~ pop_i * exp(a*<u, v_i> + r*<v_last, v_i> + b*quality_i) over the items not in the
+  sequence; then k non-clicks sharing user and sequence, drawn without replacement among the
+  items the user has not seen from q = uniform or pop^alpha (`negatives`, `pop_alpha`); rows
+  shuffled within a split, 1/(k+1) positive. The oracle is the per-row Bayes posterior
+  P(click | user, seq, item) = p(i) / (p(i) + k (1 - p(i)) q(i)) (first order in q);
+- shape "bernoulli" (the kit's first sample): a click on (user, target) is
+  Bernoulli(sigmoid(a*<u, v_target> + b*quality + bias)), target from taste or popularity.
 The true click probability of every valid/test row goes to sample_truth/, outside the
-organisers' layout, so benchmarks can report the oracle AUC.
+organisers' layout, so benchmarks can report the oracle AUC; the sequence-only oracle is the
+same with the user's taste estimated from the sequence (mean item latent).
 """
 from __future__ import annotations
 
@@ -45,6 +54,8 @@ TOPIC_WORDS = {
 }
 FILLER = "my new best today video vlog wow part day first life top ultimate".split()
 SHAPES = ("circle", "square", "triangle", "stripes")
+SHAPES_OF_LABELS = ("sampled", "bernoulli")
+NEGATIVES = ("uniform", "popularity")
 TRUTH_DIR = "sample_truth"  # side files: true p_click and labels of valid/test, summary.json
 MARKER = ".mmctr-sample"  # written first into every sample root: only such a folder may be overwritten
 
@@ -64,6 +75,24 @@ class SampleConfig:
     image_size: int = 64
     seed: int = 20242025
     workers: int = 2
+    shape: str = "sampled"  # sampled: a click + k sampled non-clicks per event; bernoulli: the first sample
+    negatives: str = "uniform"  # sampled shape: the non-click sampler, uniform or popularity**pop_alpha
+    pop_alpha: float = 1.0
+    neg_per_click: int = 3  # 25% positive, as the real train set
+
+    def __post_init__(self):
+        if self.shape not in SHAPES_OF_LABELS:
+            raise KitError(f"shape must be one of {', '.join(SHAPES_OF_LABELS)}, got {self.shape!r}")
+        if self.negatives not in NEGATIVES:
+            raise KitError(f"negatives must be one of {', '.join(NEGATIVES)}, got {self.negatives!r}")
+        if self.neg_per_click < 1:
+            raise KitError(f"neg_per_click must be at least 1, got {self.neg_per_click}")
+        need = self.seq_pad + self.neg_per_click + 1  # a full sequence, the click and its non-clicks
+        if self.shape == "sampled" and self.n_items < need:
+            raise KitError(f"the sampled shape needs at least {need} items (a sequence of {self.seq_pad}, the click "
+                           f"and {self.neg_per_click} non-clicks), got {self.n_items}")
+        if not -4 <= self.pop_alpha <= 4:
+            raise KitError(f"pop_alpha must be in -4..4, got {self.pop_alpha}")
 
     @classmethod
     def full(cls, **kw) -> "SampleConfig":
@@ -172,13 +201,119 @@ class World:
         return self.click_logit_from(self.user_vec[users], targets, seqs)
 
     def click_logit_from(self, taste, targets, seqs) -> np.ndarray:
+        if self.cfg.shape == "sampled":
+            return self._posterior_logit(taste, targets, seqs)
         affinity = np.einsum("md,md->m", taste, self.item_vec[targets])
         # recency: similarity of the target to the most recent sequence item
         recent = np.einsum("md,md->m", self.item_vec[seqs[:, -1]], self.item_vec[targets])
         return 4.0 * affinity + 1.0 * recent + 1.2 * self.quality[targets]
 
-    def interactions(self, m: int, rng, bias: float):
+    # ----- the sampled shape: a click from the taste, non-clicks from a sampler -----
+    NEXT_AFFINITY, NEXT_RECENT, NEXT_QUALITY = 8.0, 2.0, 1.0
+
+    def _next_weights(self, taste, seqs) -> tuple[np.ndarray, float]:
+        """(m, n_items + 1) float32 weights w of the next item, p = w / w.sum(1), and the shift
+        s with w = exp(logit - s); padding and the items already in the sequence weigh 0."""
+        if not hasattr(self, "_vec_t"):
+            self._vec_t = np.ascontiguousarray(self.item_vec.T, dtype=np.float32)
+            prior = np.log(self.popularity.clip(1e-300)) + self.NEXT_QUALITY * self.quality
+            self._shift = float(self.NEXT_AFFINITY + self.NEXT_RECENT + prior[1:].max())  # no exp overflows
+            self._prior = (prior - self._shift).astype(np.float32)
+        query = self.NEXT_AFFINITY * taste + self.NEXT_RECENT * self.item_vec[seqs[:, -1]]
+        w = query.astype(np.float32) @ self._vec_t
+        w += self._prior
+        np.exp(w, out=w)
+        w[np.arange(len(seqs))[:, None], seqs] = 0  # column 0 (padding) among them
+        w[:, 0] = 0
+        return w, self._shift
+
+    @property
+    def _neg_weight(self) -> np.ndarray:
+        w = np.ones(self.cfg.n_items + 1) if self.cfg.negatives == "uniform" else self.popularity ** self.cfg.pop_alpha
+        w[0] = 0
+        return w
+
+    def _chunks(self, m: int):
+        step = max(1, (1 << 23) // (self.cfg.n_items + 1))
+        return (slice(a, min(a + step, m)) for a in range(0, m, step))
+
+    def _unseen_neg_mass(self, seqs) -> np.ndarray:
+        """The sampler's total weight over the items not in each sequence (repeats counted once)."""
+        srt = np.sort(seqs, axis=1)
+        first = np.ones_like(srt, dtype=bool)
+        first[:, 1:] = srt[:, 1:] != srt[:, :-1]
+        w = self._neg_weight
+        return w.sum() - (w[srt] * first).sum(1)
+
+    def _posterior_logit(self, taste, targets, seqs) -> np.ndarray:
+        """logit P(click | taste, seq, item): p / (p + k (1 - p) q), p the next-item probability of
+        the target, q the sampler's probability of it among the unseen items."""
+        # rows of one event share taste and sequence: one normaliser per distinct (taste, sequence)
+        _, first, inv = np.unique(np.c_[taste, seqs], axis=0, return_index=True, return_inverse=True)
+        inv = inv.ravel()
+        order = np.argsort(inv, kind="stable")
+        bounds = np.searchsorted(inv[order], np.arange(len(first) + 1))
+        log_p = np.empty(len(targets))
+        for sl in self._chunks(len(first)):
+            w, _ = self._next_weights(taste[first[sl]], seqs[first[sl]])
+            rows = order[bounds[sl.start]:bounds[sl.stop]]
+            g = inv[rows] - sl.start
+            with np.errstate(divide="ignore"):
+                log_p[rows] = (np.log(w[g, targets[rows]].astype(np.float64))
+                               - np.log(w.sum(1, dtype=np.float64))[g])
+        log_p = np.minimum(log_p, -1e-12)
+        log_q = np.log(self._neg_weight[targets].clip(1e-300)) - np.log(self._unseen_neg_mass(seqs))
+        return log_p - np.log1p(-np.exp(log_p)) - np.log(self.cfg.neg_per_click) - log_q
+
+    def draw_next_items(self, users, seqs, rng) -> np.ndarray:
+        """The click of each event: the user's next item, from their taste and their latest item."""
+        out = np.empty(len(users), dtype=np.int64)
+        for sl in self._chunks(len(users)):
+            w, _ = self._next_weights(self.user_vec[users[sl]], seqs[sl])
+            cum = np.cumsum(w, axis=1, dtype=np.float64)
+            r = rng.random(len(cum)) * cum[:, -1]
+            out[sl] = [np.searchsorted(row, x, side="right") for row, x in zip(cum, r)]
+            out[sl] = out[sl].clip(1, self.cfg.n_items)
+        return out
+
+    def draw_negatives(self, seqs, clicks, rng) -> np.ndarray:
+        """k distinct non-clicks per event from the sampler, none in the sequence or the click."""
+        k, m = self.cfg.neg_per_click, len(clicks)
+        cum = np.cumsum(self._neg_weight)
+        neg = np.zeros((m, k), dtype=np.int64)
+        for j in range(k):
+            todo = np.arange(m)
+            while todo.size:
+                cand = np.searchsorted(cum, rng.random(todo.size) * cum[-1], side="right").clip(1, self.cfg.n_items)
+                taken = np.c_[seqs[todo], clicks[todo], neg[todo, :j]]
+                bad = (taken == cand[:, None]).any(1)
+                neg[todo[~bad], j] = cand[~bad]
+                todo = todo[bad]
+        return neg
+
+    def sampled_interactions(self, m: int, rng):
+        """m rows: ceil(m / (k + 1)) events of a click and k non-clicks sharing user and sequence,
+        the last event cut to fit, rows shuffled."""
         c = self.cfg
+        k1 = c.neg_per_click + 1
+        events = -(-m // k1)
+        p_user = self.user_activity / self.user_activity.sum()
+        users = rng.choice(c.n_users, size=events, p=p_user)
+        seqs = self.sequences(users, rng, cap=c.seq_pad, pad=c.seq_pad)
+        clicks = self.draw_next_items(users, seqs, rng)
+        items = np.c_[clicks, self.draw_negatives(seqs, clicks, rng)].ravel()[:m]
+        labels = np.tile(np.r_[1.0, np.zeros(c.neg_per_click)], events)[:m].astype(np.float32)
+        order = rng.permutation(m)
+        row_event = (np.arange(events * k1) // k1)[:m][order]
+        return users[row_event], seqs[row_event], items[order], labels[order]
+
+    def interactions(self, m: int, rng, bias: float, with_p: bool = True):
+        """(users, seqs, targets, p_click or None, labels) of m rows."""
+        c = self.cfg
+        if c.shape == "sampled":
+            users, seqs, targets, labels = self.sampled_interactions(m, rng)
+            p = 1.0 / (1.0 + np.exp(-self.click_logit(users, targets, seqs))) if with_p else None
+            return users, seqs, targets, p, labels
         p_user = self.user_activity / self.user_activity.sum()
         users = rng.choice(c.n_users, size=m, p=p_user)
         seqs = self.sequences(users, rng, cap=c.seq_pad, pad=c.seq_pad)
@@ -353,7 +488,7 @@ def generate(out, cfg: SampleConfig = SampleConfig(), progress=None) -> dict:
     (out / C.CTR_DIR).mkdir(parents=True, exist_ok=True)
     world = World(cfg)
     rng = np.random.default_rng(cfg.seed + 1)
-    bias = world.calibrate_bias()
+    bias = world.calibrate_bias() if cfg.shape == "bernoulli" else 0.0
     n = cfg.n_items
 
     # items
@@ -387,13 +522,15 @@ def generate(out, cfg: SampleConfig = SampleConfig(), progress=None) -> dict:
         C.ITEM_SEQ: _list_array(seq_all, pa.int64())}))
 
     # interactions
-    summary = {"config": asdict(cfg), "click_bias": bias}
+    summary = {"config": asdict(cfg)}
+    if cfg.shape == "bernoulli":
+        summary["click_bias"] = bias
     for table in progress(C.SPLITS, desc="splits"):
         m = {"train": cfg.n_train, "valid": cfg.n_valid, "test": cfg.n_test}[table.name]
         chunks = []
         for start in range(0, m, 500_000):
-            chunks.append(world.interactions(min(500_000, m - start), rng, bias))
-        users, seqs, targets, p, labels = (np.concatenate(x) for x in zip(*chunks))
+            chunks.append(world.interactions(min(500_000, m - start), rng, bias, with_p=table is not C.TRAIN))
+        users, seqs, targets, p, labels = (None if x[0] is None else np.concatenate(x) for x in zip(*chunks))
         write_parquet(out / table.relpath,
                       _split_table(users, seqs, targets, labels, world, with_label=table is not C.TEST))
         summary[f"{table.name}_positive_rate"] = float(labels.mean())

@@ -104,7 +104,7 @@ FIXED_DIN_SOURCES = {
     "task2/checkpoint.py": "031aefa91849c71cde2a6ad5ccbf0c713d947383fa28e8f6f373ba4617703854",
     "task2/models/__init__.py": "ffbcfffcb78ad37c8356c923f32b68fae39a23bda8b05024ee6b31e34ae2078f",
     "task2/models/din.py": "fea2812f80ea0592f84c84b666adc938aa71087659b57e2b059d7f2c573550a6",
-    "task2/models/layers.py": "a4f6386ce4af5cf86973ec5f9727e5032f95120f014cc0881588f7755a48bac7",
+    "task2/models/layers.py": "dccee742e80b3d0c2da2d1c46d8cd1371f2871841d42941776811b81628b434a",
     "mmctr/config.py": "0564ba4fe3335ac29d97bd6993f0ebe7e3bb765ee40e60256ac64af056f00acb",
     "mmctr/runtime.py": "1f41a3cd514b4c92223aefb47ca0ff9e2bdc34c6b1eec3af267a7c38ec2dd08a",
     "mmctr/rundir.py": "82d8950f28719c1046be832b1add917f9d44224bcee4fa56ba4a4003d5e528c3",

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 
 from mmctr import contract as C
 from mmctr.metrics import roc_auc
-from mmctr.sample import SampleConfig, generate, read_truth, summary
+from mmctr.sample import SampleConfig, World, generate, read_truth, summary
 
 from conftest import TINY
 
@@ -50,13 +50,71 @@ def test_sequences_follow_real_statistics(tiny_data):
     assert all((row[f:] > 0).all() for row, f in zip(seqs, first))
 
 
+def test_each_click_comes_with_three_sampled_non_clicks(tiny_data):
+    t = pq.read_table(tiny_data / C.TRAIN.relpath).to_pydict()
+    assert np.mean(t[C.LABEL]) == 0.25
+    groups = {}
+    for u, seq, item, label in zip(t[C.USER_ID], t[C.ITEM_SEQ], t[C.ITEM_ID], t[C.LABEL]):
+        groups.setdefault((u, tuple(seq)), []).append((item, label))
+    assert len(groups) == TINY.n_train // 4
+    for (_, seq), rows in groups.items():
+        items = [i for i, _ in rows]
+        assert sorted(lab for _, lab in rows) == [0, 0, 0, 1]
+        assert len(set(items)) == 4 and not set(items) & set(seq)  # distinct, none already seen
+    assert t[C.LABEL][:8] != [1, 0, 0, 0, 1, 0, 0, 0]  # rows shuffled, not in event order
+
+
+def _rows(negatives, m=20_000, **kw):
+    world = World(SampleConfig(**{**TINY.__dict__, "n_items": 1000, "negatives": negatives, **kw}))
+    users, seqs, targets, p, labels = world.interactions(m, np.random.default_rng(0), 0.0)
+    return world, seqs, targets, p, labels
+
+
+def test_oracle_is_the_calibrated_posterior():
+    for negatives in ("uniform", "popularity"):
+        _, _, _, p, y = _rows(negatives)
+        bins = np.digitize(p, [0.1, 0.3, 0.5, 0.7, 0.9])
+        for b in np.unique(bins):
+            sel = bins == b
+            if sel.sum() > 500:
+                assert abs(y[sel].mean() - p[sel].mean()) < 0.03, (negatives, b)
+
+
+def test_item_side_signal_depends_on_the_sampler():
+    world, _, targets, _, y = _rows("uniform")
+    assert roc_auc(y, world.views_level[targets]) > 0.62  # clicks favour popular items, the sampler does not
+    world, _, targets, _, y = _rows("popularity", pop_alpha=1.0)
+    assert abs(roc_auc(y, world.views_level[targets]) - 0.5) < 0.05  # pop^1 non-clicks cancel popularity
+    assert roc_auc(y, world.likes_level[targets]) > 0.6  # quality still shows
+
+
+def test_bernoulli_shape_is_kept(tmp_path):
+    root = tmp_path / "b"
+    generate(root, SampleConfig(**{**TINY.__dict__, "shape": "bernoulli"}))
+    _, y = read_truth(root, "valid")
+    assert 0.18 < y.mean() < 0.32 and y.mean() != 0.25
+    assert summary(root)["valid_oracle_auc"] > 0.75
+
+
 def test_planted_signal_and_positive_rate(tiny_data):
     p, y = read_truth(tiny_data, "valid")
-    assert 0.18 < y.mean() < 0.32
+    assert y.mean() == 0.25
     oracle = roc_auc(y, p)
-    assert oracle > 0.75
+    assert oracle > 0.85
     assert abs(summary(tiny_data)["valid_oracle_auc"] - oracle) < 1e-12
     # seeing only the sequence, not the user, caps what any model can reach
     assert 0.6 < summary(tiny_data)["valid_seq_oracle_auc"] < oracle
     train_y = pq.read_table(tiny_data / C.TRAIN.relpath).column(C.LABEL).to_numpy()
     assert 0.18 < train_y.mean() < 0.32
+
+
+def test_sampler_settings_are_checked(tmp_path):
+    import pytest
+
+    from mmctr.errors import KitError
+
+    for bad, match in (({"negatives": "zipf"}, "negatives"), ({"pop_alpha": 40.0}, "pop_alpha"),
+                       ({"n_items": 35}, "at least 36 items"), ({"neg_per_click": 0}, "neg_per_click"), ({"shape": "poisson"}, "shape")):
+        with pytest.raises(KitError, match=match):
+            SampleConfig(**{**TINY.__dict__, **bad})
+    SampleConfig(**{**TINY.__dict__, "n_items": 35, "shape": "bernoulli"})  # no non-clicks to draw

@@ -175,3 +175,36 @@ class CrossNetV2(nn.Module):
         for layer in self.layers:
             x = x0 * layer(x) + x
         return x
+
+
+class LastKTransformer(nn.Module):
+    """A post-norm transformer over tokens [sequence item ; target] (no positions, no target
+    token); returns the last k outputs flattened and a linear map of their max-pool, both over
+    the positions the mask keeps (the others are zeroed / left out of the max).
+
+    as_run=True passes `mask` (True on real items) straight as src_key_padding_mask (True =
+    ignore), as the rank-1 solution's loader did; False ignores the padding. Either way a row
+    with every position ignored keeps its last one."""
+
+    def __init__(self, width: int, n_heads: int, ff_dim: int, dropout: float, n_layers: int, k: int,
+                 as_run: bool = False):
+        super().__init__()
+        if width % n_heads:
+            raise ValueError(f"n_heads = {n_heads} must divide the token width {width}")
+        layer = nn.TransformerEncoderLayer(width, n_heads, ff_dim, dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.pool = nn.Linear(width, width)
+        self.k, self.as_run = k, as_run
+        self.out_dim = (k + 1) * width
+
+    def ignored(self, mask: torch.Tensor) -> torch.Tensor:
+        ignore = mask.clone() if self.as_run else ~mask
+        ignore[ignore.all(-1), -1] = False
+        return ignore
+
+    def forward(self, target: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        tokens = torch.cat([seq, target.unsqueeze(1).expand(-1, seq.shape[1], -1)], -1)
+        ignore = self.ignored(mask)
+        h = self.encoder(tokens, src_key_padding_mask=ignore).masked_fill(ignore.unsqueeze(-1), 0.0)
+        top = self.pool(h.masked_fill(ignore.unsqueeze(-1), -1e9).amax(1))
+        return torch.cat([h[:, -self.k:].flatten(1), top], -1)

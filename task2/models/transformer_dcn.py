@@ -8,8 +8,19 @@ embedding and learned codes (k-means ids) of that embedding at two granularities
 
 Some components can be switched off for ablations (bench/bench_ablation.py): code_sizes: [],
 n_layers: 0 (no transformer), cross_layers: 0.
+
+`design: momo` is the rank-1 solution's shape in the same model (configs/transformer_dcn_momo.yaml):
+the raw item vector (id, tags, projected embedding) of each sequence item concatenated with the
+target's, a post-norm transformer over those tokens without a target token or positions, the
+last `last_k` outputs flattened plus a max-pool, beside the likes/views levels and the target,
+into the DCNv2 and an MLP head (`head_hidden_units`). `momo_mask: as_run` feeds PyTorch's
+src_key_padding_mask (True = ignore) with 1 on real items, as their loader did: the transformer
+then attends to padding only (to the most recent item alone when a sequence is full) and the
+outputs at real positions are zeroed; `corrected` ignores padding instead.
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -18,7 +29,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from mmctr import contract as C
 from mmctr.config import Section
 
-from .layers import CrossNetV2, ItemEncoder, mlp
+from .layers import CrossNetV2, ItemEncoder, LastKTransformer, mlp
 
 
 class TransformerDCNConfig(Section):
@@ -42,6 +53,11 @@ class TransformerDCNConfig(Section):
     net_dropout: float = Field(0.1, ge=0, lt=1)
     batch_norm: bool = True
     id_dropout: float = Field(0.0, ge=0, lt=1)  # drop an item's id vector in training (sparse ids overfit)
+    design: Literal["kit", "momo"] = "kit"  # momo: the rank-1 solution's shape (module docstring)
+    momo_mask: Literal["as_run", "corrected"] = "corrected"
+    last_k: int = Field(16, ge=1, le=4096)  # momo: the most recent outputs kept, flattened
+    ff_dim: int = Field(0, ge=0, le=65536)  # momo: the transformer's feed-forward width (0 = ff_mult x width)
+    head_hidden_units: list[int] = []  # momo: an MLP head over [cross, deep] (empty = one linear layer)
 
     @field_validator("n_heads")
     @classmethod
@@ -58,7 +74,7 @@ class TransformerDCNConfig(Section):
             raise ValueError("each code size must be in 1..1000000")
         return v
 
-    @field_validator("dnn_hidden_units")
+    @field_validator("dnn_hidden_units", "head_hidden_units")
     @classmethod
     def _widths(cls, v):
         if any(not 1 <= u <= 65536 for u in v):
@@ -77,22 +93,34 @@ class TransformerDCN(nn.Module):
         self.items = ItemEncoder(tags, mm_emb, id_dim=d, tag_dim=cfg.tag_dim, mm_dim=cfg.mm_dim,
                                  code_sizes=tuple(cfg.code_sizes), code_dim=cfg.code_dim, seed=seed,
                                  n_tags=n_tags, derive=derive, id_dropout=cfg.id_dropout, rank=cfg.mm_rank)
-        self.item_proj = nn.Linear(self.items.out_dim, dm)
-        self.pair_proj = nn.Linear(3 * dm, dm)
-        self.pos = nn.Embedding(max_len + 1, dm)  # position counted from the most recent
-        layer = nn.TransformerEncoderLayer(dm, cfg.n_heads, cfg.ff_mult * dm, cfg.attn_dropout,
-                                           batch_first=True, norm_first=True, activation="gelu")
-        self.encoder = (nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
-                        if cfg.n_layers else None)
-        self.target_attn = nn.MultiheadAttention(dm, cfg.n_heads, dropout=cfg.attn_dropout, batch_first=True)
+        self.momo = None
+        if cfg.design == "momo":
+            width = 2 * self.items.out_dim
+            self.momo = LastKTransformer(width, cfg.n_heads, cfg.ff_dim or cfg.ff_mult * width, cfg.attn_dropout,
+                                         cfg.n_layers, cfg.last_k, as_run=cfg.momo_mask == "as_run")
+        else:
+            self.item_proj = nn.Linear(self.items.out_dim, dm)
+            self.pair_proj = nn.Linear(3 * dm, dm)
+            self.pos = nn.Embedding(max_len + 1, dm)  # position counted from the most recent
+            layer = nn.TransformerEncoderLayer(dm, cfg.n_heads, cfg.ff_mult * dm, cfg.attn_dropout,
+                                               batch_first=True, norm_first=True, activation="gelu")
+            self.encoder = (nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
+                            if cfg.n_layers else None)
+            self.target_attn = nn.MultiheadAttention(dm, cfg.n_heads, dropout=cfg.attn_dropout, batch_first=True)
         self.likes = nn.Embedding(n_levels, d)
         self.views = nn.Embedding(n_levels, d)
-        x_dim = 5 * dm + 2 * d
+        x_dim = 2 * d + (self.items.out_dim + self.momo.out_dim if self.momo is not None else 5 * dm)
         self.cross = CrossNetV2(x_dim, cfg.cross_layers)
         self.deep = mlp(x_dim, cfg.dnn_hidden_units, dropout=cfg.net_dropout, batch_norm=cfg.batch_norm)
-        self.head = nn.Linear(x_dim + cfg.dnn_hidden_units[-1], 1)
+        last = x_dim + cfg.dnn_hidden_units[-1]
+        self.head = mlp(last, cfg.head_hidden_units, out_dim=1) if cfg.head_hidden_units else nn.Linear(last, 1)
 
     def forward(self, batch: dict) -> torch.Tensor:
+        if self.momo is not None:  # sequences shorter than last_k: padding in front, as a full-length loader gives
+            seq = nn.functional.pad(batch["seq"], (max(0, self.momo.k - batch["seq"].shape[1]), 0))
+            t, s = self.items.encode(batch["item"], seq)
+            x = torch.cat([self.likes(batch["likes"]), self.views(batch["views"]), t, self.momo(t, s, seq > 0)], -1)
+            return self.head(torch.cat([self.cross(x), self.deep(x)], -1)).squeeze(-1)
         seq = batch["seq"]
         b, l = seq.shape
         mask = seq > 0
