@@ -21,7 +21,7 @@ from .scan import PRETRAINED_MODULES, TREE_MODULES, _matches
 # torch imports torch.hub itself: loaded by every torch program, it proves nothing; what it would
 # fetch shows as network events or opened weight files.
 HUB_MODULES = tuple(m for m in PRETRAINED_MODULES if m != "torch.hub")
-RUN_CHECKPOINTS = ("best.pt", "last.pt")  # what task2 train writes and predict reads
+RUN_CHECKPOINTS = (M.BEST, M.LAST)  # what task2 train writes and predict reads
 _WORDS = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 LEDGER_KEYS = ("modules", "watched", "files_run", "processes", "weights_opened", "network")
 

@@ -200,21 +200,21 @@ def _trained(work: Path, shipped_dir: Path, started: float) -> dict:
 
     why = []
     run2 = work / "runs" / L.TASK2_DIR
-    new_path, old_path = run2 / L.TASK2_MANIFEST, shipped_dir / L.TASK2_DIR / L.TASK2_MANIFEST
+    new_path, old_path = run2 / L.MANIFEST, shipped_dir / L.TASK2_DIR / L.MANIFEST
     try:
         new = json.loads(new_path.read_text())
     except (OSError, ValueError) as exc:
-        return {"ok": False, "why": [f"the re-run wrote no readable {L.TASK2_MANIFEST} ({exc})"]}
+        return {"ok": False, "why": [f"the re-run wrote no readable {L.MANIFEST} ({exc})"]}
     try:
         old = json.loads(old_path.read_text())
     except (OSError, ValueError):
         old = {}
     if not isinstance(new, dict):
-        return {"ok": False, "why": [f"the re-run's {L.TASK2_MANIFEST} is not a JSON object"]}
+        return {"ok": False, "why": [f"the re-run's {L.MANIFEST} is not a JSON object"]}
     if new_path.stat().st_mtime < started:
-        why.append(f"{L.TASK2_MANIFEST} is older than the re-run")
+        why.append(f"{L.MANIFEST} is older than the re-run")
     ck = new.get(M.CHECKPOINT) if isinstance(new.get(M.CHECKPOINT), dict) else {}
-    best = run2 / str(ck.get(M.PATH) or "best.pt")
+    best = run2 / str(ck.get(M.PATH) or L.BEST)
     if not best.is_file() or best.stat().st_mtime < started:
         why.append("no checkpoint was written during the re-run")
     elif file_sha256(best) != ck.get(M.SHA256):
@@ -242,7 +242,7 @@ def _trained(work: Path, shipped_dir: Path, started: float) -> dict:
 
 # The code that writes the ledger: the bundle's copy must be the kit's, or its ledgers prove nothing.
 LEDGER_CODE = ("mmctr/ledger.py", "mmctr/rundir.py")
-SHIPPED_RUN = ("run/prediction.csv", "run/task1", "run/task2", "run/check_report.json")  # not visible to the run
+SHIPPED_RUN = (f"run/{C.SUBMISSION_FILE}", f"run/{L.TASK1_DIR}", f"run/{L.TASK2_DIR}", "run/check_report.json")  # not visible to the run
 
 
 def reproduce(bundle, data_dir, track, tol: float = REPRODUCE_TOL, python: str = sys.executable,
