@@ -124,7 +124,7 @@ def build(track: str, data: str = "data/sample", embed: bool = True):
            "data the test labels are known, so the zip is scored as the organisers' scorer would."),
         code("import json, zipfile\n"
              "from submission.prediction import score\n\n"
-             f"t2 = json.load(open(os.path.join(RUNS, {L.TASK2_DIR!r}, {L.TASK2_MANIFEST!r})))\n"
+             f"t2 = json.load(open(os.path.join(RUNS, {L.TASK2_DIR!r}, {L.MANIFEST!r})))\n"
              "print('CTR model:', t2['config'].get('model'), '| best valid AUC:', t2.get('best_valid_auc'),\n"
              "      '| best epoch:', t2.get('best_epoch'))\n"
              "print('timings:', t2.get('timings'))\n"

@@ -245,7 +245,7 @@ def write_bundle(out: Path, track, runs: Path, data_root: Path, summary: dict, r
             if n in kept:
                 add(n, (REPO_ROOT / n).read_bytes())
         for doc, rel_name in ((t1, f"run/{L.TASK1_DIR}/{L.TASK1_MANIFEST}"),
-                              (t2, f"run/{L.TASK2_DIR}/{L.TASK2_MANIFEST}")):
+                              (t2, f"run/{L.TASK2_DIR}/{L.MANIFEST}")):
             if doc is not None:
                 add_json(rel_name, doc)
         if t1 is not None and isinstance(t1.get(M.CONFIG), dict):
