@@ -121,7 +121,7 @@ def refuse_resume(state: dict, model_args: dict, config: dict, inputs: dict, run
                        "started on; resume needs the same data and item_info")
 
 
-def hash_inputs(files: list, data_root: Path, run_dir: Path) -> tuple[dict, dict, dict]:
+def locate_inputs(files: list, data_root: Path, run_dir: Path) -> tuple[dict, dict, dict]:
     """({path: sha256} of every input, the same for those in the data root, the entry of the
     last file (item_info)), paths as `rundir.locate` records them."""
     where = [(p, R.locate(p, data_root, run_dir)) for p in files]
@@ -198,7 +198,7 @@ class Trainer:
             data_dev = self.dev if self.dev.type == "cuda" else torch.device("cpu")
             self.train, self.valid = self.train.to(data_dev), self.valid.to(data_dev)
         with self.timer("hash"):
-            self.inputs, self.data_files, self.item_info_entry = hash_inputs(
+            self.inputs, self.data_files, self.item_info_entry = locate_inputs(
                 [self.train.path, self.valid.path, self.item_info_path], self.paths.root, self.out)
 
     def _build(self) -> None:
