@@ -98,7 +98,7 @@ def get_track(name) -> Track:
 # After an intended change of these files, refreeze: `python -m mmctr.tracks --refreeze`.
 REFREEZE = "python -m mmctr.tracks --refreeze"
 FIXED_DIN_SOURCES = {
-    "task2/train.py": "bcb4a67ce9d4169295c6edeb89b2424c8902b701c1824ab07228230140e72e18",
+    "task2/train.py": "d3dd972a3acfa6fbeb8ec4cdf75f8d66722f4e2ce7e8f115b117ab0f90625725",
     "task2/data.py": "b26d82a6d62320cf89163e14d7be69aa9c4a6b2761be22f6b4dcb6c3b75b7c80",
     "task2/config.py": "b9c127bad480bbb00385ee25e0da8455760fe05220f54a26971ff04da349c174",
     "task2/checkpoint.py": "031aefa91849c71cde2a6ad5ccbf0c713d947383fa28e8f6f373ba4617703854",
