@@ -1,9 +1,12 @@
 import os
 import shutil
+import struct
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,3 +42,35 @@ def data_copy(tiny_data, tmp_path) -> Path:
     dst = tmp_path / "data"
     shutil.copytree(tiny_data, dst)
     return dst
+
+
+# ---------- editing a sample copy: covers, parquet columns, snapshots ----------
+
+def make_jpeg(path, w, h, color=(200, 30, 90)):
+    Image.new("RGB", (w, h), color).save(path, format="JPEG", quality=80)
+    return path
+
+
+def patch_jpeg_size(path, w, h):
+    """Rewrite the SOF0 header so the file claims w x h pixels (the scan data stays small)."""
+    b = bytearray(path.read_bytes())
+    i = b.index(b"\xff\xc0")
+    b[i + 5:i + 9] = struct.pack(">HH", h, w)
+    path.write_bytes(bytes(b))
+    return path
+
+
+def set_column(t, name, values):
+    return t.set_column(t.column_names.index(name), name,
+                        values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values))
+
+
+def with_list_value(t, name, row, pos, value, value_type):
+    rows = t.column(name).to_pylist()
+    rows[row][pos] = value
+    return set_column(t, name, pa.array(rows, type=pa.list_(value_type)))
+
+
+def snapshot(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns, p.stat().st_size)
+                  for p in root.rglob("*"))
