@@ -41,3 +41,17 @@ def test_check_alloc_refuses_before_allocating(monkeypatch):
 def test_available_memory_is_plausible():
     avail = kio.available_memory()
     assert avail is None or 1 << 26 < avail < 1 << 50
+
+
+def test_atomic_write_through_link_dotdot_lands_where_the_kernel_puts_it(tmp_path):
+    """`--out a/link/../f`: mkstemp collapsed `link/..` lexically, so the temp file went to another
+    folder (or failed: `mmctr sample --out link/..` half-rewrote a sample, then died)."""
+    from mmctr.io import write_json
+
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "real" / "ctr").mkdir()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "link").symlink_to(tmp_path / "real" / "sub")
+    write_json(tmp_path / "a" / "link" / ".." / "ctr" / "f.json", {"x": 1})
+    assert (tmp_path / "real" / "ctr" / "f.json").is_file()
+    assert not (tmp_path / "a" / "ctr").exists()
