@@ -44,6 +44,36 @@ def data_copy(tiny_data, tmp_path) -> Path:
     return dst
 
 
+# ---------- the rule check's runs: a sample, declared encoder weights, clean training code ----------
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sample")
+    generate(root, SampleConfig(n_items=300, n_users=500, n_train=3000, n_valid=500, n_test=800, workers=1))
+    return root
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> Path:
+    """Pretrained encoder weights living outside the data and runs dirs (declared by task1)."""
+    p = tmp_path_factory.mktemp("hf_cache") / "encoder.safetensors"
+    p.write_bytes(b"fake weights")
+    return p
+
+
+@pytest.fixture()
+def clean_code(tmp_path) -> Path:
+    """A training-code dir with nothing banned (mentions in strings/comments are not imports)."""
+    d = tmp_path / "code"
+    d.mkdir()
+    (d / "train.py").write_text(
+        "import numpy as np\nimport torch\n# we do not use xgboost or transformers here\n"
+        "BANNED = ('xgboost', 'sklearn.ensemble', 'transformers')\n"
+        "from sklearn.metrics import roc_auc_score\n"
+        "def f(x):\n    return np.mean(x)\n")
+    return d
+
+
 # ---------- editing a sample copy: covers, parquet columns, snapshots ----------
 
 def make_jpeg(path, w, h, color=(200, 30, 90)):
