@@ -107,7 +107,7 @@ def test_a_moved_task1_build_still_names_its_inputs(tmp_path):
 
     from mmctr.sample import SampleConfig, generate
     from task1 import build as build_mod
-    from test_task1_hardening import cfg_of
+    from task1_factory import cfg_of
 
     data = tmp_path / "data"
     generate(data, SampleConfig(n_items=80, n_users=120, n_train=600, n_valid=100, n_test=100, workers=1))
