@@ -1,9 +1,12 @@
 import os
 import shutil
+import struct
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,3 +42,65 @@ def data_copy(tiny_data, tmp_path) -> Path:
     dst = tmp_path / "data"
     shutil.copytree(tiny_data, dst)
     return dst
+
+
+# ---------- the rule check's runs: a sample, declared encoder weights, clean training code ----------
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sample")
+    generate(root, SampleConfig(n_items=300, n_users=500, n_train=3000, n_valid=500, n_test=800, workers=1))
+    return root
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory) -> Path:
+    """Pretrained encoder weights living outside the data and runs dirs (declared by task1)."""
+    p = tmp_path_factory.mktemp("hf_cache") / "encoder.safetensors"
+    p.write_bytes(b"fake weights")
+    return p
+
+
+@pytest.fixture()
+def clean_code(tmp_path) -> Path:
+    """A training-code dir with nothing banned (mentions in strings/comments are not imports)."""
+    d = tmp_path / "code"
+    d.mkdir()
+    (d / "train.py").write_text(
+        "import numpy as np\nimport torch\n# we do not use xgboost or transformers here\n"
+        "BANNED = ('xgboost', 'sklearn.ensemble', 'transformers')\n"
+        "from sklearn.metrics import roc_auc_score\n"
+        "def f(x):\n    return np.mean(x)\n")
+    return d
+
+
+# ---------- editing a sample copy: covers, parquet columns, snapshots ----------
+
+def make_jpeg(path, w, h, color=(200, 30, 90)):
+    Image.new("RGB", (w, h), color).save(path, format="JPEG", quality=80)
+    return path
+
+
+def patch_jpeg_size(path, w, h):
+    """Rewrite the SOF0 header so the file claims w x h pixels (the scan data stays small)."""
+    b = bytearray(path.read_bytes())
+    i = b.index(b"\xff\xc0")
+    b[i + 5:i + 9] = struct.pack(">HH", h, w)
+    path.write_bytes(bytes(b))
+    return path
+
+
+def set_column(t, name, values):
+    return t.set_column(t.column_names.index(name), name,
+                        values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values))
+
+
+def with_list_value(t, name, row, pos, value, value_type):
+    rows = t.column(name).to_pylist()
+    rows[row][pos] = value
+    return set_column(t, name, pa.array(rows, type=pa.list_(value_type)))
+
+
+def snapshot(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns, p.stat().st_size)
+                  for p in root.rglob("*"))

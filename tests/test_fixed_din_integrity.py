@@ -15,8 +15,9 @@ import pytest
 from mmctr import ledger
 from mmctr.tracks import FIXED_DIN_SOURCES, REFREEZE, training_path_changes
 from mmctr import rundir as L
-from test_submission import make_run, run_check, weights, clean_code, data  # noqa: F401  (fixtures)
-from test_submission_integrity import edit
+
+from runs_factory import edit, run_check
+from runs_factory import make_run_with_weights as make_run
 
 ROOT = Path(__file__).resolve().parents[1]
 ADAMW = ("torch.optim.Adam(", "torch.optim.AdamW(")

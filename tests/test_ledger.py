@@ -65,7 +65,7 @@ def verdict(t2_ledger, t1_ledger=None, predict_ledger=None) -> Report:
 
 
 def honest(**changes) -> dict:
-    from test_submission_integrity import honest_ledger
+    from runs_factory import honest_ledger
 
     return honest_ledger(**changes)
 

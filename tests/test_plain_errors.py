@@ -15,7 +15,9 @@ import pytest
 
 from mmctr import contract as C
 from mmctr import rundir as L
-from test_submission import clean_code, data, make_run, run_check, weights  # noqa: F401  (fixtures)
+
+from runs_factory import run_check
+from runs_factory import make_run_with_weights as make_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,9 @@ from mmctr.io import file_sha256
 from mmctr.rundir import portable
 from mmctr import rundir as L
 from submission.pack import _reproduce_md
-from test_submission import clean_code, data, make_run, run_check, weights  # noqa: F401  (fixtures)
-from test_submission_integrity import edit
+
+from runs_factory import edit, run_check
+from runs_factory import make_run_with_weights as make_run
 
 
 def _precomputed(runs: Path, feature: Path) -> None:
@@ -77,7 +78,7 @@ def test_a_manifest_written_by_other_code_vouches_for_nothing(tmp_path, data, we
     """A script that calls write_manifest itself (no kit command's ledger, or one that loaded a
     tree library) cannot make its own file look like a kit output."""
     from mmctr.rundir import write_manifest
-    from test_submission_integrity import honest_ledger
+    from runs_factory import honest_ledger
 
     runs = make_run(tmp_path, data, "task1_2", weights)
     scores = runs / "gbdt_item_scores.npy"
@@ -106,7 +107,7 @@ def test_a_moved_task1_build_still_names_its_inputs(tmp_path):
 
     from mmctr.sample import SampleConfig, generate
     from task1 import build as build_mod
-    from test_task1_hardening import cfg_of
+    from task1_factory import cfg_of
 
     data = tmp_path / "data"
     generate(data, SampleConfig(n_items=80, n_users=120, n_train=600, n_valid=100, n_test=100, workers=1))

@@ -342,3 +342,25 @@ def test_runs_csv_export_is_neutralised_too(tmp_path):
     assert out["label"] == "'=1+1" and out["wall_s"] == "-2.0"
     table = CliRunner().invoke(mmctr_main, ["runs", "--runs-root", str(tmp_path)]).output
     assert " =1+1 " in table and "'=1+1" not in table
+
+
+def test_runs_on_a_non_utf8_results_csv_is_one_error_line(tmp_path):
+    """`mmctr runs` over a damaged results.csv was an `unexpected UnicodeDecodeError` + traceback log."""
+    from mmctr.runs import read_results
+
+    (tmp_path / "results.csv").write_bytes(b"\xff\xfe\x00garbage\n")
+    with pytest.raises(KitError, match="not a results table the kit can read"):
+        read_results(tmp_path)
+
+
+def test_summary_over_a_hand_edited_manifest_is_one_error_line(tmp_path, tiny_data):
+    """`mmctr summary` with best_valid_auc "nan" (a string) in the task2 manifest was an
+    `unexpected ValueError` with a traceback log."""
+    import json
+
+    from mmctr.runs import summary_block
+
+    (tmp_path / "task2").mkdir()
+    (tmp_path / "task2" / "manifest.json").write_text(json.dumps({"kind": "task2", "best_valid_auc": "nan"}))
+    with pytest.raises(KitError, match="wrong type"):
+        summary_block(tmp_path, tiny_data, track="task2")

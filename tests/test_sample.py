@@ -1,14 +1,19 @@
 """The sample generator: organisers' layout, deterministic, with a planted signal."""
 import hashlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from mmctr import contract as C
+from mmctr.errors import KitError
 from mmctr.metrics import roc_auc
-from mmctr.sample import SampleConfig, World, generate, read_truth, summary
+from mmctr.sample import MARKER, SampleConfig, World, generate, read_truth, summary
 
-from conftest import TINY
+from conftest import ROOT, TINY, snapshot
 
 
 def digest(root):
@@ -118,3 +123,50 @@ def test_sampler_settings_are_checked(tmp_path):
         with pytest.raises(KitError, match=match):
             SampleConfig(**{**TINY.__dict__, **bad})
     SampleConfig(**{**TINY.__dict__, "n_items": 35, "shape": "bernoulli"})  # no non-clicks to draw
+
+
+# ---------- the sampler never overwrites a data set ----------
+
+@pytest.fixture()
+def data(data_copy):
+    return data_copy
+
+
+MINI = SampleConfig(n_items=40, n_users=50, n_train=300, n_valid=100, n_test=100, image_size=16, workers=1)
+
+
+def sample_cli(*args):
+    return subprocess.run([sys.executable, "-m", "mmctr", "sample", *args], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def test_sample_refuses_an_existing_data_set(data):
+    (data / MARKER).unlink()  # as the organisers ship it: no sampler marker
+    before = snapshot(data)
+    small = ["--items", "40", "--users", "50", "--train", "300", "--valid", "100", "--test", "100"]
+    for target in (data, data / C.CTR_DIR, data / "inside"):
+        r = sample_cli("--out", str(target), *small)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith(f"error: --out {target} is ")
+        assert "data set" in r.stderr
+    with pytest.raises(KitError, match="is a data set"):
+        generate(data, MINI)
+    assert snapshot(data) == before
+
+
+def test_sample_refuses_a_foreign_folder_but_overwrites_its_own(tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(KitError, match="is a non-empty folder that the sampler did not make"):
+        generate(foreign, MINI)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(KitError, match="is a file, not a folder"):
+        generate(tmp_path / "afile", MINI)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    generate(empty, MINI)
+    first = (empty / C.TRAIN.relpath).read_bytes()
+    generate(empty, SampleConfig(**{**MINI.__dict__, "seed": 3}))  # a previous sample: replaced
+    assert (empty / MARKER).is_file() and (empty / C.TRAIN.relpath).read_bytes() != first

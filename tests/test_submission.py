@@ -1,6 +1,6 @@
 """submission: a good run passes check and packs; every planted rule violation is caught.
 
-Runs are fabricated the way task1/task2 write them (test_submission_integrity.make_run: item_info
+Runs are fabricated the way task1/task2 write them (runs_factory.make_run: item_info
 via mmctr.item_info, a real DIN checkpoint, its own prediction, manifests via mmctr.rundir) on
 a tiny generated sample; the packed zip must score exactly the AUC of that prediction.
 """
@@ -26,54 +26,23 @@ from mmctr.rundir import read_manifest
 from mmctr.metrics import roc_auc
 from mmctr.paths import DataPaths
 from mmctr.sample import TRUTH_DIR
-from mmctr.sample import SampleConfig, generate, read_truth
+from mmctr.sample import read_truth
 from mmctr.tracks import TASK1_TUNABLE, TRACKS, fixed_din_config, get_track
 from mmctr import rundir as L
 from submission.prediction import score
-from submission.rules import RULES, check
-from test_submission_integrity import cli, edit, restamp_prediction, make_run as _make_run  # tests/ is on sys.path under pytest
+from submission.rules import RULES
+
+from runs_factory import cli, edit, restamp_prediction, run_check
+from runs_factory import make_run_with_weights as make_run
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 # ------------------------------------------------------------------ fixtures and fabrication
 
-@pytest.fixture(scope="session")
-def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("sample")
-    generate(root, SampleConfig(n_items=300, n_users=500, n_train=3000, n_valid=500, n_test=800, workers=1))
-    return root
-
-
-@pytest.fixture(scope="session")
-def weights(tmp_path_factory) -> Path:
-    """Pretrained encoder weights living outside the data and runs dirs (declared by task1)."""
-    p = tmp_path_factory.mktemp("hf_cache") / "encoder.safetensors"
-    p.write_bytes(b"fake weights")
-    return p
-
-
-@pytest.fixture()
-def clean_code(tmp_path) -> Path:
-    """A training-code dir with nothing banned (mentions in strings/comments are not imports)."""
-    d = tmp_path / "code"
-    d.mkdir()
-    (d / "train.py").write_text(
-        "import numpy as np\nimport torch\n# we do not use xgboost or transformers here\n"
-        "BANNED = ('xgboost', 'sklearn.ensemble', 'transformers')\n"
-        "from sklearn.metrics import roc_auc_score\n"
-        "def f(x):\n    return np.mean(x)\n")
-    return d
-
-
 def din_config(**changes) -> dict:
     fixed = fixed_din_config()
     return {"model": "din", **fixed["net"], **fixed["train"], **changes}
-
-
-def custom_config() -> dict:
-    return {"model": "mmctr", "embedding_dim": 32, "learning_rate": 1e-3, "batch_size": 1024,
-            "num_heads": 2}
 
 
 def write_prediction(path: Path, scores, column: str, ids=None) -> None:
@@ -85,19 +54,8 @@ def write_prediction(path: Path, scores, column: str, ids=None) -> None:
             f.write(f"{int(i)},{float(s)!r}\n")
 
 
-def make_run(root: Path, data: Path, track: str, weights: Path, config=None) -> Path:
-    """A run directory as `make task1 task2` writes it; task1 declares the encoder weights."""
-    if config is None and get_track(track).custom_model:
-        config = custom_config()
-    models = [{"name": "encoder", "source": "package:encoder-weights", "path": str(weights),
-               "sha256": file_sha256(weights)}]
-    return _make_run(root, data, track, config=config, models=models)
-
-
 def run_prediction(runs: Path) -> np.ndarray:
     return np.loadtxt(L.TrackDir.of(runs).prediction, delimiter=",", skiprows=1)[:, 1]
-
-
 
 
 def replace_item_info(runs: Path, table: pa.Table) -> None:
@@ -111,12 +69,6 @@ def replace_item_info(runs: Path, table: pa.Table) -> None:
         d["item_info"]["sha256"] = sha
         d["inputs"][str(lay.item_info)] = sha
     edit(lay.task2_manifest, t2)
-
-
-def run_check(runs, data, track, code, **kw):
-    return check(track, runs, data, code_dirs=[code], task2_code=kw.pop("task2_code", [code]), **kw)
-
-
 
 
 # ------------------------------------------------------------------ good runs

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from mmctr.errors import KitError
+from submission import reproduce as R
 from submission.cli import entry
 from submission.reproduce import REPRODUCE_TOL, compare, reproduce, safe_extract
 
@@ -115,6 +116,33 @@ def test_bundle_symlink_entry_refused(tmp_path):
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(KitError, match="symlink"):
         safe_extract(z, tmp_path / "x")
+
+
+def _bundle(path, method=zipfile.ZIP_DEFLATED, **entries):
+    with zipfile.ZipFile(path, "w", method) as zf:
+        for name, data in entries.items():
+            zf.writestr(name.replace("__", "/"), data)
+    return path
+
+
+def test_reproduce_refuses_a_zip_bomb_before_unpacking(tmp_path, monkeypatch):
+    """A hostile bundle: a few KB that unpack to far more than any bundle holds (was read whole into
+    memory: 300 MB of zeros took 690 MB RSS)."""
+    bundle = _bundle(tmp_path / "bomb.zip", run__sh="echo\n", big=b"\0" * (4 << 20))
+    monkeypatch.setattr(R, "MAX_BUNDLE_BYTES", 1 << 20)
+    with pytest.raises(KitError, match="more than a bundle holds"):
+        R.safe_extract(bundle, tmp_path / "out")
+    assert not (tmp_path / "out" / "big").exists()
+
+
+def test_reproduce_damaged_entry_is_one_error_line(tmp_path):
+    """A bundle with a bad CRC was an `unexpected BadZipFile` with a traceback log."""
+    bundle = _bundle(tmp_path / "crc.zip", zipfile.ZIP_STORED, run__sh="echo hello world hello\n")
+    raw = bytearray(bundle.read_bytes())
+    raw[raw.find(b"hello world")] = ord("j")
+    bundle.write_bytes(bytes(raw))
+    with pytest.raises(KitError, match="'run.sh' is damaged"):
+        R.safe_extract(bundle, tmp_path / "out")
 
 
 def test_real_task1_track_run_passes_check(tmp_path, tiny_data):

@@ -136,3 +136,22 @@ def test_resume_after_an_epoch_without_gain_keeps_the_decayed_rate(one_epoch, ti
     assert t.history[-1]["lr"] == 1e-3  # the row keeps the rate the epoch trained at
     saved = torch.load(run / "last.pt", weights_only=True)
     assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+
+
+def test_resume_refuses_a_damaged_history_before_training(tmp_path, tiny_data, monkeypatch, capsys):
+    """`task2 train --resume` over a damaged history.jsonl trained a whole epoch, printed its
+    result, then died on the history when drawing: the check now comes before any work."""
+    import sys
+
+    from task2 import train as train_mod
+    from task2.cli import entry
+
+    out = tmp_path / "runs" / "task2"
+    out.mkdir(parents=True)
+    (out / "history.jsonl").write_text('{"epoch": 1}\n{bad\n')
+    monkeypatch.setattr(train_mod, "train_model", lambda *a, **k: pytest.fail("trained before the check"))
+    monkeypatch.setattr(sys, "argv", ["task2", "train", "--data-dir", str(tiny_data), "--config", "din_baseline",
+                                      "--out", str(out), "--resume"])
+    with pytest.raises(SystemExit) as exc:
+        entry()
+    assert exc.value.code == 2 and "history.jsonl line 2 is not JSON" in capsys.readouterr().err

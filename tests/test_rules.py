@@ -1,4 +1,4 @@
-"""Issue 9 probes: a submission that `check` calls ok is ok, and a run folder is safe to open.
+"""submission.rules: a submission that `check` calls ok is ok, and a run folder is safe to open.
 
 Runs are fabricated as task2 train/predict write them today (paths relative to the data root and
 the run dir, a real DIN checkpoint saved through task2.checkpoint, the prediction that this
@@ -23,18 +23,17 @@ import torch
 from mmctr import contract as C
 from mmctr.errors import KitError
 from mmctr.io import file_sha256
-from mmctr.item_info import read_item_info, write_item_info
-from mmctr import ledger
 from mmctr import rundir as L
 from mmctr.paths import DataPaths, refuse_data_write
-from mmctr.rundir import write_manifest
 from mmctr.sample import SampleConfig, generate
-from mmctr.tracks import FIXED_DIN, FIXED_DIN_SOURCES, TRACKS, fixed_din_config, get_track
-from submission.cli import entry
+from mmctr.tracks import FIXED_DIN, TRACKS, fixed_din_config
 from submission.rules import check
+from task2.config import load_config
+from task2.train import train_model
+
+from runs_factory import cli, edit, make_run, restamp_prediction, run_check
 
 REPO = Path(__file__).resolve().parent.parent
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
@@ -52,114 +51,6 @@ def clean_code(tmp_path) -> Path:
     (d / "train.py").write_text("import numpy as np\n# xgboost is not used\nBANNED = ('xgboost',)\n")
     return d
 
-
-def honest_ledger(entry="task2 train", **changes) -> dict:
-    """A ledger as an honest kit command writes it (mmctr.ledger.snapshot's shape), sealed."""
-    body = {"version": ledger.VERSION, "python": "3.11", "argv": ["-m", "task2"], "entry": entry,
-            "modules": ["click", "json", "mmctr", "numpy", "pandas", "pyarrow", "sklearn", "task2", "torch"],
-            "watched": ["sklearn", "sklearn.metrics"], "attempted": [], "files_run": [],
-            "sources": dict(FIXED_DIN_SOURCES) if entry == "task2 train" else {}, "processes": [], "n_processes": 0,
-            "weights_opened": [], "network": [], "n_network": 0,
-            "dynamic_code": {"compile": 0, "exec": 0, "samples": []}, **changes}
-    return ledger.seal(body)
-
-
-def small_din_args(n_items: int, n_tags: int) -> dict:
-    return {"model": "din", "config": {**fixed_din_config()["net"], "net_dropout": 0.1}, "max_len": 64,
-            "seed": 20242025, "n_items": n_items, "n_tags": n_tags}
-
-
-def _predict(model, data: Path, n_items: int) -> np.ndarray:
-    from task2.data import load_split
-    from task2.predict import predict_split
-
-    test = load_split(DataPaths.resolve(data).table(C.TEST), 64, n_items, need_label=False)
-    return predict_split(model, test, 4096, torch.device("cpu"), False)
-
-
-def make_run(root: Path, data: Path, track: str, state_hook=None, config=None, models=None) -> Path:
-    """A run directory as `task1 build` + `task2 train` + `task2 predict` write it.
-
-    config: the task2 manifest's config (default: the fixed DIN's); models: task1's declared
-    pretrained weights ([{"name", "source", "path", "sha256"}]).
-    """
-    from mmctr.rundir import save_checkpoint
-    from task2.data import ItemTable
-    from task2.models import create_model
-    from task2.predict import write_prediction
-
-    t = get_track(track)
-    paths = DataPaths.resolve(data)
-    runs = root / "runs" / t.name
-    lay = L.TrackDir.of(runs)
-    run2 = runs / L.TASK2_DIR
-    run2.mkdir(parents=True)
-    official = paths.table(C.ITEM_INFO)
-    if t.new_embeddings:
-        tags, emb = read_item_info(official)
-        new = np.random.default_rng(0).normal(size=emb.shape).astype(np.float32)
-        new[0] = 0
-        write_item_info(lay.item_info, tags, new)
-        write_manifest(lay.task1_manifest, "task1", config={"text_encoder": "none", "dim": C.EMB_DIM},
-                       inputs={C.ITEM_FEATURE.relpath: file_sha256(paths.table(C.ITEM_FEATURE)),
-                               **{m["path"]: m["sha256"] for m in models or ()}}, models=models or [],
-                       timings={"encode": 1.0}, outputs={L.TASK1_ITEM_INFO: file_sha256(lay.item_info)},
-                       ledger=honest_ledger("task1 build"))
-        item_info, info_entry = lay.item_info, {"path": f"../{L.TASK1_DIR}/{L.TASK1_ITEM_INFO}", "root": "run"}
-    else:
-        item_info, info_entry = official, {"path": C.ITEM_INFO.relpath, "root": "data"}
-    items = ItemTable.load(item_info)
-    torch.manual_seed(0)
-    args = small_din_args(items.n_items, items.n_tags)
-    model = create_model(args, items.tags, items.emb)
-    state = {"model": model.state_dict(), "model_args": args, "epoch": 1}
-    if state_hook:
-        state_hook(state, model)
-    ck_sha = save_checkpoint(run2 / "best.pt", state)
-    probs = _predict(model, data, items.n_items)
-    write_prediction(lay.prediction, probs, t.column)
-    info_sha = file_sha256(item_info)
-    data_files = {C.TRAIN.relpath: file_sha256(paths.table(C.TRAIN)),
-                  C.VALID.relpath: file_sha256(paths.table(C.VALID))}
-    if not t.new_embeddings:
-        data_files[C.ITEM_INFO.relpath] = info_sha
-    fixed = fixed_din_config()
-    config = config if config is not None else {"model": "din", **fixed["net"], **fixed["train"]}
-    test = paths.table(C.TEST)
-    write_manifest(
-        lay.task2_manifest, "task2", config=config, runtime={"device": "cpu", "max_epochs": 1},
-        n_models=1, pretrained=[], inputs={**data_files, info_entry["path"]: info_sha}, data_files=data_files,
-        item_info={**info_entry, "sha256": info_sha}, best_epoch=1, best_valid_auc=0.6, history=[],
-        checkpoint={"path": "best.pt", "sha256": ck_sha}, ledger=honest_ledger(),
-        prediction={"ledger": honest_ledger("task2 predict", weights_opened=[str(run2 / "best.pt")]),"path": C.SUBMISSION_FILE, "sha256": file_sha256(lay.prediction), "rows": len(probs),
-                    "column": t.column, "track": t.name, "test_path": C.TEST.relpath,
-                    "test_sha256": file_sha256(test), "checkpoint_epoch": 1,
-                    "checkpoints_loaded": [{"path": "best.pt", "sha256": ck_sha}], "checkpoints_used": 1})
-    return runs
-
-
-def edit(path: Path, fn) -> None:
-    doc = json.loads(path.read_text())
-    fn(doc)
-    path.write_text(json.dumps(doc))
-
-
-def restamp_prediction(runs: Path) -> None:
-    lay = L.TrackDir.of(runs)
-    edit(lay.task2_manifest, lambda d: d["prediction"].update(sha256=file_sha256(lay.prediction)))
-
-
-def run_check(runs, data, track, code, **kw):
-    return check(track, runs, data, code_dirs=[code], task2_code=[code], **kw)
-
-
-def cli(monkeypatch, capsys, *args) -> tuple:
-    monkeypatch.setattr(sys, "argv", ["submission", *map(str, args)])
-    with pytest.raises(SystemExit) as exc:
-        entry()
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def pack_args(track, runs, data, out, code, *extra):
@@ -585,6 +476,64 @@ def test_changed_din_code_fails(run1, data, clean_code, monkeypatch):
     assert "fixed-din" in report.broken, report.lines()
 
 
+# ------------------------------------------------------------------ fixed DIN: the manifest's `resumed` record
+
+KEY = "lr_decay_factor"  # frozen at 0.1 for the fixed DIN, may change on --resume
+
+
+def _fixed_din_violations(runs, data, clean_code) -> list:
+    report = run_check(runs, data, "task1", clean_code)
+    return [v for v in report.violations if v.rule == "fixed-din"]
+
+
+@pytest.fixture(scope="module")
+def din_bent_then_resumed(data, tmp_path_factory):
+    """The fixed DIN trained with another lr_decay_factor, then `--resume`d with the frozen value and
+    no epoch left to train: the kit's own manifest of a run that bent the rule."""
+    out = tmp_path_factory.mktemp("din") / "task2"
+    over = {"batch_size": 256, "num_threads": 1, "max_epochs": 1}
+    train_model(load_config("din_baseline", {**over, KEY: 0.5}), data, None, out, quiet=True)
+    train_model(load_config("din_baseline", over), data, None, out, quiet=True, resume=True)
+    return json.loads((out / "manifest.json").read_text())
+
+
+def test_resume_to_the_frozen_values_does_not_hide_a_bent_rule(din_bent_then_resumed, data, tmp_path,
+                                                               clean_code):
+    """The final config reads the frozen values; `resumed` records that the DIN trained with
+    another one. The rule check must read that record."""
+    m = din_bent_then_resumed
+    assert m["config"][KEY] == 0.1
+    assert m["resumed"][-1]["changed"] == {KEY: [0.5, 0.1]}
+    runs = make_run(tmp_path, data, "task1", config=m["config"])
+    assert run_check(runs, data, "task1", clean_code).ok  # the same config without the record passes
+    edit(L.TrackDir.of(runs).task2_manifest, lambda d: d.update(resumed=m["resumed"]))
+    assert any(v.where.endswith(f"resumed.{KEY}") for v in _fixed_din_violations(runs, data, clean_code))
+
+
+@pytest.mark.parametrize("key, old, new", [("lr_decay_factor", 0.5, 0.1),
+                                           ("early_stop_patience", 10, 3),
+                                           ("grad_clip_norm", 0.0, 10.0)])
+def test_rule_check_flags_a_frozen_key_changed_on_resume(run1, data, clean_code, key, old, new):
+    edit(L.TrackDir.of(run1).task2_manifest,
+         lambda d: d.update(resumed=[{"from_epoch": 2, "changed": {key: [old, new]}}]))
+    assert any(v.where.endswith(f"resumed.{key}") for v in _fixed_din_violations(run1, data, clean_code))
+
+
+def test_rule_check_warns_of_a_tunable_key_changed_on_resume(run1, data, clean_code):
+    """One of the five keys changed mid-run is a hand-made schedule, not a tuned value: a warning."""
+    edit(L.TrackDir.of(run1).task2_manifest, lambda d: d.update(resumed=[
+        {"from_epoch": 2, "changed": {"learning_rate": [1e-3, 1e-4]}}, {"from_epoch": 3, "changed": {}}]))
+    report = run_check(run1, data, "task1", clean_code)
+    assert report.ok
+    assert [w.where.rsplit(":", 1)[-1] for w in report.warnings if w.rule == "fixed-din"] == ["resumed.learning_rate"]
+
+
+@pytest.mark.parametrize("resumed", ["lr_decay_factor", [1], [{"changed": [KEY]}]])
+def test_rule_check_flags_an_unreadable_resume_record(run1, data, clean_code, resumed):
+    edit(L.TrackDir.of(run1).task2_manifest, lambda d: d.update(resumed=resumed))
+    assert any(v.where.endswith("resumed") for v in _fixed_din_violations(run1, data, clean_code))
+
+
 # ------------------------------------------------------------------ what ran: one checkpoint, this prediction
 
 def test_two_checkpoints_loaded_is_an_ensemble(run12, data, clean_code):
@@ -790,3 +739,136 @@ def test_check_cli_names_a_sitecustomize_that_ran(run12, data, clean_code, tmp_p
     assert r.returncode == 0, r.stderr
     warned = [w for w in json.loads(r.stdout)["warnings"] if w["rule"] == "startup"]
     assert len(warned) == 1 and str((site / "sitecustomize.py").resolve()) in warned[0]["reason"]
+
+
+# ------------------------------------------------------------ check: an unverifiable run is not ok
+
+def _blend(runs):
+    from mmctr import rundir as L
+
+    lay = L.TrackDir.of(runs)
+    lines = lay.prediction.read_text().split("\n")
+    for i in range(1, len(lines) - 1):
+        idx, p = lines[i].split(",")
+        lines[i] = f"{idx},{(float(p) + 0.9) / 2:.8f}"
+    lay.prediction.write_text("\n".join(lines))
+    restamp_prediction(runs)
+
+
+class Junk:  # any class outside torch's weights_only allowlist
+    pass
+
+
+def _unloadable_checkpoint(runs):
+    """best.pt gains a non-plain object (weights_only refuses it); its sha256 is re-pinned."""
+    import torch
+
+    from mmctr.io import file_sha256
+    from mmctr import rundir as L
+
+    ck = L.TrackDir.of(runs).runs / L.TASK2_DIR / "best.pt"
+    state = torch.load(ck, weights_only=True)
+    state["junk"] = Junk()
+    torch.save(state, ck)
+    sha = file_sha256(ck)
+    edit(L.TrackDir.of(runs).task2_manifest, lambda d: (
+        d["checkpoint"].update(sha256=sha), d["prediction"]["checkpoints_loaded"][0].update(sha256=sha)))
+
+
+def _checkpoint_path_elsewhere(runs):
+    from mmctr import rundir as L
+
+    edit(L.TrackDir.of(runs).task2_manifest, lambda d: d["checkpoint"].update(path="gone.pt"))
+
+
+@pytest.mark.parametrize("sabotage", [_unloadable_checkpoint, _checkpoint_path_elsewhere])
+def test_blend_behind_an_unverifiable_checkpoint_is_not_ok(tmp_path, data, clean_code, sabotage):
+    """Task-2 track: a blended prediction passed check + pack once the checkpoint could not be
+    loaded (a pickled object in best.pt, or the manifest's checkpoint path pointing at nothing):
+    re-scoring was skipped with a warning and the report said ok."""
+    runs = make_run(tmp_path, data, "task2")
+    assert run_check(runs, data, "task2", clean_code).ok
+    _blend(runs)
+    sabotage(runs)
+    report = run_check(runs, data, "task2", clean_code)
+    assert "provenance" in report.broken, report.lines()
+
+
+def _data_copy_with_train_changed(data, to):
+    """A participant's copy of the data whose train.parquet gained rows (test rows, perturbed)."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmctr import contract as C
+
+    shutil.copytree(data, to, symlinks=True)
+    train = to / C.TRAIN.relpath
+    t = pq.read_table(train)
+    pq.write_table(pa.concat_tables([t, t.slice(0, 10)]), train)
+    return to
+
+
+def test_run_trained_on_a_modified_train_parquet_fails_against_the_real_data(tmp_path, data, clean_code):
+    """A run trained on another train.parquet (e.g. perturbed test rows with labels appended)
+    passed `check --data-dir REAL`: files under the data dir were matched by path, never by sha256."""
+    mine = _data_copy_with_train_changed(data, tmp_path / "mine")
+    runs = make_run(tmp_path, mine, "task2")
+    assert run_check(runs, mine, "task2", clean_code).ok
+    report = run_check(runs, data, "task2", clean_code)
+    assert "inputs-in-data" in report.broken and any("trained on modified data" in v.reason
+                                                     for v in report.violations), report.lines()
+
+
+def test_run_whose_manifest_hides_train_parquet_is_not_ok(tmp_path, data, clean_code):
+    from mmctr import contract as C
+    from mmctr import rundir as L
+
+    runs = make_run(tmp_path, data, "task2")
+    edit(L.TrackDir.of(runs).task2_manifest,
+         lambda d: [d[k].pop(C.TRAIN.relpath) for k in ("inputs", "data_files")])
+    assert "inputs-in-data" in run_check(runs, data, "task2", clean_code).broken
+
+
+def test_input_the_real_data_lacks_is_not_ok(tmp_path, data, clean_code):
+    from mmctr import contract as C
+    from mmctr import rundir as L
+
+    runs = make_run(tmp_path, data, "task2")
+    extra = f"{C.CTR_DIR}/train_extra.parquet"
+    edit(L.TrackDir.of(runs).task2_manifest, lambda d: d["inputs"].update({extra: "0" * 64}))
+    assert "inputs-in-data" in run_check(runs, data, "task2", clean_code).broken
+
+
+
+def test_tree_library_behind_an_import_of_a_git_ignored_module_is_caught(tmp_path, data, clean_code,
+                                                                          monkeypatch):
+    import subprocess
+
+    import submission.rules as rules_mod
+
+    repo = tmp_path / "repo"
+    (repo / "task1").mkdir(parents=True)
+    (repo / ".gitignore").write_text("/runs/\n")
+    (repo / "task1" / "fuse.py").write_text("from runs import helper  # noqa\n")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    (repo / "runs").mkdir()
+    (repo / "runs" / "helper.py").write_text("from sklearn.ensemble import GradientBoostingClassifier\n")
+    monkeypatch.setattr(rules_mod, "REPO_ROOT", repo)
+    runs = make_run(tmp_path, data, "task2")
+    assert "no-trees" in run_check(runs, data, "task2", clean_code).broken
+
+
+def test_fixed_din_with_an_edited_forward_is_caught(tmp_path, data, clean_code, monkeypatch):
+    from task2.models import din
+
+    plain = din.DIN.forward
+
+    def forward(self, batch):  # the same modules and shapes, another function
+        return plain(self, batch) * 1.5
+
+    monkeypatch.setattr(din.DIN, "forward", forward)
+    runs = make_run(tmp_path, data, "task1")
+    assert "fixed-din" in run_check(runs, data, "task1", clean_code).broken

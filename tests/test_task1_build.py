@@ -1,8 +1,7 @@
-"""Issue 10/11 probes for task1: typed config errors before any encoding, bad data files, output
-guards, cache healing, bounded cover decoding, precomputed features, open_clip tags."""
+"""task1 build on bad input: config errors before any encoding, output guards, bad data files,
+cache healing, output modes, bounded cover decoding, precomputed feature parts."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -24,25 +23,13 @@ from mmctr.item_info import read_item_info
 from mmctr.sample import SampleConfig, generate
 
 from task1 import build as build_mod
-from task1.config import load_config, parse_sets, usable_cores
+from task1.config import load_config
 from task1.encoders import image as image_enc
 from task1.encoders import text as text_enc
 
+from task1_factory import FAST, cfg_of
+
 ROOT = Path(__file__).resolve().parents[1]
-FAST = {"image": {"image_size": 32, "workers": 0, "batch_size": 64}, "tags": {"dim": 8},
-        "behaviour": {"dim": 8}, "fusion": {"steps": 10, "hidden": 16, "content_dim": 16, "batch_size": 64},
-        "runtime": {"num_threads": 1}}
-PARTS = ("text", "image", "tags", "behaviour")
-
-
-def cfg_of(*parts, method="pca", **extra):
-    over = json.loads(json.dumps(FAST))
-    for p in PARTS:
-        over.setdefault(p, {})["enabled"] = p in parts
-    over["fusion"]["method"] = method
-    for sec, vals in extra.items():
-        over.setdefault(sec, {}).update(vals)
-    return load_config("default", over)
 
 
 @pytest.fixture(scope="module")
@@ -71,40 +58,7 @@ def copy(data, tmp_path) -> Path:
     return Path(shutil.copytree(data, tmp_path / "d"))
 
 
-# ---------- typed config: one KitError naming key, value and range ----------
-
-@pytest.mark.parametrize("item,match", [
-    ("image.workers=abc", r"'image.workers' = 'abc'.*valid integer"),
-    ("runtime.seed=abc", r"'runtime.seed' = 'abc'.*valid integer"),
-    ("text.max_length=-1", r"'text.max_length' = -1.*greater than or equal to 1"),
-    ("fusion.weights.text=abc", r"'fusion.weights.text' = 'abc'.*valid number"),
-    ("fusion.output_norm=-1", r"'fusion.output_norm' = -1.*greater than 0"),
-    ("fusion.holdout=2", r"'fusion.holdout' = 2.*less than or equal to 0.5"),
-    ("runtime.device=foo", r"'runtime.device' = 'foo'.*auto, cpu, cuda or cuda:N"),
-    ("tags.dim=100000", r"'tags.dim' = 100000.*less than or equal to 1024"),
-    ("text.batch_size=true", r"'text.batch_size' = True.*valid integer"),
-    ("behaviour.item_seq=1", r"'behaviour.item_seq' = 1.*valid boolean"),
-    ("fusion.temperature=0", r"'fusion.temperature' = 0.*greater than or equal to 0.001"),
-    ("image.precision=fp8", r"'image.precision' = 'fp8'"),
-    ("fusion.weights.video=1", r"unknown config key 'fusion.weights.video'"),
-])
-def test_bad_values_are_one_error_naming_key_value_range(item, match):
-    with pytest.raises(KitError, match=match):
-        load_config("default", parse_sets([item]))
-
-
-def test_all_zero_weights_are_refused():
-    with pytest.raises(KitError, match=r"every enabled part has fusion weight 0"):
-        load_config("default", parse_sets([f"fusion.weights.{p}=0" for p in PARTS]))
-
-
-def test_yaml_number_forms_are_numbers_and_fields_are_typed():
-    cfg = load_config("default", parse_sets(["fusion.temperature=5e-2", "fusion.lr=1e-3"]))
-    assert cfg.fusion.temperature == 0.05 and isinstance(cfg.fusion.temperature, float)
-    assert cfg.fusion.lr == 0.001
-    assert cfg.image.workers == usable_cores() >= 1
-    assert load_config("default").image.workers == usable_cores()
-
+# ---------- config errors come before any encoding ----------
 
 def test_config_errors_come_before_encoding_on_the_cli(data, tmp_path):
     r = subprocess.run([sys.executable, "-m", "task1", "build", "--data-dir", str(data), "--out", str(tmp_path / "o"),
