@@ -107,3 +107,18 @@ def test_widedeep_wheel_ships_movielens_100k():
     assert len(ratings) == 100_000 and len(items) == 1682
     assert set(ml.GENRES) <= set(items.columns)
     assert Path(ml.widedeep_files()[0]).is_file()
+
+
+def test_docs_table_of_a_movielens_bench():
+    tables = load_script(ROOT / "docs" / "bench_tables.py")
+    data = {"source": "MovieLens-100k", "min_rating": 4, "non_clicks_per_click": 3, "negatives": "popularity",
+            "pop_alpha": 0.5, "train_rows": 400, "valid_rows": 80, "test_rows": 80}
+    runs = [{"config": "a", "seed": s, "valid_auc": v, "test_auc": v - 0.01, "best_epoch": 1, "epochs": 2,
+             "samples_per_s": 100.0} for s, v in ((1, 0.80), (2, 0.82))]
+    lines = tables.render_movielens({"data": data, "rows": runs + [{"config": "views_level alone", "valid_auc": 0.7,
+                                                                    "test_auc": 0.6}], "num_threads": 1, "max_epochs": 3})
+    text = "\n".join(lines)
+    assert "ratings >= 4" in lines[0] and "popularity, alpha 0.5" in lines[0] and "400 / 80 / 80" in lines[0]
+    assert "| a | 1 | 0.8000 | 0.7900 | 1 / 2 | 100 |" in text
+    assert "| views_level alone | - | 0.7000 | 0.6000 | - / - | - |" in text
+    assert "| a | 2 | 0.8100 (0.0141) | 0.8000 (0.0141) | 100 |" in text  # mean (sd) over the seeds
