@@ -286,6 +286,27 @@ def markdown(rep: dict) -> list:
     return lines
 
 
+def report(args, data, rows: list, root: Path, complete: bool) -> dict:
+    """The bench's JSON (also written to --json): runs, references, where and how it ran."""
+    import datetime as dt
+    import os
+    import shlex
+    import subprocess
+
+    from mmctr.io import environment
+
+    git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    dirty = " (uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
+    rep = {"data": data, "rows": rows + reference_rows(root), "environment": {**environment(), "cpu_count": os.cpu_count()},
+           "num_threads": args.num_threads, "max_epochs": args.max_epochs, "complete": complete,
+           "measured_utc": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}",
+           "commit": git("rev-parse", "--short", "HEAD") + dirty,
+           "command": "python bench/bench_movielens.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=2, default=str))
+    return rep
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     where = ap.add_mutually_exclusive_group(required=True)
@@ -311,28 +332,14 @@ def main() -> None:
         else:
             root = Path(args.data_dir)
             data = describe(root)
-        rows = [train_and_score(c, int(s), root, args.set, args.max_epochs, args.num_threads)
-                for c in args.configs.split(",") if c for s in args.seeds.split(",")]
+        rows: list = []
+        for c in (c for c in args.configs.split(",") if c):
+            for seed in args.seeds.split(","):
+                rows.append(train_and_score(c, int(seed), root, args.set, args.max_epochs, args.num_threads))
+                report(args, data, rows, root, complete=False)  # each finished run survives a stopped bench
     except KitError as exc:
         sys.exit(f"error: {exc}")
-    import datetime as dt
-    import os
-    import shlex
-    import subprocess
-
-    from mmctr.io import environment
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
-                           text=True).stdout
-    rep = {"data": data, "rows": rows + reference_rows(root), "environment": {**environment(), "cpu_count": os.cpu_count()},
-           "num_threads": args.num_threads, "max_epochs": args.max_epochs,
-           "measured_utc": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}",
-           "commit": commit.strip() + (" (uncommitted changes)" if dirty.strip() else ""),
-           "command": "python bench/bench_movielens.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
-    print("\n".join(markdown(rep)))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rep, indent=2, default=str))
+    print("\n".join(markdown(report(args, data, rows, root, complete=True))))
 
 
 if __name__ == "__main__":

