@@ -39,6 +39,7 @@ KIT_ROOT = Path(__file__).resolve().parents[1]
 
 _lock = threading.Lock()
 _state: dict | None = None
+_hooked = False  # one hook per process, whatever happens to _state
 
 
 def _top(name) -> str:
@@ -125,7 +126,7 @@ def _local(host) -> bool:
 
 def install(entry: str | None = None) -> None:
     """Start recording (idempotent). Modules already loaded are taken from sys.modules."""
-    global _state
+    global _state, _hooked
     with _lock:
         if _state is not None:
             if entry and not _state["entry"]:
@@ -135,7 +136,9 @@ def install(entry: str | None = None) -> None:
                   "files_run": set(), "processes": [], "n_processes": 0,
                   "weights_opened": {}, "n_opens": 0, "network": [], "n_network": 0,
                   "dynamic_code": {"compile": 0, "exec": 0, "samples": []}}
-        sys.addaudithook(_hook)
+        if not _hooked:
+            sys.addaudithook(_hook)
+            _hooked = True
 
 
 def installed() -> bool:
