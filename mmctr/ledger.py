@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -38,6 +39,7 @@ KIT_ROOT = Path(__file__).resolve().parents[1]
 
 _lock = threading.Lock()
 _state: dict | None = None
+_hooked = False  # one hook per process, whatever happens to _state
 
 
 def _top(name) -> str:
@@ -108,14 +110,23 @@ def _hook(event: str, args) -> None:
     elif event == "pickle.find_class":
         _add_module(args[0])
     elif event in ("urllib.Request", "socket.connect", "socket.getaddrinfo"):
+        where = args[1] if event == "socket.connect" else args[0]
+        host = where[0] if isinstance(where, tuple) and where else where
+        if event != "urllib.Request" and (not isinstance(host, (str, bytes)) or _local(host)):
+            return  # a unix socket or this machine (torch.distributed's rendezvous): not the network
         st["n_network"] += 1
         if len(st["network"]) < MAX_SAMPLES:
-            st["network"].append(f"{event} {str(args[1] if event == 'socket.connect' else args[0])[:200]}")
+            st["network"].append(f"{event} {str(where)[:200]}")
+
+
+def _local(host) -> bool:
+    host = host.decode("latin-1") if isinstance(host, bytes) else str(host)
+    return host in ("", "localhost", "::1", "0.0.0.0", "::", socket.gethostname()) or host.startswith(("127.", "/"))
 
 
 def install(entry: str | None = None) -> None:
     """Start recording (idempotent). Modules already loaded are taken from sys.modules."""
-    global _state
+    global _state, _hooked
     with _lock:
         if _state is not None:
             if entry and not _state["entry"]:
@@ -125,7 +136,9 @@ def install(entry: str | None = None) -> None:
                   "files_run": set(), "processes": [], "n_processes": 0,
                   "weights_opened": {}, "n_opens": 0, "network": [], "n_network": 0,
                   "dynamic_code": {"compile": 0, "exec": 0, "samples": []}}
-        sys.addaudithook(_hook)
+        if not _hooked:
+            sys.addaudithook(_hook)
+            _hooked = True
 
 
 def installed() -> bool:

@@ -482,6 +482,8 @@ def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
             if sha and sha in ctx.allowed:
                 ctx.allow(p, sha)
                 continue
+            if shown in {v.where for v in r.violations}:
+                continue  # already a test file (no-test-in-training): one failure per input
             if is_inside(_resolve(p), (ctx.run.runs,)) is not None or (may_use_weights and sha in precomputed_sha):
                 r.add("unverified-input", shown, f"{ctx.rel(p)} (sha256 {str(sha)[:12]}) is neither organiser data "
                       "nor the output of a kit command whose manifest is in the runs dir; pass `--allow-input "

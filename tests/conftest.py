@@ -15,6 +15,26 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from mmctr.sample import SampleConfig, generate  # noqa: E402
 
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_ledger_per_module():
+    _restart_ledger()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_ledger():
+    """A kit command is one process with its own ledger; in this one process the tests share,
+    each test (and module) starts a fresh record, so one test's spawned `python -c "import
+    lightgbm"` is not in the ledger of another test's in-process training."""
+    _restart_ledger()
+
+
+def _restart_ledger() -> None:
+    from mmctr import ledger
+
+    ledger._state = None
+    ledger.install()
+
+
 def load_script(path: Path):
     """A script that is not a package module (docker/*.py, bench/*.py), imported from its path."""
     import importlib.util

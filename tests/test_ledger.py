@@ -145,11 +145,13 @@ def test_a_manifest_without_a_sound_ledger_breaks_manifest(ledger_value, why):
 
 def test_the_ledger_records_modules_processes_and_dynamic_code(fakes):
     led = ran("import subprocess\nsubprocess.run(['true'])\nexec(compile('x = 1', '<mine>', 'exec'))\n"
+              "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\nexcept OSError:\n    pass\n"
               "try:\n    import no_such_module_at_all\nexcept ImportError:\n    pass", fakes)
     assert led["entry"] == "task2 train" and "subprocess" in led["modules"]
     assert {"event": "subprocess.Popen", "argv": ["true"]} in led["processes"]
     assert led["dynamic_code"]["compile"] >= 1 and any("<mine>" in s for s in led["dynamic_code"]["samples"])
     assert "no_such_module_at_all" in led["attempted"] and "no_such_module_at_all" not in led["modules"]
+    assert led["network"] == []  # this machine (torch.distributed's rendezvous) is not the network
     assert led["sha256"] == ledger.digest(led)
 
 

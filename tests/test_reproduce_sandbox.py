@@ -165,3 +165,25 @@ def test_an_encrypted_zip_entry_is_one_line(tmp_path, tiny_data):
     z.write_bytes(bytes(raw))
     with pytest.raises(KitError, match="encrypted"):
         read_zip_prediction(z, 900, "task2")
+
+
+@pytest.mark.parametrize("kind", kinds())
+def test_the_bundle_itself_is_not_readable_from_the_run(tiny_data, kind):
+    """run.sh that unzips the shipped prediction from the bundle file wherever it lies: under bwrap
+    the file reads as empty; elsewhere the copy shows as no training."""
+    import shutil
+    import tempfile
+
+    where = Path(tempfile.mkdtemp(dir="/var/tmp" if Path("/var/tmp").is_dir() else None))
+    try:
+        path = where / "b_repro.zip"
+        grab = (f'"$PY" -c "import zipfile, os; d = os.environ[\'RUNS\'] + \'/task2\'; os.makedirs(d); '
+                f'open(d + \'/prediction.csv\', \'wb\').write(zipfile.ZipFile(\'{path}\').read(\'run/prediction.csv\'))"\n')
+        shutil.move(str(bundle(where, tiny_data, grab)), str(path))
+        if kind == "bwrap":
+            with pytest.raises(KitError, match="failed"):
+                reproduce(path, tiny_data, "task2", timeout=60, sandbox=kind)
+        else:
+            assert not reproduce(path, tiny_data, "task2", timeout=60, sandbox=kind)["ok"]
+    finally:
+        shutil.rmtree(where, ignore_errors=True)

@@ -25,19 +25,27 @@ SMALL = {"model": "din", "embedding_dim": 8, "dnn_hidden_units": [16], "attentio
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory, tiny_data):
     from submission.pack import pack
-    from task2.config import load_config
-    from task2.predict import predict_run
-    from task2.train import train_model
 
     root = tmp_path_factory.mktemp("repro")
     cfg_path = root / "small.yaml"
     cfg_path.write_text(yaml.safe_dump(SMALL))
     runs = root / "runs" / "task2"
-    train_model(load_config(str(cfg_path)), tiny_data, None, out_dir=runs / "task2", device="cpu", quiet=True)
-    predict_run(runs / "task2", tiny_data, "task2")
+    kit("train", "--data-dir", tiny_data, "--config", cfg_path, "--out", runs / "task2", "--device", "cpu")
+    kit("predict", "--run", runs / "task2", "--data-dir", tiny_data, "--track", "task2")
     out = root / "submission.zip"
     pack("task2", runs, tiny_data, out)
     return root / "submission_repro.zip"
+
+
+def kit(*args) -> None:
+    """`python -m task2 ...` in its own process, as a user runs it: its ledger is its own."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "task2", *map(str, args)], env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
 
 
 def _rewrite(bundle: Path, to: Path, name: str, fn) -> Path:
@@ -155,9 +163,7 @@ def test_real_task1_track_run_passes_check(tmp_path, tiny_data):
     from mmctr.paths import DataPaths
     from mmctr import rundir as L
     from submission.rules import check
-    from task2.config import load_config
-    from task2.predict import predict_run
-    from task2.train import train_model
+    from runs_factory import honest_ledger
 
     paths = DataPaths.resolve(tiny_data)
     runs = L.TrackDir.of(tmp_path / "runs" / "task1")
@@ -167,10 +173,11 @@ def test_real_task1_track_run_passes_check(tmp_path, tiny_data):
     write_item_info(runs.item_info, tags, new)
     write_manifest(runs.task1_manifest, "task1", config={"dim": 128}, models=[], timings={},
                    inputs={C.ITEM_FEATURE.relpath: file_sha256(paths.table(C.ITEM_FEATURE))},
-                   outputs={L.TASK1_ITEM_INFO: file_sha256(runs.item_info)})
-    cfg = load_config("din_baseline", {"device": "cpu", "amp": False, "max_epochs": 1, "num_threads": 1})
-    train_model(cfg, tiny_data, runs.item_info, out_dir=runs.runs / "task2", device="cpu", quiet=True)
-    predict_run(runs.runs / "task2", tiny_data, "task1")
+                   outputs={L.TASK1_ITEM_INFO: file_sha256(runs.item_info)}, ledger=honest_ledger("task1 build"))
+    kit("train", "--data-dir", tiny_data, "--config", "din_baseline", "--item-info", runs.item_info,
+        "--out", runs.runs / "task2", "--device", "cpu", "--max-epochs", "1", "--set", "num_threads=1",
+        "--set", "amp=false")
+    kit("predict", "--run", runs.runs / "task2", "--data-dir", tiny_data, "--track", "task1")
     report = check("task1", runs.runs, tiny_data)
     assert report.ok, report.lines()
     assert report.rescored["max_abs_diff"] < 1e-6 and report.rescored["rows"] == 900
