@@ -153,7 +153,8 @@ runs: setup-runtime  ## print $(RESULTS_ROOT)/results.csv: one row per train/eva
 report: setup-runtime  ## draw every run of results.csv side by side into $(RESULTS_ROOT)/report.png
 	$(PY) -m mmctr report --runs-root $(RESULTS_ROOT)
 
-test: setup  ## run the test suite (needs the dev pins: pytest)
+test: setup  ## lint (ruff) and run the test suite (needs the dev pins: ruff, pytest)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 bench-task1: setup-runtime  ## task1 throughput (items/s, images/s) and AUC vs random/text-only

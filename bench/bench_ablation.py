@@ -174,7 +174,8 @@ def main() -> None:
                and r["sets"] == variants[r["variant"]] + args.set]
     print(f"machine: {environment()}")
     item_info = args.item_info or "the data's own"
-    print(f"data: {root}  item_info: {item_info}  config: {args.config}  seeds: {list(seeds)}  max epochs: {args.max_epochs}  "
+    print(f"data: {root}  item_info: {item_info}  config: {args.config}  seeds: {list(seeds)}  "
+          f"max epochs: {args.max_epochs}  "
           f"oracle valid AUC: {oracles.get('full')}  sequence-only oracle: {oracles.get('seq')}")
     print(table(results, list(variants), oracles))
 

@@ -150,7 +150,8 @@ def write_doc_block(page: Path, name: str, body: list[str]) -> None:
     begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     block = begin + "\n" + "\n".join(body).rstrip() + "\n" + end
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text, count=1) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (pattern.sub(lambda _: block, text, count=1) if pattern.search(text)
+            else text.rstrip() + "\n\n" + block + "\n")
     page.write_text(text)
     print(f"ok: {page} <- bench:{name}")
 
@@ -180,7 +181,8 @@ def report_lines(rows: list[dict], cfg, head: str) -> list[str]:
                  if i < min(len(kit[s]["valid_auc"]), len(fx[s]["valid_auc"]))] for i in range(n_ep)]
         best = [kit[s]["best_valid_auc"] - fx[s]["best_valid_auc"] for s in seeds]
         m, _ = mean_sd(best)
-        speed = mean_sd([r["samples_per_s"] for r in by["kit"]])[0] / mean_sd([r["samples_per_s"] for r in by["fuxictr"]])[0]
+        speed = (mean_sd([r["samples_per_s"] for r in by["kit"]])[0]
+                 / mean_sd([r["samples_per_s"] for r in by["fuxictr"]])[0])
         lines += ["", ("Gap kit - fuxictr, same seed, mean ± sd over seeds: " if len(seeds) > 1 else
                    "Gap kit - fuxictr, same seed: ")
                   + ", ".join(f"epoch {i + 1} {pm(g, '{:+.4f}')}" for i, g in enumerate(gaps) if g)
@@ -195,7 +197,8 @@ def report_lines(rows: list[dict], cfg, head: str) -> list[str]:
                  if i < min(len(kit[s]["valid_auc"]), len(ctl[s]["valid_auc"]))] for i in range(n_ep)]
         best = [kit[s]["best_valid_auc"] - ctl[s]["best_valid_auc"] for s in seeds]
         lines += ["", f"Floor, kit - {CONTROL} (the same engine, same batches, initial weights "
-                  f"× (1 + {PERTURB:g}), dropout masks from another seed): " + ", ".join(f"epoch {i + 1} {pm(g, '{:+.4f}')}" for i, g in enumerate(gaps) if g)
+                  f"× (1 + {PERTURB:g}), dropout masks from another seed): "
+                  + ", ".join(f"epoch {i + 1} {pm(g, '{:+.4f}')}" for i, g in enumerate(gaps) if g)
                   + f"; best AUC {pm(best, '{:+.4f}')}."]
     lines += ["", f"Config (both engines): batch_size {cfg['batch_size']}, net_dropout {cfg['net_dropout']}, "
               f"attention_dropout {cfg['attention_dropout']}, "
@@ -240,8 +243,10 @@ def main() -> None:
         r0 = rep["rows"][0]
         head = rep.get("head") or (f"Data: first {r0['train_rows']:,} train / {r0['valid_rows']:,} valid rows, "
                                    f"{max(r['epochs'] for r in rep['rows'])} epochs.")
-        measured = " ".join(p.get("measured", "") for p in parts).strip() or (f"{path} (written {dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc):%Y-%m-%d %H:%M} UTC "
-                                           "by an earlier version of this bench, which did not record its command).")
+        measured = " ".join(p.get("measured", "") for p in parts).strip() or (
+            f"{path} (written "
+            f"{dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc):%Y-%m-%d %H:%M} UTC "
+            "by an earlier version of this bench, which did not record its command).")
         engines = {r["engine"] for r in rep["rows"]}
         paired = [r for r in rep["rows"] if {q["engine"] for q in rep["rows"] if q["seed"] == r["seed"]} == engines]
         rank = {s: i for i, s in enumerate(dict.fromkeys(r["seed"] for r in paired))}

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -167,7 +166,7 @@ def ceilings(world: _NoisyWorld, root: Path, max_len: int, item_infos: dict) -> 
     for name, path in item_infos.items():
         vec = mapped_latents(world, read_item_info(path)[1])
         mapped += [(f"  latents read linearly from the {name} item_info", auc(q, vec=vec)),
-                   (f"  the same, likes_level only", auc(by_level[lv], vec=vec))]
+                   ("  the same, likes_level only", auc(by_level[lv], vec=vec))]
 
     return [("full oracle (true user taste)", roc_auc(labels, p)),
             ("sequence-only oracle (true quality)", auc(q)),

@@ -61,7 +61,7 @@ def report_lines(rep: dict) -> list[str]:
         paired_line = (f"Best AUC minus {names[0]}'s of the same seed (the same batch order), "
                        "mean ± sd over seeds: " + "; ".join(paired) + ".")
     if rep.get("oracle_valid_auc") is not None:
-        lines.append(f"| oracle (the sample's true click probability) | " + " | " * n_ep
+        lines.append("| oracle (the sample's true click probability) | " + " | " * n_ep
                      + f"{rep['oracle_valid_auc']:.4f} | | | |")
     if paired:
         lines += ["", paired_line]

@@ -268,16 +268,20 @@ def reference_rows(root: Path) -> list:
 
 def markdown(rep: dict) -> list:
     lines = ["| config | seed | valid AUC | test AUC | best epoch / epochs | samples/s |", "|---|---|---|---|---|---|"]
-    fmt = (lambda v, f="{:.4f}": "-" if v is None else f.format(v))
+    def fmt(v, f="{:.4f}"):
+        return "-" if v is None else f.format(v)
+
     for r in rep["rows"]:
         lines.append(f"| {r['config']} | {r.get('seed', '-')} | {fmt(r['valid_auc'])} | {fmt(r['test_auc'])} | "
-                     f"{r.get('best_epoch', '-')} / {r.get('epochs', '-')} | {fmt(r.get('samples_per_s'), '{:,.0f}')} |")
+                     f"{r.get('best_epoch', '-')} / {r.get('epochs', '-')} | "
+                     f"{fmt(r.get('samples_per_s'), '{:,.0f}')} |")
     by: dict = {}
     for r in rep["rows"]:
         if "seed" in r:
             by.setdefault(r["config"], []).append(r)
     if any(len(v) > 1 for v in by.values()):
-        lines += ["", "| config | seeds | valid AUC mean (sd) | test AUC mean (sd) | samples/s |", "|---|---|---|---|---|"]
+        lines += ["", "| config | seeds | valid AUC mean (sd) | test AUC mean (sd) | samples/s |",
+                  "|---|---|---|---|---|"]
         for name, rs in by.items():
             v, t = np.array([r["valid_auc"] for r in rs]), np.array([r["test_auc"] for r in rs])
             lines.append(f"| {name} | {len(rs)} | {v.mean():.4f} ({v.std(ddof=1) if len(rs) > 1 else 0:.4f}) | "
@@ -297,7 +301,8 @@ def report(args, data, rows: list, root: Path, complete: bool) -> dict:
 
     git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
     dirty = " (uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
-    rep = {"data": data, "rows": rows + reference_rows(root), "environment": {**environment(), "cpu_count": os.cpu_count()},
+    rep = {"data": data, "rows": rows + reference_rows(root),
+           "environment": {**environment(), "cpu_count": os.cpu_count()},
            "num_threads": args.num_threads, "max_epochs": args.max_epochs, "complete": complete,
            "measured_utc": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}",
            "commit": git("rev-parse", "--short", "HEAD") + dirty,
@@ -311,7 +316,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     where = ap.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="convert MovieLens-100k into this folder (outside the repository), then train")
-    where.add_argument("--data-dir", help="train on this data root instead (a converted MovieLens or a generated sample)")
+    where.add_argument("--data-dir",
+                       help="train on this data root instead (a converted MovieLens or a generated sample)")
     ap.add_argument("--negatives", choices=("uniform", "popularity"), default="uniform")
     ap.add_argument("--pop-alpha", type=float, default=1.0)
     ap.add_argument("--min-rating", type=int, default=1, help="4: only ratings >= 4 are clicks")

@@ -65,7 +65,8 @@ def make_full_features(root: Path, n: int = FULL_ITEMS, users: int = 1_000_000, 
     del vals
     tl = rng.integers(1, 20, train_rows)
     toffs = np.concatenate([[0], np.cumsum(tl)]).astype(np.int32)
-    pq.write_table(pa.table({C.ITEM_SEQ: pa.ListArray.from_arrays(pa.array(toffs), pa.array(rng.integers(1, n + 1, tl.sum()))),
+    pq.write_table(pa.table({C.ITEM_SEQ: pa.ListArray.from_arrays(pa.array(toffs),
+                                                                  pa.array(rng.integers(1, n + 1, tl.sum()))),
                              C.ITEM_ID: pa.array(rng.integers(1, n + 1, train_rows)),
                              C.LABEL: pa.array(rng.integers(0, 2, train_rows).astype(np.float32))}),
                    root / C.TRAIN.relpath)
@@ -159,7 +160,8 @@ def throughput(paths, n: int, image_size, device: str, workers: int) -> dict:
 @click.option("--throughput-items", default=200, show_default=True)
 @click.option("--max-epochs", default=6, show_default=True, help="DIN epochs per variant")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--threads", type=int, default=None, help="torch/BLAS threads [default: 2; --full-provided: the config's]")
+@click.option("--threads", type=int, default=None,
+              help="torch/BLAS threads [default: 2; --full-provided: the config's]")
 @click.option("--skip-auc", is_flag=True)
 @click.option("--full-provided", type=click.Path(file_okay=False),
               help="only time provided_features on 91,717 random items made in this folder")

@@ -54,7 +54,8 @@ def render_task1(rep: dict) -> list[str]:
         f = b.get("fusion") or {}
         if f.get("holdout_recall_at_10") is not None:
             lines += [f"Contrastive fusion ({name}): held-out content -> behaviour recall@10 "
-                      f"{f['holdout_recall_at_10']:.3f} against {f.get('holdout_recall_at_10_chance', 0):.3f} chance.", ""]
+                      f"{f['holdout_recall_at_10']:.3f} against "
+                      f"{f.get('holdout_recall_at_10_chance', 0):.3f} chance.", ""]
     auc = rep.get("auc") or {}
     if auc:
         lines += ["| item_info (fixed DIN) | valid AUC | best epoch | seconds |", "|---|---|---|---|"]
@@ -66,7 +67,8 @@ def render_task1(rep: dict) -> list[str]:
     r2 = rep.get("latent_r2") or {}
     if r2:
         lines += ["", "| item_info | R² item latent | R² topic | R² style |", "|---|---|---|---|"]
-        lines += [f"| {LABELS.get(k, k)} | {v['item']:.3f} | {v['topic']:.3f} | {v['style']:.3f} |" for k, v in r2.items()]
+        lines += [f"| {LABELS.get(k, k)} | {v['item']:.3f} | {v['topic']:.3f} | {v['style']:.3f} |"
+                  for k, v in r2.items()]
     return lines
 
 
@@ -133,12 +135,14 @@ def main() -> None:
         path = Path(args.json[0])
         reps = [json.loads(Path(p).read_text()) for p in args.json]
         if reps[0].get("commit"):  # the bench recorded where and how it ran
-            stamp = "; ".join(f"measured {r['measured_utc']} UTC at commit {r['commit']}: `{r['command']}`" for r in reps)
+            stamp = "; ".join(f"measured {r['measured_utc']} UTC at commit {r['commit']}: `{r['command']}`"
+                              for r in reps)
             env = reps[0].get("environment") or {}
             stamp = (stamp[0].upper() + stamp[1:] + f". Machine: {env.get('platform')}, torch {env.get('torch')}, "
                      f"{env.get('cpu_count', '?')} CPU cores visible, GPU {env.get('cuda') or 'none'}.")
         else:
-            stamp = (f"Rendered from `{path.name}` (written {dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc):%Y-%m-%d %H:%M} UTC); "
+            stamp = (f"Rendered from `{path.name}` (written "
+                     f"{dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc):%Y-%m-%d %H:%M} UTC); "
                      f"the commit it was measured at is not recorded in the file.")
     else:
         with tempfile.TemporaryDirectory() as tmp:

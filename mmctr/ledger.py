@@ -11,7 +11,8 @@ manifest carries under "ledger":
      [source files executed outside the import system: runpy, exec_module, the main script],
      "sources": {repo-relative path: sha256} of the kit's own modules loaded, "processes":
      [{"event", "argv"}], "n_processes", "weights_opened": [weight files opened (since a mark)],
-     "network": [samples], "n_network", "dynamic_code": {"compile", "exec", "samples"}, "sha256": of the canonical JSON of everything else}
+     "network": [samples], "n_network", "dynamic_code": {"compile", "exec", "samples"}, "sha256": of
+     the canonical JSON of everything else}
 
 Standard library only: task1/fuxictr_runner.py loads this file by path under FuxiCTR's own
 interpreter and reports its ledger back. A hook cannot be removed once added (that is the point

@@ -109,8 +109,8 @@ def plot_task1(out_dir, out=None) -> Path:
             cover.append(100 * (n - missing) / n if n and _finite(missing) else None)
     bars = ax.barh(names, dims, color=LINE_COLOR)
     for b, d, c in zip(bars, dims, cover):
-        ax.text(b.get_width(), b.get_y() + b.get_height() / 2, f" {d}-D" + (f", {c:.0f}% items" if c is not None else ""),
-                va="center", fontsize=8)
+        ax.text(b.get_width(), b.get_y() + b.get_height() / 2,
+                f" {d}-D" + (f", {c:.0f}% items" if c is not None else ""), va="center", fontsize=8)
     ax.set_title(f"parts -> {fusion.get('method', '?')} fusion -> 128-D")
     ax.set_xlabel("part width (dims)")
     ax.set_xlim(0, max(dims or [1]) * 1.9)

@@ -79,7 +79,7 @@ def pack(track, runs, data_dir, out, prediction, code_dirs, task2_code, allow_in
     click.echo(f"repro bundle: {b['path']} ({b['files']} files, git {(b['git']['commit'] or 'unknown')[:12]}"
                + (", uncommitted changes included" if b["git"]["dirty"] else "") + ")")
     if b["left_out"]:
-        click.echo(f"left out of the bundle: " + ", ".join(f"{n} ({why})" for n, why in sorted(b["left_out"].items())),
+        click.echo("left out of the bundle: " + ", ".join(f"{n} ({why})" for n, why in sorted(b["left_out"].items())),
                    err=True)
 
 

@@ -36,7 +36,8 @@ def file_modules(path: str) -> set:
 @functools.lru_cache(maxsize=1)
 def sklearn_metrics_closure() -> frozenset:
     """The exact sklearn modules `import sklearn.metrics` loads here (what the kit itself uses)."""
-    code = "import json, sys, sklearn.metrics; print(json.dumps(sorted(m for m in sys.modules if m.startswith('sklearn'))))"
+    code = ("import json, sys, sklearn.metrics; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('sklearn'))))")
     try:
         out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=120)
         return frozenset(json.loads(out.stdout))
@@ -114,8 +115,9 @@ def check_ledgers(ctx, t1, t2) -> None:
                       "nothing may be fetched into the CTR model")
             foreign = [p for p in map(str, led["weights_opened"]) if PurePath(p).name not in RUN_CHECKPOINTS]
             if foreign:  # a ledger no kit command started also holds what its caller did before
-                (r.add if led.get("entry") else r.warn)("no-pretrained-ctr", f"{key}.weights_opened", f"the CTR run opened weight files "
-                      f"{', '.join(foreign[:3])}: only its own {' / '.join(RUN_CHECKPOINTS)}")
+                (r.add if led.get("entry") else r.warn)(
+                    "no-pretrained-ctr", f"{key}.weights_opened", f"the CTR run opened weight files "
+                    f"{', '.join(foreign[:3])}: only its own {' / '.join(RUN_CHECKPOINTS)}")
             sk = sorted(n for n in loaded if n.split(".")[0] == "sklearn")
             if sk:
                 allowed_sklearn = sklearn_metrics_closure() if allowed_sklearn is None else allowed_sklearn

@@ -76,7 +76,8 @@ def build(track: str, data: str = "data/sample", embed: bool = True):
             "MAKE_SAMPLE = True   # generate the sample data if DATA holds none\n"
             "INSTALL = True       # pip install requirements.lock and the kit (off if already installed)\n"
             + ("WORK = os.path.abspath(os.environ.get('MMCTR_WORK', 'mmctr-kit'))  # where the kit is unpacked\n"
-               if embed else f"WORK = os.path.abspath(os.environ.get('MMCTR_WORK', {str(REPO_ROOT)!r}))  # the kit's checkout\n")
+               if embed else
+               f"WORK = os.path.abspath(os.environ.get('MMCTR_WORK', {str(REPO_ROOT)!r}))  # the kit's checkout\n")
             + "RUNS = os.path.join(WORK, 'runs', TRACK)\n"
             f"T1_CONFIG = {cfg['T1_CONFIG']!r}  # Task-1 config (relative to WORK)\n"
             f"T2_CONFIG = {cfg['T2_CONFIG']!r}  # CTR model config"

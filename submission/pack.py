@@ -216,7 +216,8 @@ def _reproduce_md(track, test_sha, git, configs, summary, t1, t2, left_out, allo
               "(`pip install -r requirements.lock && pip install --no-deps -e code/`)",
               "- `run.sh`: the commands above"]
     if allowed:
-        lines += ["", "## Inputs the kit could not verify (named with `--allow-input`, for the organisers to judge)", ""]
+        lines += ["", "## Inputs the kit could not verify (named with `--allow-input`, for the organisers to judge)",
+                  ""]
         lines += [f"- `{a['read_as']}` sha256 `{a['sha256']}`" + (f": {a['how']}" if a.get("how") else
                                                                   ": (how it was made: not said)") for a in allowed]
     if left_out:

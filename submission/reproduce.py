@@ -242,7 +242,8 @@ def _trained(work: Path, shipped_dir: Path, started: float) -> dict:
 
 # The code that writes the ledger: the bundle's copy must be the kit's, or its ledgers prove nothing.
 LEDGER_CODE = ("mmctr/ledger.py", "mmctr/rundir.py")
-SHIPPED_RUN = (f"run/{C.SUBMISSION_FILE}", f"run/{L.TASK1_DIR}", f"run/{L.TASK2_DIR}", "run/check_report.json")  # not visible to the run
+SHIPPED_RUN = (f"run/{C.SUBMISSION_FILE}", f"run/{L.TASK1_DIR}", f"run/{L.TASK2_DIR}",
+               "run/check_report.json")  # not visible to the run
 
 
 def reproduce(bundle, data_dir, track, tol: float = REPRODUCE_TOL, python: str = sys.executable,

@@ -44,7 +44,8 @@ RULES = {
     "no-test-in-training": "test rows (by content) and test labels are never training inputs",
     "item-info": "the new item_info is 128-D, row i = item i, row 0 zero, items and tags as provided",
     "item-info-used": "task2 trained on the item_info that was checked (Task-1 tracks)",
-    "fixed-din": "Task-1 track: the frozen baseline DIN (config, architecture, training code), five hyperparameters tuned",
+    "fixed-din": "Task-1 track: the frozen baseline DIN (config, architecture, training code), "
+                 "five hyperparameters tuned",
     "provided-embeddings": "Task-2 track: task2 trained on the provided item_info, unchanged",
     "provenance": "files are the ones the recorded runs wrote (sha256, re-scoring test rows with the checkpoint)",
     "prediction": "prediction.csv is complete and valid for the track and for this test set",
@@ -342,7 +343,8 @@ def _untracked(files: dict) -> list:
     if res.returncode:
         return []  # not a git checkout: pack walks the folder, nothing is left out for being untracked
     cached = set(res.stdout.split("\0"))
-    return sorted(shown for p, (shown, _) in files.items() if is_inside(p, (REPO_ROOT.resolve(),)) is not None and shown not in cached)
+    return sorted(shown for p, (shown, _) in files.items()
+                  if is_inside(p, (REPO_ROOT.resolve(),)) is not None and shown not in cached)
 
 
 def _display(p: Path) -> str:

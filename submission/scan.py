@@ -227,7 +227,8 @@ class _Visitor(ast.NodeVisitor):
             got = self.names.values(node.func.args[1])
             if got is None or set(got) & {"__import__", "import_module", "run_module", "exec", "eval"}:
                 if node.args:
-                    self._dynamic(node, node.args[0], "getattr()-calls", as_code=bool(got and set(got) & {"exec", "eval"}))
+                    self._dynamic(node, node.args[0], "getattr()-calls",
+                                  as_code=bool(got and set(got) & {"exec", "eval"}))
                 else:
                     self.hits.append(Hit("tree", self.file, node.lineno + self.off,
                                          "calls a function fetched by getattr() that the check cannot resolve"))

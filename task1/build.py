@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from mmctr import contract as C
 from mmctr.errors import KitError
-from mmctr.io import Timer, check_alloc, check_writable, file_sha256, read_parquet, read_parquet_metadata, read_parquet_schema
+from mmctr.io import (Timer, check_alloc, check_writable, file_sha256, read_parquet, read_parquet_metadata,
+                      read_parquet_schema)
 from mmctr.item_info import read_item_info, write_item_info
 from mmctr.rundir import Task1Dir, hash_inputs, portable, write_manifest
 from mmctr.runtime import resolve_device, set_threads

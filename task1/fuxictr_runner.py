@@ -127,9 +127,9 @@ class RecordingDIN(DIN):
         lr = self.optimizer.param_groups[0]["lr"]
         logs = self.evaluate(self.valid_gen, metrics=["AUC", "logloss"])
         n = sum(c for _, c in self._epoch_loss)
-        self.step_losses.append([round(l, 7) for l, _ in self._epoch_loss])
+        self.step_losses.append([round(loss, 7) for loss, _ in self._epoch_loss])
         self.history.append({"epoch": self._epoch_index + 1,
-                             "train_loss": sum(l * c for l, c in self._epoch_loss) / max(n, 1),
+                             "train_loss": sum(loss * c for loss, c in self._epoch_loss) / max(n, 1),
                              "valid_auc": float(logs["AUC"]), "valid_logloss": float(logs["logloss"]),
                              "lr": lr, "train_seconds": round(seconds, 3),
                              "samples_per_s": round(n / seconds, 1)})

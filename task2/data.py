@@ -49,7 +49,9 @@ class Split:
 
     def to(self, device) -> "Split":
         """The same split with its tensors on `device` (lengths stay on the CPU)."""
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)
+        def move(t):
+            return None if t is None else t.to(device, non_blocking=True)
+
         return Split(move(self.seq), move(self.item), move(self.likes), move(self.views),
                      move(self.label), self.path, self.lengths)
 

@@ -105,7 +105,8 @@ def make_run(root: Path, data: Path, track: str, state_hook=None, config=None, m
         n_models=1, pretrained=[], inputs={**data_files, info_entry["path"]: info_sha}, data_files=data_files,
         item_info={**info_entry, "sha256": info_sha}, best_epoch=1, best_valid_auc=0.6, history=[],
         checkpoint={"path": "best.pt", "sha256": ck_sha}, ledger=honest_ledger(),
-        prediction={"ledger": honest_ledger("task2 predict", weights_opened=[str(run2 / "best.pt")]),"path": C.SUBMISSION_FILE, "sha256": file_sha256(lay.prediction), "rows": len(probs),
+        prediction={"ledger": honest_ledger("task2 predict", weights_opened=[str(run2 / "best.pt")]),
+                    "path": C.SUBMISSION_FILE, "sha256": file_sha256(lay.prediction), "rows": len(probs),
                     "column": t.column, "track": t.name, "test_path": C.TEST.relpath,
                     "test_sha256": file_sha256(test), "checkpoint_epoch": 1,
                     "checkpoints_loaded": [{"path": "best.pt", "sha256": ck_sha}], "checkpoints_used": 1})

@@ -1,4 +1,4 @@
-"""bench/bench_movielens.py's converter: MovieLens-style ratings -> the MicroLens layout, clicks vs sampled non-clicks."""
+"""bench/bench_movielens.py's converter: MovieLens-style ratings -> MicroLens layout, clicks vs sampled non-clicks."""
 import importlib.util
 from pathlib import Path
 
@@ -97,7 +97,8 @@ def test_bench_trains_through_the_kit_and_scores_test(tmp_path, monkeypatch):
     run = rep["rows"][0]
     assert rep["complete"] and (run["config"], run["seed"], run["epochs"]) == ("transformer_dcn_small", 1, 1)
     assert 0 < run["test_auc"] < 1 and run["samples_per_s"] > 0
-    assert [r["config"] for r in rep["rows"][1:]] == ["views_level alone (no training)", "likes_level alone (no training)"]
+    assert [r["config"] for r in rep["rows"][1:]] == ["views_level alone (no training)",
+                                                       "likes_level alone (no training)"]
     assert rep["data"]["clicks"] * 4 == rep["data"]["train_rows"] + rep["data"]["valid_rows"] + rep["data"]["test_rows"]
 
 
@@ -116,7 +117,8 @@ def test_docs_table_of_a_movielens_bench():
     runs = [{"config": "a", "seed": s, "valid_auc": v, "test_auc": v - 0.01, "best_epoch": 1, "epochs": 2,
              "samples_per_s": 100.0} for s, v in ((1, 0.80), (2, 0.82))]
     lines = tables.render_movielens({"data": data, "rows": runs + [{"config": "views_level alone", "valid_auc": 0.7,
-                                                                    "test_auc": 0.6}], "num_threads": 1, "max_epochs": 3})
+                                                                    "test_auc": 0.6}],
+                                     "num_threads": 1, "max_epochs": 3})
     text = "\n".join(lines)
     assert "ratings >= 4" in lines[0] and "popularity, alpha 0.5" in lines[0] and "400 / 80 / 80" in lines[0]
     assert "| a | 1 | 0.8000 | 0.7900 | 1 / 2 | 100 |" in text

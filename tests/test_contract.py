@@ -2,7 +2,6 @@
 import subprocess
 import sys
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -51,7 +50,8 @@ def test_missing_column(data):
 
 
 def test_wrong_dtype(data):
-    rewrite(data / C.VALID.relpath, lambda t: set_column(t, C.ITEM_ID, [str(x) for x in t.column(C.ITEM_ID).to_pylist()]))
+    rewrite(data / C.VALID.relpath,
+            lambda t: set_column(t, C.ITEM_ID, [str(x) for x in t.column(C.ITEM_ID).to_pylist()]))
     assert any("valid.parquet:item_id: has type string, expected int" in m for m in messages(data))
 
 
@@ -74,7 +74,8 @@ def test_sequence_item_out_of_range(data):
 
 
 def test_item_info_row_order(data):
-    rewrite(data / C.ITEM_INFO.relpath, lambda t: pa.concat_tables([t.slice(0, 5), t.slice(6, 1), t.slice(5, 1), t.slice(7)]))
+    rewrite(data / C.ITEM_INFO.relpath,
+            lambda t: pa.concat_tables([t.slice(0, 5), t.slice(6, 1), t.slice(5, 1), t.slice(7)]))
     assert any("item_info.parquet:item_id row 5: row order broken" in m for m in messages(data))
 
 

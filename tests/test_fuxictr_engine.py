@@ -53,7 +53,8 @@ def test_config_from_kit_values(tmp_path):
     # FuxiCTR applies a regulariser only when it is a float (an int 0 would be silently ignored)
     assert type(m["embedding_regularizer"]) is float and m["embedding_regularizer"] == 1e-7
     assert type(m["net_regularizer"]) is float and m["net_regularizer"] == 0.0
-    assert (m["embedding_dim"], m["dnn_hidden_units"], m["attention_hidden_units"]) == (64, [1024, 512, 256], [512, 256])
+    assert ((m["embedding_dim"], m["dnn_hidden_units"], m["attention_hidden_units"])
+            == (64, [1024, 512, 256], [512, 256]))
     assert (m["attention_dropout"], m["din_use_softmax"], m["batch_norm"], m["max_len"]) == (0.1, False, True, 64)
     assert (m["seed"], m["max_gradient_norm"], model["Base"]["early_stop_patience"]) == (20242025, 10.0, 3)
     specs = {c["name"]: c for c in data["feature_cols"]}

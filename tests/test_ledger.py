@@ -108,7 +108,8 @@ PRETRAINED = {
     "getattr(cls, 'from_' + 'pretrained')": "import transformers\n"
                                             "getattr(transformers.AutoModel, 'from_' + 'pretrained')('x')",
     "a fetch through urllib (torch.hub.load's way)": "import urllib.request\ntry:\n"
-                                                     "    urllib.request.urlopen('http://127.0.0.1:9/w.pt', timeout=1)\n"
+                                                     "    urllib.request.urlopen("
+                                                     "'http://127.0.0.1:9/w.pt', timeout=1)\n"
                                                      "except OSError:\n    pass",
     "weights from a file not the run's": "open('encoder.safetensors', 'wb').close()\n"
                                          "open('encoder.safetensors', 'rb').close()",

@@ -69,7 +69,8 @@ WRITE_PREDICTION = 'mkdir -p "$RUNS/task2" && base64 -d "$HERE/code/blob.b64" > 
 @pytest.mark.parametrize("kind", kinds())
 def test_a_run_sh_that_copies_the_shipped_prediction_fails(tmp_path, tiny_data, kind):
     b = bundle(tmp_path, tiny_data, 'set -e\nmkdir -p "$RUNS/task2"\n'
-               'cp "$HERE/run/prediction.csv" "$RUNS/task2/" || cp "$HERE/code/copy.csv" "$RUNS/task2/prediction.csv"\n',
+               'cp "$HERE/run/prediction.csv" "$RUNS/task2/" '
+               '|| cp "$HERE/code/copy.csv" "$RUNS/task2/prediction.csv"\n',
                files={"code/copy.csv": zipfile.ZipFile(bundle(tmp_path, tiny_data, "")).read("run/prediction.csv")})
     with pytest.raises(KitError, match="failed"):
         reproduce(b, tiny_data, "task2", timeout=60, sandbox=kind)

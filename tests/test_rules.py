@@ -125,8 +125,8 @@ def test_pack_refuses_another_prediction(run12, data, clean_code, tmp_path, monk
     text = lay.prediction.read_text().splitlines()
     blended = tmp_path / "blended.csv"
     rng = np.random.default_rng(1)
-    blended.write_text("\n".join([text[0]] + [f"{i},{(float(l.split(',')[1]) + rng.random()) / 2:.8f}"
-                                              for i, l in enumerate(text[1:])]) + "\n")
+    blended.write_text("\n".join([text[0]] + [f"{i},{(float(line.split(',')[1]) + rng.random()) / 2:.8f}"
+                                              for i, line in enumerate(text[1:])]) + "\n")
     out = tmp_path / "sub.zip"
     code, _, err = cli(monkeypatch, capsys, *pack_args("task1_2", run12, data, out, clean_code,
                                                        "--prediction", blended))

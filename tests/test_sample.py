@@ -119,7 +119,8 @@ def test_sampler_settings_are_checked(tmp_path):
     from mmctr.errors import KitError
 
     for bad, match in (({"negatives": "zipf"}, "negatives"), ({"pop_alpha": 40.0}, "pop_alpha"),
-                       ({"n_items": 35}, "at least 36 items"), ({"neg_per_click": 0}, "neg_per_click"), ({"shape": "poisson"}, "shape")):
+                       ({"n_items": 35}, "at least 36 items"), ({"neg_per_click": 0}, "neg_per_click"),
+                       ({"shape": "poisson"}, "shape")):
         with pytest.raises(KitError, match=match):
             SampleConfig(**{**TINY.__dict__, **bad})
     SampleConfig(**{**TINY.__dict__, "n_items": 35, "shape": "bernoulli"})  # no non-clicks to draw

@@ -104,7 +104,8 @@ def test_cli_check_exit_codes_and_json(tmp_path, data, weights, clean_code, monk
 def test_cli_bad_input_is_one_line(tmp_path, data, monkeypatch, capsys):
     code, out, err = cli(monkeypatch, capsys, "check", "--track", "task1", "--runs", tmp_path / "nope",
                          "--data-dir", data)
-    assert code == 2 and err.strip().startswith("error: runs directory not found") and len(err.strip().splitlines()) == 1
+    assert (code == 2 and err.strip().startswith("error: runs directory not found")
+            and len(err.strip().splitlines()) == 1)
     code, _, err = cli(monkeypatch, capsys, "check", "--track", "task1", "--runs", tmp_path,
                        "--data-dir", tmp_path / "nodata")
     assert code == 2 and "data directory not found" in err
@@ -497,7 +498,7 @@ def _bad_prediction(kind: str, p: np.ndarray, path: Path) -> None:
     elif kind == "extra":
         write_prediction(path, p, col)
         lines = path.read_text().splitlines()
-        path.write_text("\n".join(l + ",x" for l in lines) + "\n")
+        path.write_text("\n".join(line + ",x" for line in lines) + "\n")
     elif kind == "text":
         write_prediction(path, p, col)
         lines = path.read_text().splitlines()

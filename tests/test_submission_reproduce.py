@@ -67,8 +67,8 @@ def test_reproduce_agrees_with_the_shipped_prediction(packed, tiny_data, monkeyp
 def test_reproduce_fails_on_an_altered_prediction(packed, tiny_data, tmp_path, monkeypatch, capsys):
     def shift(data: bytes) -> bytes:
         lines = data.decode().split("\n")
-        out = [lines[0]] + [f"{l.split(',')[0]},{min(1.0, float(l.split(',')[1]) + 0.01):.8f}"
-                            for l in lines[1:] if l]
+        out = [lines[0]] + [f"{line.split(',')[0]},{min(1.0, float(line.split(',')[1]) + 0.01):.8f}"
+                            for line in lines[1:] if line]
         return ("\n".join(out) + "\n").encode()
 
     bad = _rewrite(packed, tmp_path / "bad_repro.zip", "run/prediction.csv", shift)
@@ -87,8 +87,9 @@ def test_a_run_that_trains_then_ships_another_prediction_fails(packed, tiny_data
 
     def shift(data: bytes) -> bytes:
         lines = data.decode().split("\n")
-        return ("\n".join([lines[0]] + [f"{l.split(',')[0]},{min(1.0, float(l.split(',')[1]) + 0.01):.8f}"
-                                       for l in lines[1:] if l]) + "\n").encode()
+        out = [lines[0]] + [f"{line.split(',')[0]},{min(1.0, float(line.split(',')[1]) + 0.01):.8f}"
+                            for line in lines[1:] if line]
+        return ("\n".join(out) + "\n").encode()
 
     shipped = shift(zipfile.ZipFile(packed).read("run/prediction.csv"))
     blob = base64.b64encode(shipped)

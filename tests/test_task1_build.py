@@ -231,7 +231,8 @@ def test_user_feature_files_npy_and_parquet(data, tmp_path):
     order = order[order != 5]
     pq.write_table(pa.table({C.ITEM_ID: pa.array(order), "h": pa.array(list(feats[order]), pa.list_(pa.float32()))}),
                    tmp_path / "vlm.parquet")
-    m = build_mod.build(data, cfg_of(precomputed={"enabled": True, "sources": [{"file": str(tmp_path / "vlm.parquet")}]}),
+    m = build_mod.build(data, cfg_of(precomputed={"enabled": True,
+                                                  "sources": [{"file": str(tmp_path / "vlm.parquet")}]}),
                         tmp_path / "b", cache_dir=tmp_path / "c", progress=False)
     assert m["parts"]["precomputed:vlm"]["items_without_feature"] == 1
 

@@ -21,22 +21,24 @@ def _model(tiny_data, **sets):
 
 def test_momo_config_is_the_winners_shape(tiny_data):
     cfg = load_config("transformer_dcn_momo")
-    assert (cfg.net.design, cfg.train.batch_size, cfg.train.learning_rate, cfg.net.batch_norm) == ("momo", 128, 5e-4, False)
+    assert ((cfg.net.design, cfg.train.batch_size, cfg.train.learning_rate, cfg.net.batch_norm)
+            == ("momo", 128, 5e-4, False))
     model = _model(tiny_data)
     width = 2 * (8 + 8 + 16)  # [item ; target], item = id + tags + projected embedding
     assert model.momo.out_dim == (4 + 1) * width
     assert model.cross.layers[0].in_features == 2 * 8 + width // 2 + 5 * width  # likes, views, target, seq
     assert not any(k.startswith(("pos.", "target_attn.", "pair_proj.")) for k in model.state_dict())
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
-    b, l = 6, 24
-    batch = {"seq": torch.randint(0, 50, (b, l)), "item": torch.randint(1, 50, (b,)),
+    b, length = 6, 24
+    batch = {"seq": torch.randint(0, 50, (b, length)), "item": torch.randint(1, 50, (b,)),
              "likes": torch.randint(0, 11, (b,)), "views": torch.randint(0, 11, (b,))}
     assert model(batch).shape == (b,)
 
 
 def test_kit_design_keeps_its_modules(tiny_data):
     tags, emb = read_item_info(tiny_data / C.ITEM_INFO.relpath)
-    model = create_model(load_config("transformer_dcn_small"), torch.from_numpy(tags.copy()), torch.from_numpy(emb.copy()))
+    model = create_model(load_config("transformer_dcn_small"), torch.from_numpy(tags.copy()),
+                         torch.from_numpy(emb.copy()))
     keys = set(model.state_dict())
     assert {"head.weight", "pos.weight", "pair_proj.weight"} <= keys and model.momo is None
 

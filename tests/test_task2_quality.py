@@ -1,4 +1,5 @@
-"""task2 main model quality levers: ablation switches, the id parameter group; and the full model learns the planted signal. (id_dropout: test_task2_models.py)"""
+"""task2 main model quality levers: ablation switches, the id parameter group; and the full model learns the
+planted signal. (id_dropout: test_task2_models.py)"""
 import pytest
 import torch
 

@@ -72,7 +72,8 @@ def test_resume_refuses_another_batch_order_and_records_the_rest(one_epoch, tiny
     train_model(load_config("transformer_dcn_small", {**TWO, "early_stop_patience": 5, "grad_clip_norm": 1.0}),
                 tiny_data, None, run, quiet=True, resume=True)
     m = json.loads((run / "manifest.json").read_text())
-    assert m["resumed"] == [{"from_epoch": 1, "changed": {"early_stop_patience": [3, 5], "grad_clip_norm": [10.0, 1.0]}}]
+    assert m["resumed"] == [{"from_epoch": 1,
+                             "changed": {"early_stop_patience": [3, 5], "grad_clip_norm": [10.0, 1.0]}}]
 
 
 def test_resume_equals_uninterrupted(one_epoch, tiny_data, tmp_path):

@@ -149,7 +149,7 @@ class TargetAttention(nn.Module):
 
     def forward(self, target: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor,
                 dense: bool | None = None) -> torch.Tensor:
-        b, l, d = seq.shape
+        b, length, d = seq.shape
         if seq.is_cuda if dense is None else dense:  # dense: nonzero() would sync the host every step
             q = target.unsqueeze(1).expand_as(seq)
             scores = self.score(torch.cat([q, seq, q - seq, q * seq], -1)).squeeze(-1) * mask
@@ -157,7 +157,7 @@ class TargetAttention(nn.Module):
             rows, cols = mask.nonzero(as_tuple=True)
             q, k = target[rows], seq[rows, cols]
             s = self.score(torch.cat([q, k, q - k, q * k], -1)).squeeze(-1)
-            scores = torch.zeros(b, l, dtype=s.dtype, device=seq.device).index_put_((rows, cols), s)
+            scores = torch.zeros(b, length, dtype=s.dtype, device=seq.device).index_put_((rows, cols), s)
         if self.use_softmax:
             scores = scores.masked_fill(~mask, -1e9).softmax(-1) * mask
         return (scores.unsqueeze(-1).to(seq.dtype) * seq).sum(1)

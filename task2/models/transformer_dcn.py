@@ -122,11 +122,11 @@ class TransformerDCN(nn.Module):
             x = torch.cat([self.likes(batch["likes"]), self.views(batch["views"]), t, self.momo(t, s, seq > 0)], -1)
             return self.head(torch.cat([self.cross(x), self.deep(x)], -1)).squeeze(-1)
         seq = batch["seq"]
-        b, l = seq.shape
+        b, length = seq.shape
         mask = seq > 0
         t, s = self.items.encode(batch["item"], seq, self.item_proj)  # (b, dm), (b, l, dm)
         tt = t.unsqueeze(1).expand_as(s)
-        recency = torch.arange(l - 1, -1, -1, device=seq.device)
+        recency = torch.arange(length - 1, -1, -1, device=seq.device)
         pairs = self.pair_proj(torch.cat([s, tt, s * tt], -1)) + self.pos(recency)
         tokens = torch.cat([t.unsqueeze(1), pairs], 1)
         pad = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=seq.device), ~mask], 1)
