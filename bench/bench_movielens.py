@@ -299,7 +299,9 @@ def report(args, data, rows: list, root: Path, complete: bool) -> dict:
 
     from mmctr.io import environment
 
-    git = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
     dirty = " (uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
     rep = {"data": data, "rows": rows + reference_rows(root),
            "environment": {**environment(), "cpu_count": os.cpu_count()},

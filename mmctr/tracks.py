@@ -99,12 +99,12 @@ def get_track(name) -> Track:
 REFREEZE = "python -m mmctr.tracks --refreeze"
 FIXED_DIN_SOURCES = {
     "task2/train.py": "d3dd972a3acfa6fbeb8ec4cdf75f8d66722f4e2ce7e8f115b117ab0f90625725",
-    "task2/data.py": "b26d82a6d62320cf89163e14d7be69aa9c4a6b2761be22f6b4dcb6c3b75b7c80",
+    "task2/data.py": "85f3df2d2f5bb9f51194c14a58e021302cd62351b5d5983603ffa5b8df086360",
     "task2/config.py": "b9c127bad480bbb00385ee25e0da8455760fe05220f54a26971ff04da349c174",
     "task2/checkpoint.py": "031aefa91849c71cde2a6ad5ccbf0c713d947383fa28e8f6f373ba4617703854",
     "task2/models/__init__.py": "ffbcfffcb78ad37c8356c923f32b68fae39a23bda8b05024ee6b31e34ae2078f",
     "task2/models/din.py": "fea2812f80ea0592f84c84b666adc938aa71087659b57e2b059d7f2c573550a6",
-    "task2/models/layers.py": "dccee742e80b3d0c2da2d1c46d8cd1371f2871841d42941776811b81628b434a",
+    "task2/models/layers.py": "4feb174682b7fe5d84fe9ff21ee186fa749f24b20621506bf8e769ed12c29156",
     "mmctr/config.py": "0564ba4fe3335ac29d97bd6993f0ebe7e3bb765ee40e60256ac64af056f00acb",
     "mmctr/runtime.py": "1f41a3cd514b4c92223aefb47ca0ff9e2bdc34c6b1eec3af267a7c38ec2dd08a",
     "mmctr/rundir.py": "82d8950f28719c1046be832b1add917f9d44224bcee4fa56ba4a4003d5e528c3",

@@ -146,7 +146,8 @@ def test_a_manifest_without_a_sound_ledger_breaks_manifest(ledger_value, why):
 
 def test_the_ledger_records_modules_processes_and_dynamic_code(fakes):
     led = ran("import subprocess\nsubprocess.run(['true'])\nexec(compile('x = 1', '<mine>', 'exec'))\n"
-              "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\nexcept OSError:\n    pass\n"
+              "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
+              "except OSError:\n    pass\n"
               "try:\n    import no_such_module_at_all\nexcept ImportError:\n    pass", fakes)
     assert led["entry"] == "task2 train" and "subprocess" in led["modules"]
     assert {"event": "subprocess.Popen", "argv": ["true"]} in led["processes"]

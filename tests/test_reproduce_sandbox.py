@@ -179,7 +179,8 @@ def test_the_bundle_itself_is_not_readable_from_the_run(tiny_data, kind):
     try:
         path = where / "b_repro.zip"
         grab = (f'"$PY" -c "import zipfile, os; d = os.environ[\'RUNS\'] + \'/task2\'; os.makedirs(d); '
-                f'open(d + \'/prediction.csv\', \'wb\').write(zipfile.ZipFile(\'{path}\').read(\'run/prediction.csv\'))"\n')
+                f'open(d + \'/prediction.csv\', \'wb\')'
+                f'.write(zipfile.ZipFile(\'{path}\').read(\'run/prediction.csv\'))"\n')
         shutil.move(str(bundle(where, tiny_data, grab)), str(path))
         if kind == "bwrap":
             with pytest.raises(KitError, match="failed"):
