@@ -129,8 +129,12 @@ def _command(kind: str, work: Path, env: dict, hide=()) -> tuple:
         data = env["DATA"]
         masks = [a for f in hide if f and Path(f).is_file()
                  for a in ("--ro-bind", "/dev/null", str(Path(f).resolve()))]
+        # the private /tmp would hide an interpreter (a venv, a clone) that lives under /tmp
+        pythons = dict.fromkeys(str(Path(p).resolve()) for p in (Path(env["PY"]).parent.parent, sys.prefix,
+                                                                   sys.base_prefix) if Path(p).is_dir())
+        keep = [a for p in pythons if Path(p).is_relative_to("/tmp") for a in ("--ro-bind", p, p)]
         argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", *masks, "--tmpfs", "/tmp",
-                "--ro-bind", data, data, "--bind", str(work), INSIDE, "--unshare-all", "--die-with-parent",
+                *keep, "--ro-bind", data, data, "--bind", str(work), INSIDE, "--unshare-all", "--die-with-parent",
                 "--chdir", INSIDE,
                 "bash", f"{INSIDE}/run.sh", "--no-make"]
         return argv, inner
