@@ -16,7 +16,6 @@ from pathlib import Path
 
 from mmctr import contract as C
 from mmctr import rundir as L
-from mmctr import rundir as M
 from mmctr.errors import KitError
 from mmctr.io import check_writable, environment, file_sha256
 from mmctr.paths import DataPaths, refuse_data_write
@@ -201,9 +200,9 @@ def _reproduce_md(track, test_sha, git, configs, summary, t1, t2, left_out, allo
               f"- submission.zip sha256: `{summary['zip_sha256']}`"]
     if t2:
         lines += [f"- best validation AUC: {t2.get('best_valid_auc')} (epoch {t2.get('best_epoch')})",
-                  f"- CTR model: `{(t2.get(M.CONFIG) or {}).get('model')}`"]
+                  f"- CTR model: `{(t2.get(L.CONFIG) or {}).get('model')}`"]
     if t1:
-        models = ", ".join(f"{m.get('name')} ({m.get('source')})" for m in t1.get(M.MODELS) or []
+        models = ", ".join(f"{m.get('name')} ({m.get('source')})" for m in t1.get(L.MODELS) or []
                            if isinstance(m, dict)) or "none"
         lines.append(f"- Task-1 pretrained weights: {models}")
     lines.append(_environment_line())
@@ -231,9 +230,9 @@ def write_bundle(out: Path, track, runs: Path, data_root: Path, summary: dict, r
     """Write the reproducibility bundle to `out` (a staging path); return what went in."""
     t = get_track(track)
     run = L.TrackDir.of(runs)
-    t1 = M.read_manifest(run.task1_manifest) if run.task1_manifest.is_file() else None
-    t2 = M.read_manifest(run.task2_manifest) if run.task2_manifest.is_file() else None
-    head = M.git_commit()
+    t1 = L.read_manifest(run.task1_manifest) if run.task1_manifest.is_file() else None
+    t2 = L.read_manifest(run.task2_manifest) if run.task2_manifest.is_file() else None
+    head = L.git_commit()
     status = _git("status", "--porcelain", "--untracked-files=no")
     git = {"commit": head, "dirty": bool(status and status.strip())}
     names = []
@@ -258,15 +257,15 @@ def write_bundle(out: Path, track, runs: Path, data_root: Path, summary: dict, r
                               (t2, f"run/{L.TASK2_DIR}/{L.MANIFEST}")):
             if doc is not None:
                 add_json(rel_name, doc)
-        if t1 is not None and isinstance(t1.get(M.CONFIG), dict):
+        if t1 is not None and isinstance(t1.get(L.CONFIG), dict):
             configs["T1_CONFIG"] = "run/configs/task1.yaml"
-            add(configs["T1_CONFIG"], _yaml(rel.doc({k: v for k, v in t1[M.CONFIG].items()
+            add(configs["T1_CONFIG"], _yaml(rel.doc({k: v for k, v in t1[L.CONFIG].items()
                                                      if k != L.CONFIG_SOURCE})))
-        if t2 is not None and isinstance(t2.get(M.CONFIG), dict):
+        if t2 is not None and isinstance(t2.get(L.CONFIG), dict):
             var = P.t2_config_var(t)
             configs[var] = "run/configs/task2.yaml"
             runtime = t2.get(L.RUNTIME) if isinstance(t2.get(L.RUNTIME), dict) else {}
-            full = {**t2[M.CONFIG], **runtime}  # task2 keeps speed/budget keys apart
+            full = {**t2[L.CONFIG], **runtime}  # task2 keeps speed/budget keys apart
             add(configs[var], _yaml(rel.doc({k: v for k, v in full.items() if k != L.CONFIG_SOURCE})))
         add(f"run/{C.SUBMISSION_FILE}", canonical)  # what submission.zip holds (for `submission reproduce`)
         add_json("run/check_report.json", report)
@@ -355,7 +354,7 @@ def pack(track, runs, data_dir, out, prediction=None, code_dirs=None, task2_code
         raise KitError(f"{len(rep.violations)} rule violation(s) ({', '.join(rep.broken)}), first: "
                        f"{first}; see `python -m submission check --track {t.name} --runs {runs} "
                        f"--data-dir {data_dir}`")
-    recorded = (M.read_manifest(run.task2_manifest).get(L.PREDICTION) or {}).get(L.SHA256)
+    recorded = (L.read_manifest(run.task2_manifest).get(L.PREDICTION) or {}).get(L.SHA256)
     if raw_sha != recorded:
         raise KitError(f"{src} is not the prediction the checked run made (sha256 {raw_sha[:12]}, the run "
                        f"manifest records {str(recorded)[:12]}): pack ships only {run.prediction} as "

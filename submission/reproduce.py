@@ -197,7 +197,6 @@ def _trained(work: Path, shipped_dir: Path, started: float) -> dict:
     differ from the shipped ones. {"ok": bool, "why": [reasons it did not], ...}."""
     import json
 
-    from mmctr import rundir as M
     from mmctr.io import file_sha256
 
     from .ledgers import unsound
@@ -217,31 +216,31 @@ def _trained(work: Path, shipped_dir: Path, started: float) -> dict:
         return {"ok": False, "why": [f"the re-run's {L.MANIFEST} is not a JSON object"]}
     if new_path.stat().st_mtime < started:
         why.append(f"{L.MANIFEST} is older than the re-run")
-    ck = new.get(M.CHECKPOINT) if isinstance(new.get(M.CHECKPOINT), dict) else {}
-    best = run2 / str(ck.get(M.PATH) or L.BEST)
+    ck = new.get(L.CHECKPOINT) if isinstance(new.get(L.CHECKPOINT), dict) else {}
+    best = run2 / str(ck.get(L.PATH) or L.BEST)
     if not best.is_file() or best.stat().st_mtime < started:
         why.append("no checkpoint was written during the re-run")
-    elif file_sha256(best) != ck.get(M.SHA256):
+    elif file_sha256(best) != ck.get(L.SHA256):
         why.append(f"{best.name} is not the checkpoint the re-run's manifest records")
-    for key in ("created", M.TIMINGS):
+    for key in ("created", L.TIMINGS):
         if old.get(key) is not None and new.get(key) == old.get(key):
             why.append(f"the manifest's {key!r} is the shipped one (copied, not re-run)")
     history = new.get("history") if isinstance(new.get("history"), list) else []
     if not history:
         why.append("the manifest records no epochs")
-    for where, led, entry in (("train", new.get(M.LEDGER), "task2 train"),
-                              ("predict", (new.get(M.PREDICTION) or {}).get(M.LEDGER)
-                               if isinstance(new.get(M.PREDICTION), dict) else None, "task2 predict")):
+    for where, led, entry in (("train", new.get(L.LEDGER), "task2 train"),
+                              ("predict", (new.get(L.PREDICTION) or {}).get(L.LEDGER)
+                               if isinstance(new.get(L.PREDICTION), dict) else None, "task2 predict")):
         bad = unsound(led)
         if bad or led.get("entry") != entry or not led.get("modules"):
             why.append(f"the {where} ledger is missing or not the kit's ({bad or led.get('entry')})")
-        elif isinstance(old, dict) and led.get("sha256") == ((old.get(M.LEDGER) or {}) if where == "train" else
-                                                             (old.get(M.PREDICTION) or {}).get(M.LEDGER) or {}
+        elif isinstance(old, dict) and led.get("sha256") == ((old.get(L.LEDGER) or {}) if where == "train" else
+                                                             (old.get(L.PREDICTION) or {}).get(L.LEDGER) or {}
                                                              ).get("sha256"):
             why.append(f"the {where} ledger is the shipped one")
-    return {"ok": not why, "why": why, "epochs": len(history), "timings": new.get(M.TIMINGS),
-            "shipped_timings": old.get(M.TIMINGS) if isinstance(old, dict) else None,
-            "checkpoint_sha256": ck.get(M.SHA256)}
+    return {"ok": not why, "why": why, "epochs": len(history), "timings": new.get(L.TIMINGS),
+            "shipped_timings": old.get(L.TIMINGS) if isinstance(old, dict) else None,
+            "checkpoint_sha256": ck.get(L.SHA256)}
 
 
 # The code that writes the ledger: the bundle's copy must be the kit's, or its ledgers prove nothing.

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from mmctr import contract as C
 from mmctr import rundir as L
-from mmctr import rundir as M
 from mmctr.errors import KitError
 from mmctr.io import file_sha256
 from mmctr.paths import DataPaths, data_locations, is_inside
@@ -137,12 +136,12 @@ def _same(a, b) -> bool:
 
 def _load(report: Report, path: Path, kind: str, rel) -> dict | None:
     try:
-        doc = M.read_manifest(path)
+        doc = L.read_manifest(path)
     except KitError as exc:
         report.add("manifest", rel(path), str(exc))
         return None
-    if not isinstance(doc, dict) or doc.get(M.KIND) != kind:
-        got = doc.get(M.KIND) if isinstance(doc, dict) else type(doc).__name__
+    if not isinstance(doc, dict) or doc.get(L.KIND) != kind:
+        got = doc.get(L.KIND) if isinstance(doc, dict) else type(doc).__name__
         report.add("manifest", rel(path), f"kind is {got!r}, expected {kind!r}")
         return None
     return doc
@@ -216,12 +215,12 @@ def produced_sha256(runs: Path) -> set:
     out = set()
     for path in sorted(runs.rglob("*manifest.json")):
         try:
-            doc = M.read_manifest(path)
+            doc = L.read_manifest(path)
         except (KitError, OSError, RecursionError, ValueError):
             continue  # the manifest rule reports the run's own manifests
-        if not isinstance(doc, dict) or doc.get(M.KIND) not in ("task1", "task2") or not vouches(doc.get(LEDGER)):
+        if not isinstance(doc, dict) or doc.get(L.KIND) not in ("task1", "task2") or not vouches(doc.get(LEDGER)):
             continue
-        outputs = doc.get(M.OUTPUTS) if isinstance(doc.get(M.OUTPUTS), dict) else {}
+        outputs = doc.get(L.OUTPUTS) if isinstance(doc.get(L.OUTPUTS), dict) else {}
         out |= {v for v in outputs.values() if isinstance(v, str)}
         for key in (L.CHECKPOINT, L.PREDICTION):
             if isinstance(doc.get(key), dict) and isinstance(doc[key].get(L.SHA256), str):
@@ -362,15 +361,15 @@ def _check_task2_manifest(ctx: _Ctx, t2: dict) -> None:
     elif n != 1:
         r.add("single-model", f"{where}:{L.N_MODELS}",
               f"{n} models; the rules allow one neural network trained end to end (no ensembles)")
-    cfg = t2.get(M.CONFIG)
+    cfg = t2.get(L.CONFIG)
     if not isinstance(cfg, dict):
-        r.add("manifest", f"{where}:{M.CONFIG}", "missing: the full model and training config")
+        r.add("manifest", f"{where}:{L.CONFIG}", "missing: the full model and training config")
         cfg = {}
     for key in ENSEMBLE_KEYS:
         v = cfg.get(key)
         if v not in (None, False, 0, 1, "", "none", [], {}):
             rule = "single-model" if key in ("num_models", "n_models", "n_seeds", "bagging") else "no-ensemble"
-            r.add(rule, f"{where}:{M.CONFIG}.{key}", f"= {v!r}: ensembles and averaged models are not allowed")
+            r.add(rule, f"{where}:{L.CONFIG}.{key}", f"= {v!r}: ensembles and averaged models are not allowed")
     pre = t2.get(L.PRETRAINED)
     if pre is None:
         r.add("manifest", f"{where}:{L.PRETRAINED}", "not recorded; must be [] for the CTR model")
@@ -379,8 +378,8 @@ def _check_task2_manifest(ctx: _Ctx, t2: dict) -> None:
         r.add("no-pretrained-ctr", f"{where}:{L.PRETRAINED}",
               f"the CTR model used pretrained weights ({names}); pretrained models may only "
               "extract item features in Task 1")
-    if t2.get(M.MODELS):
-        r.add("no-pretrained-ctr", f"{where}:{M.MODELS}",
+    if t2.get(L.MODELS):
+        r.add("no-pretrained-ctr", f"{where}:{L.MODELS}",
               "the CTR run declares pretrained models; they are allowed in Task 1 only")
     ck = t2.get(L.CHECKPOINT)
     if isinstance(ck, dict) and ck.get(L.PATH):
@@ -396,10 +395,10 @@ def _check_task2_manifest(ctx: _Ctx, t2: dict) -> None:
 
 def _manifest_inputs(ctx: _Ctx, doc: dict, base: Path, where: str) -> dict:
     """{resolved path: sha256} of every file a run read (its inputs and item_info entry)."""
-    inputs = doc.get(M.INPUTS)
+    inputs = doc.get(L.INPUTS)
     if not isinstance(inputs, dict):
         if where:
-            ctx.report.add("manifest", f"{where}:{M.INPUTS}", "must map each file read to its sha256")
+            ctx.report.add("manifest", f"{where}:{L.INPUTS}", "must map each file read to its sha256")
         inputs = {}
     out = {}
     for raw, sha in inputs.items():
@@ -423,9 +422,9 @@ def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
     truth_shas = {ctx.sha(p) for p in truth.glob("*.parquet")} if truth.is_dir() else set()
     declared_sha, declared_src, precomputed_sha = set(), [], set()
     if t1 is not None:
-        models = t1.get(M.MODELS)
+        models = t1.get(L.MODELS)
         if not isinstance(models, list):
-            r.add("manifest", f"{ctx.rel(ctx.run.task1_manifest)}:{M.MODELS}",
+            r.add("manifest", f"{ctx.rel(ctx.run.task1_manifest)}:{L.MODELS}",
                   "must list the pretrained weights used ([] if none)")
             models = []
         precomputed_sha |= {m.get(L.SHA256) for m in models if isinstance(m, dict) and m.get("kind") == "precomputed"}
@@ -436,10 +435,10 @@ def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
                 for key in ("path", "source"):  # where the weights live ("source" may be "package:...")
                     if isinstance(m.get(key), str) and Path(m[key]).expanduser().is_absolute():
                         declared_src.append(_resolve(m[key]))
-    if t2 is not None and isinstance(t2.get(M.INPUTS), dict):  # what task2 must have read
+    if t2 is not None and isinstance(t2.get(L.INPUTS), dict):  # what task2 must have read
         read = {_resolve(p): (raw, sha) for raw, (p, sha) in _manifest_inputs(ctx, t2, ctx.run2, "").items()}
         test_like = truth_shas | {test_sha}  # reported under no-test-in-training below
-        where = f"{ctx.rel(ctx.run.task2_manifest)}:{M.INPUTS}"
+        where = f"{ctx.rel(ctx.run.task2_manifest)}:{L.INPUTS}"
         tables = {_resolve(p) for p in (ctx.paths.table(C.TRAIN), ctx.paths.table(C.VALID), test_path,
                                         ctx.paths.table(C.ITEM_INFO), ctx.run.item_info)}
         for table in (C.TRAIN, C.VALID):
@@ -459,7 +458,7 @@ def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
             continue
         where = ctx.rel(mpath)
         for raw, (p, sha) in _manifest_inputs(ctx, doc, mpath.parent, where).items():
-            shown = f"{where}:{M.INPUTS}[{raw}]"
+            shown = f"{where}:{L.INPUTS}[{raw}]"
             if _resolve(p) == _resolve(test_path) or (sha and sha == test_sha):
                 r.add("no-test-in-training", shown,
                       "reads test.parquet; test rows must not be used in training")
@@ -559,11 +558,11 @@ def _check_item_info(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
                       f"{C.ITEM_EMB} may change, rows must stay aligned with the provided items")
     sha = ctx.sha(path)
     if t1 is not None:
-        outs = t1.get(M.OUTPUTS) or {}
+        outs = t1.get(L.OUTPUTS) or {}
         recorded = next((v for k, v in outs.items()
                          if _resolve(ctx.data_file(k, ctx.run.task1_manifest.parent)) == _resolve(path)), None)
         if recorded is None:
-            r.warn("provenance", f"{ctx.rel(ctx.run.task1_manifest)}:{M.OUTPUTS}",
+            r.warn("provenance", f"{ctx.rel(ctx.run.task1_manifest)}:{L.OUTPUTS}",
                    f"does not record {where}; cannot prove task1 wrote it")
         elif recorded != sha:
             r.add("provenance", where, "changed after task1 wrote it (sha256 differs from its manifest)")
@@ -582,23 +581,23 @@ def _check_fixed_din(ctx: _Ctx, t2: dict) -> None:
     network's architecture against the fixed DIN's."""
     r, where = ctx.report, ctx.rel(ctx.run.task2_manifest)
     fixed = fixed_din_config()
-    cfg = t2.get(M.CONFIG) if isinstance(t2.get(M.CONFIG), dict) else {}
+    cfg = t2.get(L.CONFIG) if isinstance(t2.get(L.CONFIG), dict) else {}
     tunable = ", ".join(TASK1_TUNABLE)
     if cfg.get("model") != fixed["model"]:
-        r.add("fixed-din", f"{where}:{M.CONFIG}.model", f"= {cfg.get('model')!r}; the Task-1 track trains "
+        r.add("fixed-din", f"{where}:{L.CONFIG}.model", f"= {cfg.get('model')!r}; the Task-1 track trains "
               f"the fixed {fixed['model']!r}")
     frozen = {**fixed["net"], **fixed["train"]}
     for key, value in frozen.items():
         if key in TASK1_TUNABLE:
             continue
         if key not in cfg:
-            r.add("fixed-din", f"{where}:{M.CONFIG}.{key}", f"missing; the fixed DIN has {key} = {value!r}")
+            r.add("fixed-din", f"{where}:{L.CONFIG}.{key}", f"missing; the fixed DIN has {key} = {value!r}")
         elif not _same(cfg[key], value):
-            r.add("fixed-din", f"{where}:{M.CONFIG}.{key}",
+            r.add("fixed-din", f"{where}:{L.CONFIG}.{key}",
                   f"= {cfg[key]!r}, the fixed DIN has {value!r}; the Task-1 track may change only {tunable}")
     ignore = set(frozen) | {"model", L.CONFIG_SOURCE} | _runtime_keys()
     for key in sorted(set(cfg) - ignore):
-        r.add("fixed-din", f"{where}:{M.CONFIG}.{key}",
+        r.add("fixed-din", f"{where}:{L.CONFIG}.{key}",
               "is not a hyperparameter of the fixed DIN; the Task-1 track may change only " + tunable)
     _check_resumed(ctx, t2, tunable)
     _check_din_architecture(ctx, t2, cfg)
@@ -813,7 +812,7 @@ def _check_rescored(ctx: _Ctx, t2: dict, scores, where: str) -> None:
         ctx.report.add("provenance", where, f"the checkpoint cannot re-score test rows: "
                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
         return
-    runtime = t2.get(M.RUNTIME) if isinstance(t2.get(M.RUNTIME), dict) else {}
+    runtime = t2.get(L.RUNTIME) if isinstance(t2.get(L.RUNTIME), dict) else {}
     amp_cuda = bool(runtime.get("amp", False)) and "cuda" in str(t2.get("device", runtime.get("device", "")))
     tol = RESCORE_TOL_AMP if amp_cuda else RESCORE_TOL
     diff = np.abs(probs - scores[idx])
