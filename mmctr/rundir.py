@@ -84,23 +84,6 @@ def write_manifest(path, kind: str, **fields) -> dict:
     return doc
 
 
-def portable(paths: dict, data_root, base) -> dict:
-    """{path: value} with each path written relative to the data root (a data file) or to `base`
-    (the manifest's folder) when it lies in base's parent (the run folder), else absolute: a run
-    folder copied or moved, or data mounted elsewhere, still names the same files."""
-    data_root, base = Path(data_root).resolve(), Path(base).resolve()
-    out = {}
-    for raw, value in paths.items():
-        p = Path(raw).resolve()
-        if p == data_root or data_root in p.parents:
-            out[p.relative_to(data_root).as_posix()] = value
-        elif p == base.parent or base.parent in p.parents:
-            out[Path(os.path.relpath(p, base)).as_posix()] = value
-        else:
-            out[str(raw)] = value
-    return out
-
-
 def read_manifest(path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -114,12 +97,23 @@ def read_manifest(path) -> dict:
 
 
 def locate(path, data_root, run_dir) -> dict:
-    """A data file as a manifest records it, without the machine's absolute paths: relative to
-    the data root, else relative to the run folder (e.g. task1's item_info beside the run)."""
-    rel = is_inside(Path(path).resolve(), (Path(data_root).resolve(),))
+    """A file as a manifest records it, without the machine's absolute paths where it can: relative
+    to the data root (a data file), else relative to `run_dir` when it lies in run_dir's parent (the
+    track folder: task1's item_info beside a task2 run), else absolute. A run folder copied or
+    moved with its track folder, or data mounted elsewhere, still names the same files."""
+    p = Path(path).resolve()
+    rel = is_inside(p, (Path(data_root).resolve(),))
     if rel is not None:
-        return {PATH: str(rel), "root": "data"}
-    return {PATH: os.path.relpath(Path(path).resolve(), Path(run_dir).resolve()), "root": "run"}
+        return {PATH: rel.as_posix(), "root": "data"}
+    run_dir = Path(run_dir).resolve()
+    if is_inside(p, (run_dir.parent,)) is not None:
+        return {PATH: Path(os.path.relpath(p, run_dir)).as_posix(), "root": "run"}
+    return {PATH: str(p), "root": "run"}
+
+
+def portable(paths: dict, data_root, base) -> dict:
+    """{path: value} with each path as `locate` records it (the manifests' `inputs` / `outputs`)."""
+    return {locate(raw, data_root, base)[PATH]: value for raw, value in paths.items()}
 
 
 def resolve_located(entry: dict, data_root, run_dir) -> Path:

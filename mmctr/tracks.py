@@ -107,7 +107,7 @@ FIXED_DIN_SOURCES = {
     "task2/models/layers.py": "4feb174682b7fe5d84fe9ff21ee186fa749f24b20621506bf8e769ed12c29156",
     "mmctr/config.py": "0564ba4fe3335ac29d97bd6993f0ebe7e3bb765ee40e60256ac64af056f00acb",
     "mmctr/runtime.py": "1f41a3cd514b4c92223aefb47ca0ff9e2bdc34c6b1eec3af267a7c38ec2dd08a",
-    "mmctr/rundir.py": "82d8950f28719c1046be832b1add917f9d44224bcee4fa56ba4a4003d5e528c3",
+    "mmctr/rundir.py": "60d978b23462592e8f1e8d810b10edf0dd3e3ec7593af8f36b56088cde22f1f2",
     "task2/predict.py": "56110227ca9a50dae64c38bd6604e209ce0b6fe5451c709d702eb7d52aeef1e0",
     "mmctr/metrics.py": "c08fb171e979fdb611a19223314fabadaf3aafc4a15b6c06397b65b754f3930e",
 }

@@ -85,15 +85,22 @@ def test_checkpoints_round_trip_pinned(tmp_path):
         run.load_checkpoint(R.BEST, "0" * 64)
 
 
-def test_locate_records_data_files_relative(tmp_path):
+def test_locate_records_files_relative_to_the_data_or_the_track_folder(tmp_path):
     data, run = tmp_path / "data", tmp_path / "runs" / "task2"
     (data / "MicroLens_1M_x1").mkdir(parents=True)
     run.mkdir(parents=True)
     entry = R.locate(data / "MicroLens_1M_x1" / "train.parquet", data, run)
     assert entry == {"path": "MicroLens_1M_x1/train.parquet", "root": "data"}
     assert R.resolve_located(entry, data, run) == data / "MicroLens_1M_x1" / "train.parquet"
-    beside = R.locate(tmp_path / "runs" / "task1" / "item_info.parquet", data, run)
+    beside_path = tmp_path / "runs" / "task1" / "item_info.parquet"
+    beside = R.locate(beside_path, data, run)
     assert beside == {"path": "../task1/item_info.parquet", "root": "run"}
+    elsewhere = (tmp_path / "elsewhere" / "item_info.parquet").resolve()
+    outside = R.locate(elsewhere, data, run)  # outside the track folder: absolute, not ../../..
+    assert outside == {"path": str(elsewhere), "root": "run"}
+    assert R.resolve_located(outside, data, run) == elsewhere
+    assert R.portable({beside_path: "a", elsewhere: "b"}, data, run) == {"../task1/item_info.parquet": "a",
+                                                                         str(elsewhere): "b"}
 
 
 LOCKER = """
