@@ -233,8 +233,8 @@ def train_and_score(config: str, seed: int, root: Path, sets: list, max_epochs, 
         s = Trainer(cfg, root, None, tmp, quiet=True).fit()
         entry = predict_run(tmp, root, "task2")
         scores = pd.read_csv(Path(tmp) / entry["path"])[C.TRACK_COLUMNS["task2"]].to_numpy()
-    return {"config": config, "seed": seed, "valid_auc": s["best_valid_auc"], "best_epoch": s["best_epoch"],
-            "epochs": len(s["history"]), "test_auc": roc_auc(test_labels(root), scores),
+    return {"config": config, "set": list(sets), "seed": seed, "valid_auc": s["best_valid_auc"],
+            "best_epoch": s["best_epoch"], "epochs": len(s["history"]), "test_auc": roc_auc(test_labels(root), scores),
             "samples_per_s": s["samples_per_s"], "params": s["params"]}
 
 
@@ -271,14 +271,17 @@ def markdown(rep: dict) -> list:
     def fmt(v, f="{:.4f}"):
         return "-" if v is None else f.format(v)
 
+    def label(r):  # a config with its --set overrides is another variant
+        return " ".join([r["config"], *r.get("set", [])])
+
     for r in rep["rows"]:
-        lines.append(f"| {r['config']} | {r.get('seed', '-')} | {fmt(r['valid_auc'])} | {fmt(r['test_auc'])} | "
+        lines.append(f"| {label(r)} | {r.get('seed', '-')} | {fmt(r['valid_auc'])} | {fmt(r['test_auc'])} | "
                      f"{r.get('best_epoch', '-')} / {r.get('epochs', '-')} | "
                      f"{fmt(r.get('samples_per_s'), '{:,.0f}')} |")
     by: dict = {}
     for r in rep["rows"]:
         if "seed" in r:
-            by.setdefault(r["config"], []).append(r)
+            by.setdefault(label(r), []).append(r)
     if any(len(v) > 1 for v in by.values()):
         lines += ["", "| config | seeds | valid AUC mean (sd) | test AUC mean (sd) | samples/s |",
                   "|---|---|---|---|---|"]

@@ -124,3 +124,15 @@ def test_docs_table_of_a_movielens_bench():
     assert "| a | 1 | 0.8000 | 0.7900 | 1 / 2 | 100 |" in text
     assert "| views_level alone | - | 0.7000 | 0.6000 | - / - | - |" in text
     assert "| a | 2 | 0.8100 (0.0141) | 0.8000 (0.0141) | 100 |" in text  # mean (sd) over the seeds
+
+
+def test_markdown_keeps_set_variants_apart():
+    """Runs of one config with other --set overrides are other variants: their own mean, not one pool."""
+    def row(sets, seed, auc):
+        return {"config": "transformer_dcn_small", "set": sets, "seed": seed, "valid_auc": auc, "test_auc": auc,
+                "best_epoch": 1, "epochs": 1, "samples_per_s": 10.0}
+
+    rep = {"rows": [row([], 1, 0.80), row([], 2, 0.82), row(["mm_rank=0"], 1, 0.70), row(["mm_rank=0"], 2, 0.72)]}
+    lines = ml.markdown(rep)
+    assert "| transformer_dcn_small | 2 | 0.8100 (0.0141) | 0.8100 (0.0141) | 10 |" in lines
+    assert "| transformer_dcn_small mm_rank=0 | 2 | 0.7100 (0.0141) | 0.7100 (0.0141) | 10 |" in lines
