@@ -249,6 +249,83 @@ SHIPPED_RUN = (f"run/{C.SUBMISSION_FILE}", f"run/{L.TASK1_DIR}", f"run/{L.TASK2_
                "run/check_report.json")  # not visible to the run
 
 
+def _unpack(bundle: Path, work: Path, shipped_dir: Path) -> list:
+    """Extract the bundle into work and move what it shipped (prediction, run folders, report) to
+    shipped_dir, where the re-run cannot see it; any other copy of those files is removed too.
+    Returns the paths removed."""
+    from mmctr.io import file_sha256
+
+    work.mkdir()
+    safe_extract(bundle, work)
+    if not (work / "run.sh").is_file() or not (work / SHIPPED).is_file():
+        raise KitError(f"{bundle} lacks run.sh or {SHIPPED}: not a bundle of `submission pack`")
+    hidden_shas = {file_sha256(work / SHIPPED)}
+    for name in SHIPPED_RUN:
+        src = work / name
+        if src.exists():
+            dst = shipped_dir / Path(name).relative_to("run")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_file():
+                hidden_shas.add(file_sha256(src))
+            shutil.move(str(src), str(dst))
+    return _hide(work, hidden_shas)
+
+
+def _env(tmp: Path, kind: str, data_root: Path, runs: Path, python: str, work: Path) -> dict:
+    """The whole environment of run.sh: nothing of the caller's leaks in but PASS_ENV."""
+    env = {"PATH": f"{Path(python).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp / "home"),
+           "TMPDIR": "/tmp", "LANG": "C.UTF-8", "DATA": str(data_root), "RUNS": str(runs), "PY": python,
+           "PYTHONPATH": str(work / "code"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HF_HOME": os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface"),
+           **{k: os.environ[k] for k in PASS_ENV if k in os.environ}}
+    if kind == "bwrap":
+        env["HOME"] = "/tmp/home"
+    else:
+        Path(env["HOME"]).mkdir()
+    return env
+
+
+def _run(argv: list, env: dict, work: Path, log: Path, timeout, what: str) -> int:
+    """run.sh's exit status; on timeout, or when it returns, every process it started is killed."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.wait()
+            raise KitError(f"run.sh of {what} ran past {timeout} s: stopped, with every process it started") from None
+        finally:
+            _kill_group(proc)  # what run.sh left running in the background
+
+
+def _written(before: dict, data_root: Path) -> list:
+    """Files of the data dir changed, added or removed since `before` (a _tree_state)."""
+    after = _tree_state(data_root)
+    return sorted(k for k, v in after.items() if before.get(k) != v) + \
+        sorted(k for k in before if not (data_root / k).exists() and not (data_root / k).is_symlink())
+
+
+def _judge(trained: dict, work: Path, runs: Path, data_root: Path, track) -> dict:
+    """The organisers' rules on what the sandbox saw (ledgers, provenance, re-scoring), and whether
+    the bundle's ledger code is the kit's; {rel: same} of LEDGER_CODE. Updates `trained`."""
+    kit_code = {rel: (work / "code" / rel).is_file() and source_sha256(work / "code" / rel) == source_sha256(
+        KIT_ROOT / rel) for rel in LEDGER_CODE}
+    if trained["ok"]:
+        from .rules import check
+
+        rep = check(track, runs, data_root)
+        trained["check"] = {"ok": rep.ok, "violations": [str(v) for v in rep.violations]}
+        if not all(kit_code.values()):
+            trained["why"].append("the bundle's ledger code differs from the kit's: "
+                                  + ", ".join(k for k, same in kit_code.items() if not same))
+        if not rep.ok:
+            trained["why"].append(f"check on the re-run: {rep.violations[0]}")
+        trained["ok"] = not trained["why"]
+    return kit_code
+
+
 def reproduce(bundle, data_dir, track, tol: float = REPRODUCE_TOL, python: str = sys.executable,
               timeout: float | None = None, keep=None, zip_path=None, sandbox: str | None = None) -> dict:
     """Re-run a bundle in a sandbox and compare; the result dict has "ok" (within tol of the
@@ -263,79 +340,29 @@ def reproduce(bundle, data_dir, track, tol: float = REPRODUCE_TOL, python: str =
     kind = sandbox_kind(sandbox)
     uploaded = read_zip_prediction(zip_path, n, track) if zip_path else None
     with tempfile.TemporaryDirectory(prefix="mmctr-reproduce-", dir=keep) as tmp:
-        work, shipped_dir = Path(tmp) / "work", Path(tmp) / "shipped"
-        work.mkdir()
-        safe_extract(bundle, work)
-        if not (work / "run.sh").is_file() or not (work / SHIPPED).is_file():
-            raise KitError(f"{bundle} lacks run.sh or {SHIPPED}: not a bundle of `submission pack`")
-        shipped = parse_prediction((work / SHIPPED).read_bytes(), n, track, f"{bundle}:{SHIPPED}")
-        from mmctr.io import file_sha256
-
-        hidden_shas = {file_sha256(work / SHIPPED)}
-        for name in SHIPPED_RUN:  # the shipped outputs go where the run cannot see them
-            src = work / name
-            if src.exists():
-                dst = shipped_dir / Path(name).relative_to("run")
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                if src.is_file():
-                    hidden_shas.add(file_sha256(src))
-                shutil.move(str(src), str(dst))
-        hidden = _hide(work, hidden_shas)
+        tmp = Path(tmp)
+        work, shipped_dir, runs = tmp / "work", tmp / "shipped", tmp / "work" / "runs"
+        hidden = _unpack(bundle, work, shipped_dir)
+        shipped = parse_prediction((shipped_dir / C.SUBMISSION_FILE).read_bytes(), n, track, f"{bundle}:{SHIPPED}")
         if kind == "bwrap":
-            data_root = paths.root  # read-only: the whole root is mounted read-only
+            data_root = paths.root  # the whole root is mounted read-only
         else:  # a copy: what the run writes into it is seen afterwards and never reaches the real data
-            data_root = Path(tmp) / "data"
+            data_root = tmp / "data"
             shutil.copytree(paths.root, data_root, symlinks=False)
         before = _tree_state(data_root)
-        runs = work / "runs"
-        py_dir = str(Path(python).parent)
-        env = {"PATH": f"{py_dir}:/usr/local/bin:/usr/bin:/bin", "HOME": str(Path(tmp) / "home"),
-               "TMPDIR": "/tmp", "LANG": "C.UTF-8", "DATA": str(data_root), "RUNS": str(runs), "PY": python,
-               "PYTHONPATH": str(work / "code"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "HF_HOME": os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface"),
-               **{k: os.environ[k] for k in PASS_ENV if k in os.environ}}
-        if kind == "bwrap":
-            env["HOME"] = "/tmp/home"
-        else:
-            Path(env["HOME"]).mkdir()
-        argv, env = _command(kind, work, env, hide=(bundle, zip_path))
+        argv, env = _command(kind, work, _env(tmp, kind, data_root, runs, python, work), hide=(bundle, zip_path))
         started = time.time() - 1
-        log = Path(tmp) / "run.log"
-        with open(log, "w") as out:
-            proc = subprocess.Popen(argv, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-            try:
-                rc = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                proc.wait()
-                raise KitError(f"run.sh of {bundle} ran past {timeout} s: stopped, with every process it "
-                               f"started (sandbox {kind})") from None
-            finally:
-                _kill_group(proc)  # what run.sh left running in the background
-        wrote = sorted(k for k, v in _tree_state(data_root).items() if before.get(k) != v) + \
-            sorted(k for k in before if not (data_root / k).exists() and not (data_root / k).is_symlink())
+        rc = _run(argv, env, work, tmp / "run.log", timeout, f"{bundle} (sandbox {kind})")
+        wrote = _written(before, data_root)
         new_path = runs / L.TASK2_DIR / C.SUBMISSION_FILE
         if rc != 0 or not new_path.is_file():
-            lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+            lines = [ln for ln in (tmp / "run.log").read_text(errors="replace").splitlines() if ln.strip()]
             tail = lines[-1] if lines else "(no output)"
             raise KitError(f"run.sh of {bundle} failed (exit {rc}, sandbox {kind}): {tail}"
                            + (f"; it wrote into the data dir: {', '.join(wrote[:3])}" if wrote else ""))
         new = parse_prediction(new_path.read_bytes(), n, track, "the re-run prediction")
         trained = _trained(work, shipped_dir, started)
-        kit_code = {rel: (work / "code" / rel).is_file() and source_sha256(work / "code" / rel) == source_sha256(
-            KIT_ROOT / rel) for rel in LEDGER_CODE}
-        if trained["ok"]:  # the organisers' rules on what the sandbox saw: ledgers, provenance, re-scoring
-            from .rules import check
-
-            rep = check(track, runs, data_root)
-            trained["check"] = {"ok": rep.ok, "violations": [str(v) for v in rep.violations]}
-            if not all(kit_code.values()):
-                trained["why"].append("the bundle's ledger code differs from the kit's: "
-                                      + ", ".join(k for k, same in kit_code.items() if not same))
-            if not rep.ok:
-                trained["why"].append(f"check on the re-run: {rep.violations[0]}")
-            trained["ok"] = not trained["why"]
+        kit_code = _judge(trained, work, runs, data_root, track)
     figures = compare(shipped, new)
     res = {"tol": tol, **figures, "sandbox": kind, "hidden": hidden, "data_written": wrote, "trained": trained,
            "ledger_code_is_kit": kit_code}
