@@ -1,0 +1,174 @@
+"""Dev-only lockstep parity of the kit's `design: momo` config with the rank-1 solution's own code.
+
+The peer is a checkout of pinskyrobin/WWW2025_MMCTR named by $MMCTR_PEER_MOMO; its
+src/Transformer_DCN.py and src/mmctr_dataloader.py run unmodified in the FuxiCTR 2.3.7
+environment (`make fuxictr-env`, or MMCTR_FUXICTR_PYTHON) by subprocess
+(bench/peer_momo_runner.py). Skipped, with the reason, without either.
+
+Same weights in both (the kit model's state dict under the peer's names, as .npz), same rows: a
+kit-layout data folder converted by bench/bench_peer_momo.py; the kit reads it through its own
+loader (task2.data, sequences trimmed per batch as in training), the peer through their
+MMCTRDataLoader (the whole file width). Narrow widths (their class takes every width from the
+params: the design is the same, not the 261M-parameter size). Eval mode (no dropout): logits,
+probabilities and the BCE loss, the gradient of every parameter, and the weights after one
+optimizer step (their train_step: clip at 10 + Adam, against the kit Trainer's train_step) must
+agree; with the grad-free inference path as well.
+
+What of theirs this pins, as they ran it (`momo_mask: as_run`):
+- the mask defect: their loader's mask is 1 on real items and goes straight into PyTorch's
+  src_key_padding_mask (True = ignore); a row with every position ignored (a full sequence) keeps
+  its most recent one. The transformer then attends to padding only, and its outputs at real
+  positions are zeroed before the last-k flatten and the max-pool. "Full" is over the file's
+  width: a row as long as its batch's longest one is not full for them (the batch below holds such
+  rows, shorter than max_len);
+- item vector = [id, tags (masked mean), Linear(128, mm_dim) of the frozen embedding]; tokens =
+  [sequence item ; target]; post-norm layers, no positions, no target token; DCN input = [likes,
+  views, target, last-k outputs, Linear(max-pool)]; CrossNetV2 beside an MLP, head MLP over both;
+- FuxiCTR's categorical features get padding_idx 0 and the raw levels are the ids: likes/views
+  level 0 is a frozen row (its gradient is zero).
+"""
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmctr import contract as C
+from mmctr.errors import KitError
+from mmctr.io import read_parquet, write_parquet
+from task1 import fuxictr_engine as FX
+from task2.config import load_config
+from task2.train import Trainer
+
+from conftest import ROOT, load_script
+
+PEER = load_script(ROOT / "bench" / "bench_peer_momo.py")
+try:
+    FX.fuxictr_python()
+    PEER.peer_path()
+    NO_ENV = None
+except KitError as exc:
+    NO_ENV = str(exc)
+pytestmark = pytest.mark.skipif(NO_ENV is not None, reason=f"momo parity needs the peer code and FuxiCTR: {NO_ENV}")
+
+WIDTHS = {"embedding_dim": 8, "tag_dim": 8, "mm_dim": 16, "ff_dim": 32, "last_k": 4, "cross_layers": 2,
+          "dnn_hidden_units": [32, 16], "head_hidden_units": [8, 4]}
+ROWS, MAX_LEN, LONGEST = 40, 64, 20
+
+
+def craft_train(src, rng) -> pa.Table:
+    """ROWS rows of a generated train split with the lengths that tell the masks apart: empty, one
+    item, the batch's longest (LONGEST < MAX_LEN, several rows), the full MAX_LEN, and in between."""
+    t = read_parquet(src).slice(0, ROWS)
+    n_items = int(max(t.column(C.ITEM_ID).to_numpy().max(), 2))
+    lengths = rng.integers(0, LONGEST, size=ROWS)
+    lengths[:6] = [0, 1, LONGEST, LONGEST, LONGEST, LONGEST - 1]
+    seqs = [[0] * (MAX_LEN - n) + rng.integers(1, n_items + 1, size=n).tolist() for n in lengths]
+    likes = t.column(C.LIKES).to_numpy().copy()
+    likes[:3] = 0  # level 0: FuxiCTR's padding row
+    cols = {c: t.column(c) for c in t.column_names}
+    cols[C.ITEM_SEQ] = pa.array(seqs, type=pa.list_(pa.int64()))
+    cols[C.LIKES] = pa.array(likes)
+    return pa.table(cols)
+
+
+def randomize(model, rng) -> None:
+    """Weights far from init so every part moves the output; padding rows stay zero (both keep them)."""
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.dtype == torch.long:
+                continue
+            if "norm" in name:
+                val = (1.0 if name.endswith("weight") else 0.0) + 0.2 * rng.normal(size=t.shape)
+            elif t.dim() == 2 and ("emb" in name or name in ("likes.weight", "views.weight")):
+                val = 0.3 * rng.normal(size=t.shape)
+            else:
+                fan_in = t.shape[1] if t.dim() == 2 else 16
+                val = rng.normal(size=t.shape) / np.sqrt(fan_in)
+            t.copy_(torch.as_tensor(val, dtype=t.dtype))
+        model.items.id_emb.weight[0] = 0
+        model.items.tag_emb.weight[0] = 0
+
+
+@pytest.fixture(scope="module")
+def run(tiny_data, tmp_path_factory):
+    rng = np.random.default_rng(3)
+    tmp = tmp_path_factory.mktemp("momo_parity")
+    src = tmp / "src"
+    shutil.copytree(tiny_data, src)
+    write_parquet(src / C.TRAIN.relpath, craft_train(tiny_data / C.TRAIN.relpath, rng))
+    data = tmp / "data"
+    PEER.convert(src, data, n_valid=50, n_test=50, max_len=MAX_LEN)
+    cfg = load_config("transformer_dcn_momo", {**WIDTHS, "momo_mask": "as_run", "device": "cpu", "num_threads": 1})
+
+    trainer = Trainer(cfg, data, None, tmp / "kit", quiet=True)
+    model = trainer.core
+    randomize(model, rng)
+    np.savez(tmp / "weights.npz", **PEER.kit_state_to_peer(model))
+    params = PEER.peer_params(cfg, data, tmp / "peer", PEER.peer_path(), epochs=1)
+    out = PEER.run_peer("parity", params, tmp / "peer", extra=["--weights", tmp / "weights.npz"], timeout=600)
+    with np.load(out, allow_pickle=False) as f:
+        peer = {k: f[k] for k in f.files}
+
+    batch = trainer.train.batch(torch.arange(ROWS))  # the kit's own loader: trimmed to the longest row
+    model.eval()
+    with torch.no_grad():
+        nograd = torch.sigmoid(model(batch)).numpy()
+    logits = model(batch)
+    loss = F.binary_cross_entropy_with_logits(logits, batch["label"])
+    model.zero_grad()
+    loss.backward()
+    grads = {PEER.peer_name(n): p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
+    trainer.train_step(batch)  # the kit's step (zero_grad, BCE + regularisation, clip, Adam), still eval mode
+    stepped = {PEER.peer_name(n): p.detach().numpy().copy() for n, p in model.named_parameters()}
+    kit = {"logits": logits.detach().numpy(), "y_pred": torch.sigmoid(logits).detach().numpy(),
+           "y_pred_nograd": nograd, "loss": float(loss), "grads": grads, "step": stepped,
+           "seq_width": batch["seq"].shape[1]}
+    return cfg, kit, peer
+
+
+def test_batches_differ_in_width(run):
+    """The kit trims its batch to the longest row; the peer's loader keeps the file's width."""
+    _, kit, peer = run
+    assert kit["seq_width"] == LONGEST and int(peer["seq_width"]) == MAX_LEN
+
+
+def test_outputs_equal(run):
+    _, kit, peer = run
+    assert np.std(kit["logits"]) > 0.1  # the batch exercises the network, not a constant
+    np.testing.assert_allclose(peer["logits"], kit["logits"], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(peer["y_pred"], kit["y_pred"], atol=1e-5)
+    np.testing.assert_allclose(peer["y_pred_nograd"], kit["y_pred_nograd"], atol=1e-5)
+    np.testing.assert_allclose(float(peer["loss"]), kit["loss"], rtol=1e-5)
+
+
+def _differ(ours: dict, theirs: dict, rtol: float, atol: float) -> list[str]:
+    bad = []
+    for name, v in ours.items():
+        ref = theirs[name]
+        diff = np.abs(ref - v) > rtol * max(np.abs(ref).max(), 1e-8) + atol
+        if diff.any():
+            bad.append(f"{name}: {int(diff.sum())} of {diff.size} entries, max |diff| {np.abs(ref - v).max():.3g}")
+    return bad
+
+
+def test_gradients_equal(run):
+    """The gradient of every parameter (catches frozen padding rows and the mask's zeroed positions)."""
+    _, kit, peer = run
+    theirs = {k.removeprefix("grad/"): v for k, v in peer.items() if k.startswith("grad/")}
+    assert sorted(theirs) == sorted(kit["grads"])
+    assert not np.abs(theirs[PEER.peer_name("likes.weight")][0]).any()  # level 0 frozen in theirs
+    bad = _differ(kit["grads"], theirs, rtol=1e-4, atol=1e-7)
+    assert not bad, "gradients differ:\n" + "\n".join(bad)
+
+
+def test_one_optimizer_step_equal(run):
+    """After one clipped Adam step from the same weights, the weights agree (lr 5e-4 moves each by ~lr)."""
+    cfg, kit, peer = run
+    theirs = {k.removeprefix("step/"): v for k, v in peer.items() if k.startswith("step/")}
+    assert sorted(theirs) == sorted(kit["step"])
+    bad = _differ(kit["step"], theirs, rtol=0.0, atol=cfg.train.learning_rate * 1e-2)
+    assert not bad, "weights after one step differ:\n" + "\n".join(bad)
+
