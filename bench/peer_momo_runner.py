@@ -85,9 +85,11 @@ def load_weights(model, path) -> None:
 
 def parity(args) -> None:
     """Weights by the peer's names; the whole train file as one batch through their loader; eval
-    mode: logits, y_pred, loss, every gradient, then one train_step (clip + Adam) and the weights after."""
+    mode: logits, y_pred, loss, every gradient, then one train_step (clip + Adam) and the weights after;
+    and the fresh model's own initial state."""
     params, feature_map, model_cls, loader_cls = setup(args.params)
     model = model_cls(feature_map, **params)
+    fresh = {f"init/{n}": t.detach().numpy().copy() for n, t in model.state_dict().items()}
     load_weights(model, args.weights)
     gen = loader_cls(feature_map, params["train_data"], params["item_info"], batch_size=10 ** 9, shuffle=False,
                      num_workers=0)
@@ -105,6 +107,7 @@ def parity(args) -> None:
     out = {"y_pred": y_pred.detach().numpy().reshape(-1), "y_pred_nograd": y_nograd.numpy().reshape(-1),
            "logits": logits["out"].detach().numpy().reshape(-1), "loss": np.float64(float(loss)),
            "seq_width": np.int64(batch[2].shape[1])}
+    out.update(fresh)
     out.update({f"grad/{n}": p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None})
     model._max_gradient_norm, model._batch_index = params.get("max_gradient_norm", 10.0), 0
     model.train_step(batch)  # their step: loss / accumulation_steps, backward, clip, Adam (still eval mode)
