@@ -96,6 +96,7 @@ class TransformerDCN(nn.Module):
                                  code_sizes=tuple(cfg.code_sizes), code_dim=cfg.code_dim, seed=seed,
                                  n_tags=n_tags, derive=derive, id_dropout=cfg.id_dropout, rank=cfg.mm_rank)
         self.momo = None
+        self.length_bucketing = cfg.design != "momo"  # momo: rows shuffled uniformly, as FuxiCTR's loader does
         if cfg.design == "momo":
             width = 2 * self.items.out_dim
             self.momo = LastKTransformer(width, cfg.n_heads, cfg.ff_dim or cfg.ff_mult * width, cfg.attn_dropout,
