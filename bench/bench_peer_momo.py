@@ -11,7 +11,8 @@ What runs:
   item_seq left-padded (or cut) to max_len ids, the width of the organisers' files (their loader
   stacks the lists into one matrix, so every row must have the same width; their mask is over that
   width); the test labels of the rows kept (sample_truth/ or truth/) beside it.
-- the kit: task2's Trainer with config transformer_dcn_momo (momo_mask: as_run, their mask);
+- the kit: task2's Trainer with config transformer_dcn_momo (momo_mask: as_run, their mask; engine
+  kit-corrected: the same with the mask fixed, what their sequence would have been worth);
 - the peer: their run_expid.py flow with the same widths, batch size, learning rate, epochs
   budget, patience and seed; num_workers 0 (theirs: 3) on a shared CPU.
 Reduced widths by default (`--widths small`: the same design, narrower; `--widths full` is their
@@ -239,7 +240,8 @@ def train_kit(cfg, data_root: Path, num_threads: int) -> dict:
         entry = predict_run(tmp, data_root, "task2")
         scores = pd.read_csv(Path(tmp) / entry["path"])[C.TRACK_COLUMNS["task2"]].to_numpy()
     labels = test_labels(data_root)
-    return {"engine": "kit transformer_dcn_momo", "seed": cfg.train.seed, "valid_auc": s["best_valid_auc"],
+    return {"engine": f"kit transformer_dcn_momo, momo_mask {cfg.net.momo_mask}", "seed": cfg.train.seed,
+            "valid_auc": s["best_valid_auc"],
             "test_auc": roc_auc(labels, scores) if labels is not None else None, "epochs": len(s["history"]),
             "best_epoch": s["best_epoch"], "samples_per_s": s["samples_per_s"], "params": s["params"]}
 
@@ -269,7 +271,7 @@ def main() -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="another override of the kit config, passed to both")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--engines", default="kit,peer")
+    p.add_argument("--engines", default="kit,peer", help="kit, peer, kit-corrected (the kit with the mask fixed)")
     p.add_argument("--work", help="keep the converted rows here (default: a temporary folder)")
     p.add_argument("--json", help="write the rows here")
     p.add_argument("--doc", help="rewrite the block bench:peer_momo of this page (docs/benchmarks.md)")
@@ -277,8 +279,8 @@ def main() -> None:
 
     from task2.config import load_config, parse_overrides
 
-    peer = peer_path(args.peer) if "peer" in args.engines else None
     engines = args.engines.split(",")
+    peer = peer_path(args.peer) if "peer" in engines else None
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(args.work) if args.work else Path(tmp) / "data"
         n = convert(args.data_dir, data, args.train_rows or None, args.valid_rows or None, args.test_rows or None)
@@ -291,14 +293,19 @@ def main() -> None:
                     "num_threads": args.threads}
             cfg = load_config("transformer_dcn_momo", sets)
             for engine in engines:
-                r = train_kit(cfg, data, args.threads) if engine == "kit" else train_peer(cfg, data, peer, args.epochs,
-                                                                                          args.threads)
+                if engine == "peer":
+                    r = train_peer(cfg, data, peer, args.epochs, args.threads)
+                elif engine in ("kit", "kit-corrected"):
+                    mask = "as_run" if engine == "kit" else "corrected"
+                    r = train_kit(cfg.replace("net", momo_mask=mask), data, args.threads)
+                else:
+                    raise KitError(f"unknown engine '{engine}' (kit, peer, kit-corrected)")
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     small = SMALL_WIDTHS if args.widths == "small" else {}
     widths = ", ".join(f"{k} {v}" for k, v in small.items()) or "their config"
     lines = [f"Rows: train {n['train']:,} / valid {n['valid']:,} / test {n['test']:,} (first rows of each split); "
-             f"widths: {widths}; momo_mask as_run; up to {args.epochs} epoch(s); {args.threads} thread(s).", "",
+             f"widths: {widths}; up to {args.epochs} epoch(s); {args.threads} thread(s).", "",
              *table(rows)]
     print("\n".join(lines))
     if args.json:
