@@ -77,12 +77,9 @@ def peer_path(given=None) -> Path:
 
 def peer_name(kit_name: str) -> str:
     """The peer's state-dict name of a kit momo-design parameter."""
-    if kit_name in PEER_NAMES:
-        return PEER_NAMES[kit_name]
-    for pattern, repl in PEER_PATTERNS:
-        if pattern.match(kit_name):
-            return pattern.sub(repl, kit_name)
-    raise KitError(f"no name in the peer's Transformer_DCN for kit parameter {kit_name}")
+    from task1.fuxictr_engine import mapped_name
+
+    return mapped_name(kit_name, PEER_NAMES, PEER_PATTERNS, "name in the peer's Transformer_DCN for kit parameter")
 
 
 def kit_state_to_peer(model) -> dict:

@@ -2,8 +2,9 @@
 run inside the FuxiCTR 2.3.7 environment (`make fuxictr-env`).
 
 Not part of the kit's import tree: it runs under the FuxiCTR interpreter and imports only the
-standard library, fuxictr, torch, numpy, pandas, and the peer's src/Transformer_DCN.py and
-src/mmctr_dataloader.py, loaded by file path (never copied). The flow is their run_expid.py's:
+standard library, fuxictr, torch, numpy, pandas, task1/fuxictr_runner.py (the organisers' DIN
+runner: its feature map, weights loading and CLI) and the peer's src/Transformer_DCN.py and
+src/mmctr_dataloader.py, all loaded by file path (theirs never copied). The flow is their run_expid.py's:
 FeatureProcessor + build_dataset (rebuild_dataset=False: ids used as given), FeatureMap, their
 model class built from the params, their MMCTRDataLoader through FuxiCTR's RankDataLoader, fit.
 The kit drives it by subprocess (bench/bench_peer_momo.py) with one params JSON.
@@ -14,11 +15,8 @@ The kit drives it by subprocess (bench/bench_peer_momo.py) with one params JSON.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
-import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,16 +26,23 @@ import torch
 from torch import nn
 
 import fuxictr
-from fuxictr.features import FeatureMap
-from fuxictr.preprocess import FeatureProcessor, build_dataset
 from fuxictr.pytorch.dataloaders import RankDataLoader
-from fuxictr.pytorch.torch_utils import seed_everything
 
 FUXICTR_VERSION = "2.3.7"
 
 
-class RunnerError(Exception):
-    """A failure the kit reports as one line."""
+def _task1_runner():
+    """task1/fuxictr_runner.py (the organisers' DIN runner, same environment) by path: its
+    RunnerError, load_weights and write_json serve here too."""
+    path = Path(__file__).resolve().parents[1] / "task1" / "fuxictr_runner.py"
+    spec = importlib.util.spec_from_file_location("task1_fuxictr_runner", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+FX = _task1_runner()
+RunnerError = FX.RunnerError
 
 
 def peer_module(peer: str, name: str):
@@ -56,31 +61,10 @@ def setup(params_path: str):
     if fuxictr.__version__ != FUXICTR_VERSION:
         raise RunnerError(f"this environment has fuxictr {fuxictr.__version__}, the peer code needs {FUXICTR_VERSION}")
     params = json.loads(Path(params_path).read_text())
-    logging.basicConfig(level=logging.INFO if params.get("verbose") else logging.WARNING,
-                        format="%(asctime)s %(message)s", stream=sys.stderr, force=True)
-    if params.get("num_threads"):
-        torch.set_num_threads(int(params["num_threads"]))
-    seed_everything(seed=params["seed"])
-    processor = FeatureProcessor(**params)
-    build_dataset(processor, **{**params, "rebuild_dataset": False})
-    data_dir = os.path.join(params["data_root"], params["dataset_id"])
-    feature_map = FeatureMap(params["dataset_id"], data_dir)
-    feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
-    os.makedirs(os.path.join(params["model_root"], params["dataset_id"]), exist_ok=True)
+    feature_map = FX.feature_map_of(params)
     model_cls = peer_module(params["peer"], "Transformer_DCN").Transformer_DCN
     loader_cls = peer_module(params["peer"], "mmctr_dataloader").MMCTRDataLoader
     return params, feature_map, model_cls, loader_cls
-
-
-def load_weights(model, path) -> None:
-    with np.load(path, allow_pickle=False) as w:
-        state = {k: torch.from_numpy(w[k]) for k in w.files}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        raise RunnerError(f"{path}: does not fit the peer's Transformer_DCN: "
-                          f"{lines[1] if len(lines) > 1 else lines[0]}") from None
 
 
 def parity(args) -> None:
@@ -90,7 +74,7 @@ def parity(args) -> None:
     params, feature_map, model_cls, loader_cls = setup(args.params)
     model = model_cls(feature_map, **params)
     fresh = {f"init/{n}": t.detach().numpy().copy() for n, t in model.state_dict().items()}
-    load_weights(model, args.weights)
+    FX.load_weights(model, args.weights, "the peer's Transformer_DCN")
     gen = loader_cls(feature_map, params["train_data"], params["item_info"], batch_size=10 ** 9, shuffle=False,
                      num_workers=0)
     batch = next(iter(gen))
@@ -157,27 +141,13 @@ def train(args) -> None:
     if params.get("test_data"):
         test_gen = RankDataLoader(feature_map, stage="test", **params).make_iterator()
         result["test_pred"] = model.predict(test_gen).tolist()
-    tmp = f"{args.out}.tmp{os.getpid()}"
-    Path(tmp).write_text(json.dumps(result))
-    os.replace(tmp, args.out)
+    FX.write_json(args.out, result)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("train", "parity"):
-        s = sub.add_parser(name)
-        s.add_argument("--params", required=True)
-        s.add_argument("--out", required=True)
-        if name == "parity":
-            s.add_argument("--weights", required=True)
-    args = p.parse_args(argv)
-    try:
-        (train if args.cmd == "train" else parity)(args)
-    except RunnerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    common = [("--params", None), ("--out", None)]
+    return FX.cli(argv, __doc__.splitlines()[0], {"train": train, "parity": parity},
+                  {"train": common, "parity": [*common, ("--weights", None)]})
 
 
 if __name__ == "__main__":

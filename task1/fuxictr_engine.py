@@ -47,14 +47,20 @@ KIT_PATTERNS = [(re.compile(r"attention\.score\.(\d+)\.(\w+)$"), r"attention_lay
                 (re.compile(r"dnn\.(\d+)\.(\w+)$"), r"dnn.mlp.\1.\2")]
 
 
-def fuxictr_name(kit_name: str) -> str:
-    """The FuxiCTR state-dict name of a kit DIN parameter or buffer."""
-    if kit_name in KIT_NAMES:
-        return KIT_NAMES[kit_name]
-    for pattern, repl in KIT_PATTERNS:
+def mapped_name(kit_name: str, names: dict, patterns: list, what: str) -> str:
+    """kit_name looked up in `names`, else rewritten by the first matching (regex, replacement) of
+    `patterns`; one KitError "no {what} {kit_name}" otherwise."""
+    if kit_name in names:
+        return names[kit_name]
+    for pattern, repl in patterns:
         if pattern.match(kit_name):
             return pattern.sub(repl, kit_name)
-    raise KitError(f"no FuxiCTR name for kit DIN parameter {kit_name}")
+    raise KitError(f"no {what} {kit_name}")
+
+
+def fuxictr_name(kit_name: str) -> str:
+    """The FuxiCTR state-dict name of a kit DIN parameter or buffer."""
+    return mapped_name(kit_name, KIT_NAMES, KIT_PATTERNS, "FuxiCTR name for kit DIN parameter")
 
 
 def dnn_columns(item_dim: int, emb_dim: int) -> np.ndarray:

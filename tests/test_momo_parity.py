@@ -44,6 +44,7 @@ from task2.models import create_model
 from task2.train import Trainer
 
 from conftest import ROOT, load_script
+from parity_checks import init_differences, randomize
 
 PEER = load_script(ROOT / "bench" / "bench_peer_momo.py")
 try:
@@ -73,24 +74,6 @@ def craft_train(src, rng) -> pa.Table:
     cols[C.ITEM_SEQ] = pa.array(seqs, type=pa.list_(pa.int64()))
     cols[C.LIKES] = pa.array(likes)
     return pa.table(cols)
-
-
-def randomize(model, rng) -> None:
-    """Weights far from init so every part moves the output; padding rows stay zero (both keep them)."""
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if t.dtype == torch.long:
-                continue
-            if "norm" in name:
-                val = (1.0 if name.endswith("weight") else 0.0) + 0.2 * rng.normal(size=t.shape)
-            elif t.dim() == 2 and ("emb" in name or name in ("likes.weight", "views.weight")):
-                val = 0.3 * rng.normal(size=t.shape)
-            else:
-                fan_in = t.shape[1] if t.dim() == 2 else 16
-                val = rng.normal(size=t.shape) / np.sqrt(fan_in)
-            t.copy_(torch.as_tensor(val, dtype=t.dtype))
-        model.items.id_emb.weight[0] = 0
-        model.items.tag_emb.weight[0] = 0
 
 
 @pytest.fixture(scope="module")
@@ -197,20 +180,5 @@ def test_initialisation_structure(run):
     init = {k.removeprefix("init/"): v for k, v in peer.items() if k.startswith("init/")}
     torch.manual_seed(0)
     fresh = create_model(cfg, kit["items"].tags, kit["items"].emb).state_dict()
-    bad = []
-    for name, t in fresh.items():
-        ref, v = init[PEER.peer_name(name)], t.numpy()
-        if v.shape != ref.shape:
-            bad.append(f"{name}: shape {v.shape} vs theirs {ref.shape}")
-        elif ref.std() == 0:
-            if not np.allclose(v, ref):
-                bad.append(f"{name}: {v.ravel()[:2]}... vs their constant {ref.ravel()[0]}")
-        else:
-            zero_rows = np.flatnonzero((ref == 0).all(axis=1)) if ref.ndim == 2 else []
-            if len(zero_rows) and np.abs(v[zero_rows]).max() > 0:
-                bad.append(f"{name}: row(s) {zero_rows.tolist()} start at zero in theirs (padding), not here")
-            live = np.setdiff1d(np.arange(len(ref)), zero_rows)
-            ratio = v[live].std() / ref[live].std()
-            if not 0.8 < ratio < 1.25:
-                bad.append(f"{name}: std {v[live].std():.3g} vs theirs {ref[live].std():.3g}")
+    bad = init_differences(fresh, init, PEER.peer_name, "theirs")
     assert not bad, "initialisation differs from theirs:\n" + "\n".join(bad)
