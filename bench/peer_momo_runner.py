@@ -10,8 +10,9 @@ model class built from the params, their MMCTRDataLoader through FuxiCTR's RankD
 The kit drives it by subprocess (bench/bench_peer_momo.py) with one params JSON.
 
     train:  python -I peer_momo_runner.py train  --params p.json --out result.json
-    parity: python -I peer_momo_runner.py parity --params p.json --weights w.npz --out o.npz
-            (one batch = the whole train file: eval-mode logits, loss, gradients, one optimizer step)
+    parity: python -I peer_momo_runner.py parity --params p.json --weights w.npz --out o.npz [--steps-batch B]
+            (one batch = the whole train file: eval-mode logits, loss, gradients, one optimizer step;
+            with B: then steps over the file in batches of B, in order, from the same weights)
 """
 from __future__ import annotations
 
@@ -96,6 +97,18 @@ def parity(args) -> None:
     model._max_gradient_norm, model._batch_index = params.get("max_gradient_norm", 10.0), 0
     model.train_step(batch)  # their step: loss / accumulation_steps, backward, clip, Adam (still eval mode)
     out.update({f"step/{n}": p.detach().numpy().copy() for n, p in model.named_parameters()})
+    if args.steps_batch:  # lockstep: a fresh model and optimizer from the same weights, the file's batches in order
+        model = model_cls(feature_map, **params)
+        FX.load_weights(model, args.weights, "the peer's Transformer_DCN")
+        model.eval()
+        model._max_gradient_norm = params.get("max_gradient_norm", 10.0)
+        losses = []
+        for i, b in enumerate(loader_cls(feature_map, params["train_data"], params["item_info"],
+                                         batch_size=int(args.steps_batch), shuffle=False, num_workers=0)):
+            model._batch_index = i
+            losses.append(float(model.train_step(b)))
+        out["lockstep_losses"] = np.array(losses)
+        out.update({f"lockstep/{n}": p.detach().numpy().copy() for n, p in model.named_parameters()})
     np.savez(args.out, **out)
 
 
@@ -147,7 +160,8 @@ def train(args) -> None:
 def main(argv=None) -> int:
     common = [("--params", None), ("--out", None)]
     return FX.cli(argv, __doc__.splitlines()[0], {"train": train, "parity": parity},
-                  {"train": common, "parity": [*common, ("--weights", None)]})
+                  {"train": common, "parity": [*common, ("--weights", None),
+                                               ("--steps-batch", "then train_step over batches of this size")]})
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ pytestmark = pytest.mark.skipif(NO_ENV is not None, reason=f"momo parity needs t
 
 WIDTHS = {"embedding_dim": 8, "tag_dim": 8, "mm_dim": 16, "ff_dim": 32, "last_k": 4, "cross_layers": 2,
           "dnn_hidden_units": [32, 16], "head_hidden_units": [8, 4]}
-ROWS, MAX_LEN, LONGEST = 40, 64, 20
+ROWS, MAX_LEN, LONGEST, STEP_BATCH = 40, 64, 20, 16
 
 
 def craft_train(src, rng) -> pa.Table:
@@ -90,9 +90,11 @@ def run(tiny_data, tmp_path_factory):
     trainer = Trainer(cfg, data, None, tmp / "kit", quiet=True)
     model = trainer.core
     randomize(model, rng)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
     np.savez(tmp / "weights.npz", **PEER.kit_state_to_peer(model))
     params = PEER.peer_params(cfg, data, tmp / "peer", PEER.peer_path(), epochs=1)
-    out = PEER.run_peer("parity", params, tmp / "peer", extra=["--weights", tmp / "weights.npz"], timeout=600)
+    out = PEER.run_peer("parity", params, tmp / "peer", timeout=600,
+                        extra=["--weights", tmp / "weights.npz", "--steps-batch", STEP_BATCH])
     with np.load(out, allow_pickle=False) as f:
         peer = {k: f[k] for k in f.files}
 
@@ -107,9 +109,16 @@ def run(tiny_data, tmp_path_factory):
     grads = {PEER.peer_name(n): p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
     trainer.train_step(batch)  # the kit's step (zero_grad, BCE + regularisation, clip, Adam), still eval mode
     stepped = {PEER.peer_name(n): p.detach().numpy().copy() for n, p in model.named_parameters()}
+    lock = Trainer(cfg, data, None, tmp / "kit_lockstep", quiet=True)  # a fresh optimizer, the same start
+    lock.core.load_state_dict(start)
+    lock.model.eval()
+    losses = [float(lock.train_step(lock.train.batch(torch.arange(i, min(i + STEP_BATCH, ROWS)))))
+              for i in range(0, ROWS, STEP_BATCH)]
+    lockstep = {PEER.peer_name(n): p.detach().numpy().copy() for n, p in lock.core.named_parameters()}
     kit = {"logits": logits.detach().numpy(), "y_pred": torch.sigmoid(logits).detach().numpy(),
            "y_pred_nograd": nograd, "loss": loss.item(), "grads": grads, "step": stepped,
-           "seq_width": batch["seq"].shape[1], "items": trainer.items}
+           "seq_width": batch["seq"].shape[1], "items": trainer.items,
+           "lockstep_losses": np.array(losses), "lockstep": lockstep}
     return cfg, kit, peer
 
 
@@ -148,6 +157,25 @@ def test_gradients_equal(run):
     assert not bad, "gradients differ:\n" + "\n".join(bad)
 
 
+def _adam_differences(ours: dict, theirs: dict, grads: dict, lr: float, slack: float,
+                      steps: int = 1) -> tuple[list[str], int]:
+    """Where weights after `steps` Adam steps differ by more than `slack` x lr, over the entries whose
+    gradient on the whole batch is decided (above 1e-3 of its tensor's largest); the others (noise
+    gradients, a noise sign each step) by at most 2.5 lr per step."""
+    bad, decided = [], 0
+    for name, v in ours.items():
+        g = np.abs(grads[name]) if name in grads else np.zeros_like(v)
+        keep = g > 1e-3 * max(g.max(), 1e-12)
+        decided += int(keep.sum())
+        diff = np.abs(theirs[name] - v)
+        if (diff[keep] > slack * lr).any():
+            bad.append(f"{name}: {int((diff[keep] > slack * lr).sum())} of {int(keep.sum())} entries, "
+                       f"max |diff| {diff[keep].max():.3g}")
+        if (diff[~keep] > 2.5 * lr * steps).any():
+            bad.append(f"{name}: an entry with a noise gradient moved apart by more than 2.5 lr per step")
+    return bad, decided
+
+
 def test_one_optimizer_step_equal(run):
     """After one clipped Adam step from the same weights, the weights agree. Adam's first step moves
     each weight by lr * g / (|g| + eps): where a gradient is rounding noise (|g| below 1e-3 of its
@@ -157,19 +185,22 @@ def test_one_optimizer_step_equal(run):
     theirs = {k.removeprefix("step/"): v for k, v in peer.items() if k.startswith("step/")}
     grads = {k.removeprefix("grad/"): v for k, v in peer.items() if k.startswith("grad/")}
     assert sorted(theirs) == sorted(kit["step"])
-    lr, bad, decided = cfg.train.learning_rate, [], 0
-    for name, v in kit["step"].items():
-        g = np.abs(grads[name]) if name in grads else np.zeros_like(v)
-        keep = g > 1e-3 * max(g.max(), 1e-12)
-        decided += int(keep.sum())
-        diff = np.abs(theirs[name] - v)[keep]
-        if (diff > 1e-2 * lr).any():
-            bad.append(f"{name}: {int((diff > 1e-2 * lr).sum())} of {int(keep.sum())} entries, "
-                       f"max |diff| {diff.max():.3g}")
-        if (np.abs(theirs[name] - v)[~keep] > 2.5 * lr).any():  # two Adam steps (+-lr) at most
-            bad.append(f"{name}: an entry with a noise gradient differs by more than 2.5 lr")
+    bad, decided = _adam_differences(kit["step"], theirs, grads, cfg.train.learning_rate, slack=1e-2)
     assert decided > 0.5 * sum(v.size for v in kit["step"].values())
     assert not bad, "weights after one step differ:\n" + "\n".join(bad)
+
+
+def test_lockstep_steps_equal(run):
+    """A fresh optimizer each side, the same start, the rows in order in batches of STEP_BATCH:
+    every step's loss and the weights at the end agree (Adam's state carried across the steps)."""
+    cfg, kit, peer = run
+    assert len(kit["lockstep_losses"]) == -(-ROWS // STEP_BATCH)
+    np.testing.assert_allclose(peer["lockstep_losses"], kit["lockstep_losses"], rtol=1e-4)
+    theirs = {k.removeprefix("lockstep/"): v for k, v in peer.items() if k.startswith("lockstep/")}
+    grads = {k.removeprefix("grad/"): v for k, v in peer.items() if k.startswith("grad/")}
+    bad, _ = _adam_differences(kit["lockstep"], theirs, grads, cfg.train.learning_rate, slack=5e-2,
+                               steps=len(kit["lockstep_losses"]))
+    assert not bad, f"weights after {len(kit['lockstep_losses'])} steps differ:\n" + "\n".join(bad)
 
 
 def test_initialisation_structure(run):
