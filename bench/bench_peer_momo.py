@@ -20,6 +20,7 @@ config, ~9k-D DCN input, ~250M parameters). Both validate once per epoch and dec
 rate x0.1 on an epoch without gain; the peer's own initialisation and shuffling (FuxiCTR's).
 
     python bench/bench_peer_momo.py --data-dir /tmp/pA --peer /work/peer --train-rows 10000 --epochs 2
+    python bench/bench_peer_momo.py --render a.json,b.json --doc docs/benchmarks.md   # runs of other seeds, pooled
 """
 from __future__ import annotations
 
@@ -252,12 +253,40 @@ def table(rows: list[dict]) -> list[str]:
     for r in rows:
         lines.append(f"| {r['engine']} | {r['seed']} | {r['params']:,} | {r['epochs']} ({r['best_epoch']}) | "
                      f"{f(r['valid_auc'])} | {f(r['test_auc'])} | {f(r['samples_per_s'], '{:,.0f}')} |")
+    engines = list(dict.fromkeys(r["engine"] for r in rows))
+    if any(sum(r["engine"] == e for r in rows) > 1 for e in engines):
+        from bench.bench_din_engines import pm as pm_all
+
+        def pm(xs, fmt="{:.4f}"):
+            return pm_all(xs, fmt) if any(x is not None for x in xs) else "-"
+
+        lines += ["", "| engine | seeds | best valid AUC (mean ± sd) | test AUC | train samples/s |",
+                  "|---|---|---|---|---|"]
+        for e in engines:
+            rs = [r for r in rows if r["engine"] == e]
+            lines.append(f"| {e} | {len(rs)} | {pm([r['valid_auc'] for r in rs])} | "
+                         f"{pm([r['test_auc'] for r in rs])} | {pm([r['samples_per_s'] for r in rs], '{:,.0f}')} |")
     return lines
 
 
-def main() -> None:
+def render(paths: list[str]) -> list[str]:
+    """The doc block from saved --json outputs (same rows and widths; their seeds pooled)."""
+    import datetime as dt
+
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    heads = {d.get("header") or header(d["converted"], parser().parse_args(d["argv"][1:])) for d in docs}
+    if len(heads) > 1:
+        raise KitError(f"{', '.join(paths)}: measured on other rows or widths, not one table")
+    stamps = []
+    for path, d in zip(paths, docs):
+        when = dt.datetime.fromtimestamp(Path(path).stat().st_mtime, dt.timezone.utc)
+        stamps.append(d.get("stamp") or f"Rows of `python {' '.join(d['argv'])}`, finished {when:%Y-%m-%d %H:%M} UTC.")
+    return [*stamps, "", *heads, "", *table([r for d in docs for r in d["rows"]])]
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", required=True, help="a kit-layout data root (holding MicroLens_1M_x1/)")
+    p.add_argument("--data-dir", help="a kit-layout data root (holding MicroLens_1M_x1/)")
     p.add_argument("--peer", help=f"the peer checkout (default: ${PEER_ENV})")
     p.add_argument("--train-rows", type=int, default=10000, help="first rows of train (0 = all)")
     p.add_argument("--valid-rows", type=int, default=2000, help="first rows of valid (0 = all)")
@@ -272,7 +301,31 @@ def main() -> None:
     p.add_argument("--work", help="keep the converted rows here (default: a temporary folder)")
     p.add_argument("--json", help="write the rows here")
     p.add_argument("--doc", help="rewrite the block bench:peer_momo of this page (docs/benchmarks.md)")
+    p.add_argument("--render", metavar="JSON[,JSON...]", help="no training: the doc block from saved --json outputs")
+    return p
+
+
+def header(n: dict, args) -> str:
+    """The line above the table: rows, widths, epochs, threads."""
+    small = SMALL_WIDTHS if args.widths == "small" else {}
+    widths = ", ".join(f"{k} {v}" for k, v in small.items()) or "their config"
+    return (f"Rows: train {n['train']:,} / valid {n['valid']:,} / test {n['test']:,} (first rows of each split); "
+            f"widths: {widths}; up to {args.epochs} epoch(s); {args.threads} thread(s).")
+
+
+def main() -> None:
+    p = parser()
     args = p.parse_args()
+    if args.render:
+        from bench.bench_din_engines import stamp, write_doc_block
+
+        lines = [stamp(sys.argv), *render(args.render.split(","))]
+        print("\n".join(lines))
+        if args.doc:
+            write_doc_block(Path(args.doc), "peer_momo", lines)
+        return
+    if not args.data_dir:
+        p.error("--data-dir is required (unless --render)")
 
     from task2.config import load_config, parse_overrides
 
@@ -299,17 +352,14 @@ def main() -> None:
                     raise KitError(f"unknown engine '{engine}' (kit, peer, kit-corrected)")
                 rows.append(r)
                 print(json.dumps(r), flush=True)
-    small = SMALL_WIDTHS if args.widths == "small" else {}
-    widths = ", ".join(f"{k} {v}" for k, v in small.items()) or "their config"
-    lines = [f"Rows: train {n['train']:,} / valid {n['valid']:,} / test {n['test']:,} (first rows of each split); "
-             f"widths: {widths}; up to {args.epochs} epoch(s); {args.threads} thread(s).", "",
-             *table(rows)]
+    lines = [header(n, args), "", *table(rows)]
     print("\n".join(lines))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "converted": n, "argv": sys.argv}, indent=1))
-    if args.doc:
-        from bench.bench_din_engines import stamp, write_doc_block
+    from bench.bench_din_engines import stamp, write_doc_block
 
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "converted": n, "argv": sys.argv, "header": lines[0],
+                                               "stamp": stamp(sys.argv)}, indent=1))
+    if args.doc:
         write_doc_block(Path(args.doc), "peer_momo", [stamp(sys.argv), "", *lines])
 
 

@@ -1,5 +1,7 @@
 """bench/bench_peer_momo.py's pure parts (no peer code, no FuxiCTR): the conversion both engines
 read, the kit -> peer parameter names, and the params their code gets."""
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -141,3 +143,26 @@ def test_peer_path_is_checked(tmp_path, monkeypatch):
         B.peer_path()
     with pytest.raises(KitError, match="Transformer_DCN.py: not found"):
         B.peer_path(tmp_path)
+
+
+def _row(engine, seed, valid, test):
+    return {"engine": engine, "seed": seed, "params": 1000, "epochs": 2, "best_epoch": 2, "valid_auc": valid,
+            "test_auc": test, "samples_per_s": 100.0}
+
+
+def test_render_pools_the_seeds_of_saved_runs(tmp_path):
+    argv = ["bench/bench_peer_momo.py", "--data-dir", "x", "--epochs", "3"]
+    n = {"train": 10, "valid": 5, "test": 5, "test_labels": True}
+    for i, rows in enumerate([[_row("kit", 1, 0.70, 0.60), _row("peer", 1, 0.72, None)],
+                              [_row("kit", 2, 0.74, 0.64), _row("peer", 2, 0.76, None)]]):
+        (tmp_path / f"{i}.json").write_text(json.dumps({"rows": rows, "converted": n, "argv": argv}))
+    lines = B.render([str(tmp_path / "0.json"), str(tmp_path / "1.json")])
+    text = "\n".join(lines)
+    assert "Rows: train 10 / valid 5 / test 5" in text and "up to 3 epoch(s)" in text
+    assert sum(line.startswith("| kit | ") for line in lines) == 3  # two seeds + the pooled row
+    assert "| kit | 2 | 0.7200 ± 0.0283 | 0.6200 ± 0.0283 |" in text
+    assert "| peer | 2 | 0.7400 ± 0.0283 | - |" in text
+    other = {"rows": [], "converted": {**n, "train": 11}, "argv": argv}
+    (tmp_path / "2.json").write_text(json.dumps(other))
+    with pytest.raises(KitError, match="other rows or widths"):
+        B.render([str(tmp_path / "0.json"), str(tmp_path / "2.json")])
