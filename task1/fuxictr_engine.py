@@ -47,14 +47,20 @@ KIT_PATTERNS = [(re.compile(r"attention\.score\.(\d+)\.(\w+)$"), r"attention_lay
                 (re.compile(r"dnn\.(\d+)\.(\w+)$"), r"dnn.mlp.\1.\2")]
 
 
-def fuxictr_name(kit_name: str) -> str:
-    """The FuxiCTR state-dict name of a kit DIN parameter or buffer."""
-    if kit_name in KIT_NAMES:
-        return KIT_NAMES[kit_name]
-    for pattern, repl in KIT_PATTERNS:
+def mapped_name(kit_name: str, names: dict, patterns: list, what: str) -> str:
+    """kit_name looked up in `names`, else rewritten by the first matching (regex, replacement) of
+    `patterns`; one KitError "no {what} {kit_name}" otherwise."""
+    if kit_name in names:
+        return names[kit_name]
+    for pattern, repl in patterns:
         if pattern.match(kit_name):
             return pattern.sub(repl, kit_name)
-    raise KitError(f"no FuxiCTR name for kit DIN parameter {kit_name}")
+    raise KitError(f"no {what} {kit_name}")
+
+
+def fuxictr_name(kit_name: str) -> str:
+    """The FuxiCTR state-dict name of a kit DIN parameter or buffer."""
+    return mapped_name(kit_name, KIT_NAMES, KIT_PATTERNS, "FuxiCTR name for kit DIN parameter")
 
 
 def dnn_columns(item_dim: int, emb_dim: int) -> np.ndarray:
@@ -97,6 +103,22 @@ def flat_config(cfg) -> dict:
     return cfg.to_flat() if hasattr(cfg, "to_flat") else dict(cfg)
 
 
+def feature_cols(n_items: int, n_tags: int) -> list[dict]:
+    """FuxiCTR's feature_cols of the organisers' data (their dataset_config.yaml): ids as given."""
+    return [
+        {"name": "user_id", "active": True, "dtype": "int", "type": "meta"},
+        {"name": "item_seq", "active": True, "dtype": "int", "type": "meta"},
+        {"name": "likes_level", "active": True, "dtype": "int", "type": "categorical", "vocab_size": C.LEVEL_MAX + 1},
+        {"name": "views_level", "active": True, "dtype": "int", "type": "categorical", "vocab_size": C.LEVEL_MAX + 1},
+        {"name": "item_id", "active": True, "dtype": "int", "type": "categorical", "vocab_size": n_items + 1,
+         "source": "item"},
+        {"name": "item_tags", "active": True, "dtype": "int", "type": "sequence", "max_len": C.TAGS_LEN,
+         "vocab_size": n_tags, "source": "item"},
+        {"name": "item_emb_d128", "active": True, "dtype": "float", "type": "embedding", "source": "item",
+         "embedding_dim": C.EMB_DIM},
+    ]
+
+
 def fuxictr_config(cfg: dict, train, valid, item_info, n_items: int, n_tags: int, work_dir,
                    max_epochs: int, device: str = "cpu", num_threads: int = 0) -> tuple[dict, dict]:
     """(dataset_config, model_config) for FuxiCTR from the kit's DIN config `cfg`."""
@@ -118,20 +140,7 @@ def fuxictr_config(cfg: dict, train, valid, item_info, n_items: int, n_tags: int
         "test_data": None,
         "item_info": str(Path(item_info).resolve()),
         "rebuild_dataset": False,
-        "feature_cols": [
-            {"name": "user_id", "active": True, "dtype": "int", "type": "meta"},
-            {"name": "item_seq", "active": True, "dtype": "int", "type": "meta"},
-            {"name": "likes_level", "active": True, "dtype": "int", "type": "categorical",
-             "vocab_size": C.LEVEL_MAX + 1},
-            {"name": "views_level", "active": True, "dtype": "int", "type": "categorical",
-             "vocab_size": C.LEVEL_MAX + 1},
-            {"name": "item_id", "active": True, "dtype": "int", "type": "categorical",
-             "vocab_size": n_items + 1, "source": "item"},
-            {"name": "item_tags", "active": True, "dtype": "int", "type": "sequence", "max_len": C.TAGS_LEN,
-             "vocab_size": n_tags, "source": "item"},
-            {"name": "item_emb_d128", "active": True, "dtype": "float", "type": "embedding",
-             "source": "item", "embedding_dim": C.EMB_DIM},
-        ],
+        "feature_cols": feature_cols(n_items, n_tags),
         "label_col": {"name": "label", "dtype": "float"},
     }}
     gpu = -1 if device == "cpu" else int(device.split(":")[1]) if ":" in device else 0

@@ -244,14 +244,14 @@ def read_order(path, n_rows: int, epochs: int) -> np.ndarray:
     return order.astype(np.int64)
 
 
-def load_weights(model, path) -> None:
+def load_weights(model, path, what: str = "FuxiCTR's DIN") -> None:
     with np.load(path, allow_pickle=False) as w:
         state = {k: torch.from_numpy(w[k]) for k in w.files}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # torch's first line is only "Error(s) in loading state_dict for DIN:"
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        raise RunnerError(f"{path}: does not fit FuxiCTR's DIN: {lines[1] if len(lines) > 1 else lines[0]}") from None
+        raise RunnerError(f"{path}: does not fit {what}: {lines[1] if len(lines) > 1 else lines[0]}") from None
 
 
 def setup(config_dir: str, expid: str):
@@ -261,6 +261,12 @@ def setup(config_dir: str, expid: str):
                           f"{FUXICTR_VERSION}")
     params = load_config(config_dir, expid)
     params["gpu"] = params.get("gpu", -1)
+    return params, feature_map_of(params)
+
+
+def feature_map_of(params: dict):
+    """Logging, threads and seed from params, then the feature map as the organisers' run_expid.py
+    builds it (rebuild_dataset=False: ids used as given), under params' data_root."""
     logging.basicConfig(level=logging.INFO if params.get("verbose") else logging.WARNING,
                         format="%(asctime)s %(message)s", stream=sys.stderr, force=True)
     if params.get("num_threads"):
@@ -272,7 +278,7 @@ def setup(config_dir: str, expid: str):
     feature_map = FeatureMap(params["dataset_id"], data_dir)
     feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
     os.makedirs(os.path.join(params["model_root"], params["dataset_id"]), exist_ok=True)
-    return params, feature_map
+    return feature_map
 
 
 def train(args) -> None:
@@ -337,27 +343,30 @@ def write_json(path, obj) -> None:
     os.replace(tmp, path)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cli(argv, description: str, commands: dict, options: dict) -> int:
+    """argparse over `commands` {name: fn(args)}, each with `options` {name: [(flag, help or None
+    = required)]}; a RunnerError is one line "error: ..." on stderr and exit status 2."""
+    p = argparse.ArgumentParser(description=description)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("train", "parity"):
+    for name in commands:
         s = sub.add_parser(name)
-        s.add_argument("--config-dir", required=True)
-        s.add_argument("--expid", required=True)
-        s.add_argument("--out", required=True)
-        if name == "train":
-            s.add_argument("--init-weights", help="start from these weights (FuxiCTR names, .npz)")
-            s.add_argument("--order", help=".npy (epochs, rows): the train rows of each epoch, in order")
-        if name == "parity":
-            s.add_argument("--weights", required=True)
-            s.add_argument("--batch", required=True)
+        for flag, text in options[name]:
+            s.add_argument(flag, required=text is None, help=text)
     args = p.parse_args(argv)
     try:
-        (train if args.cmd == "train" else parity)(args)
+        commands[args.cmd](args)
     except RunnerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv=None) -> int:
+    common = [("--config-dir", None), ("--expid", None), ("--out", None)]
+    return cli(argv, __doc__.splitlines()[0], {"train": train, "parity": parity}, {
+        "train": [*common, ("--init-weights", "start from these weights (FuxiCTR names, .npz)"),
+                  ("--order", ".npy (epochs, rows): the train rows of each epoch, in order")],
+        "parity": [*common, ("--weights", None), ("--batch", None)]})
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from parity_checks import init_differences, randomize
 
 from mmctr.errors import KitError
 from mmctr.item_info import write_item_info
@@ -57,27 +58,6 @@ def make_batch(rng, longest: int = MAX_LEN) -> dict:
     return {"item_seq": seq, "item_id": rng.integers(1, N_ITEMS + 1, size=BATCH),
             "likes_level": likes, "views_level": views,
             "label": (rng.random(BATCH) < 0.4).astype(np.float32)}
-
-
-def randomize(model, rng) -> None:
-    """Weights far from init so every part of the network moves the output; padding rows zero
-    (both frameworks keep them zero: padding_idx and no gradient)."""
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if t.dtype == torch.long:
-                continue
-            if name.endswith("running_var"):
-                val = rng.uniform(0.5, 1.5, size=t.shape)
-            elif name.endswith(".weight") and t.dim() == 1:  # batch-norm scale
-                val = 1 + 0.2 * rng.normal(size=t.shape)
-            elif t.dim() == 2 and "emb" in name or name in ("likes.weight", "views.weight"):
-                val = 0.3 * rng.normal(size=t.shape)
-            else:
-                fan_in = t.shape[1] if t.dim() == 2 else 64
-                val = rng.normal(size=t.shape) / np.sqrt(fan_in)
-            t.copy_(torch.as_tensor(val, dtype=t.dtype))
-        model.items.id_emb.weight[0] = 0
-        model.items.tag_emb.weight[0] = 0
 
 
 def run_both(tmp_path, overrides: dict, seed: int = 7, longest: int = MAX_LEN):
@@ -184,22 +164,5 @@ def test_initialisation_structure(default_run):
     tags = torch.from_numpy(rng.integers(0, N_TAGS, size=(N_ITEMS + 1, 5)))
     tags[N_ITEMS // 2, 0] = N_TAGS - 1
     fresh = create_model(cfg, tags, torch.zeros(N_ITEMS + 1, 128)).state_dict()
-    bad = []
-    for name, t in fresh.items():
-        ref, v = init[fuxictr_name(name)], t.numpy()
-        if v.shape != ref.shape:
-            bad.append(f"{name}: shape {v.shape} vs FuxiCTR {ref.shape}")
-        elif v.dtype.kind != "f":
-            continue
-        elif ref.std() == 0:  # biases, batch-norm parameters and statistics
-            if not np.allclose(v, ref):
-                bad.append(f"{name}: {v.ravel()[:2]}... vs FuxiCTR constant {ref.ravel()[0]}")
-        else:
-            zero_rows = np.flatnonzero((ref == 0).all(axis=1)) if ref.ndim == 2 else []
-            if len(zero_rows) and np.abs(v[zero_rows]).max() > 0:
-                bad.append(f"{name}: row(s) {zero_rows.tolist()} start at zero in FuxiCTR (padding), not here")
-            live = np.setdiff1d(np.arange(len(ref)), zero_rows)
-            ratio = v[live].std() / ref[live].std()
-            if not 0.8 < ratio < 1.25:
-                bad.append(f"{name}: std {v[live].std():.3g} vs FuxiCTR {ref[live].std():.3g}")
+    bad = init_differences(fresh, init, fuxictr_name, "FuxiCTR")
     assert not bad, "initialisation differs from FuxiCTR 2.3.7:\n" + "\n".join(bad)

@@ -16,7 +16,9 @@ last `last_k` outputs flattened plus a max-pool, beside the likes/views levels a
 into the DCNv2 and an MLP head (`head_hidden_units`). `momo_mask: as_run` feeds PyTorch's
 src_key_padding_mask (True = ignore) with 1 on real items, as their loader did: the transformer
 then attends to padding only (to the most recent item alone when a sequence is full) and the
-outputs at real positions are zeroed; `corrected` ignores padding instead.
+outputs at real positions are zeroed; `corrected` ignores padding instead. Initialised as FuxiCTR
+initialises their model; likes/views level 0 a frozen zero row, as FuxiCTR's padding_idx makes it.
+tests/test_momo_parity.py checks all of it against their own code.
 """
 from __future__ import annotations
 
@@ -94,6 +96,7 @@ class TransformerDCN(nn.Module):
                                  code_sizes=tuple(cfg.code_sizes), code_dim=cfg.code_dim, seed=seed,
                                  n_tags=n_tags, derive=derive, id_dropout=cfg.id_dropout, rank=cfg.mm_rank)
         self.momo = None
+        self.length_bucketing = cfg.design != "momo"  # momo: rows shuffled uniformly, as FuxiCTR's loader does
         if cfg.design == "momo":
             width = 2 * self.items.out_dim
             self.momo = LastKTransformer(width, cfg.n_heads, cfg.ff_dim or cfg.ff_mult * width, cfg.attn_dropout,
@@ -107,17 +110,39 @@ class TransformerDCN(nn.Module):
             self.encoder = (nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
                             if cfg.n_layers else None)
             self.target_attn = nn.MultiheadAttention(dm, cfg.n_heads, dropout=cfg.attn_dropout, batch_first=True)
-        self.likes = nn.Embedding(n_levels, d)
-        self.views = nn.Embedding(n_levels, d)
+        # momo: FuxiCTR's padding_idx 0 on every categorical feature (the raw level is the id), level 0 frozen
+        pad = 0 if self.momo is not None else None
+        self.likes = nn.Embedding(n_levels, d, padding_idx=pad)
+        self.views = nn.Embedding(n_levels, d, padding_idx=pad)
+        self.max_len = max_len
         x_dim = 2 * d + (self.items.out_dim + self.momo.out_dim if self.momo is not None else 5 * dm)
         self.cross = CrossNetV2(x_dim, cfg.cross_layers)
         self.deep = mlp(x_dim, cfg.dnn_hidden_units, dropout=cfg.net_dropout, batch_norm=cfg.batch_norm)
         last = x_dim + cfg.dnn_hidden_units[-1]
         self.head = mlp(last, cfg.head_hidden_units, out_dim=1) if cfg.head_hidden_units else nn.Linear(last, 1)
+        if self.momo is not None:
+            self._init_as_fuxictr()
+
+    def _init_as_fuxictr(self) -> None:
+        """momo: FuxiCTR 2.3.7's reset_parameters as their model gets it: modules that are exactly
+        nn.Linear xavier_normal with zero biases (the attention's own projections keep PyTorch's
+        init), embedding tables N(0, 1e-4) with zero padding rows (the item tables already are)."""
+        for m in self.modules():
+            if type(m) is nn.Linear:
+                nn.init.xavier_normal_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        with torch.no_grad():
+            for emb in (self.likes, self.views):
+                nn.init.normal_(emb.weight, std=1e-4)
+                emb.weight[0].zero_()
 
     def forward(self, batch: dict) -> torch.Tensor:
-        if self.momo is not None:  # sequences shorter than last_k: padding in front, as a full-length loader gives
-            seq = nn.functional.pad(batch["seq"], (max(0, self.momo.k - batch["seq"].shape[1]), 0))
+        if self.momo is not None:
+            # padding in front, as their loader gives: up to last_k; as_run, up to max_len, since there
+            # a row as long as the batch's longest is "full" (keeps its last item) only at the file's width
+            width = max(self.momo.k, self.max_len if self.momo.as_run else 0)
+            seq = nn.functional.pad(batch["seq"], (max(0, width - batch["seq"].shape[1]), 0))
             t, s = self.items.encode(batch["item"], seq)
             x = torch.cat([self.likes(batch["likes"]), self.views(batch["views"]), t, self.momo(t, s, seq > 0)], -1)
             return self.head(torch.cat([self.cross(x), self.deep(x)], -1)).squeeze(-1)
