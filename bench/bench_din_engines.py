@@ -55,9 +55,10 @@ FIXED_SEED = 20242025
 
 
 def subset(root: Path, out: Path, n_train: int | None, n_valid: int | None) -> Path:
-    """A copy of the data's train/valid (first rows) and item_info, so both engines read the same."""
+    """A copy of the data's train/valid (first rows), test and item_info, so both engines read the
+    same (the kit's Trainer checks all three splits against the contract)."""
     (out / C.CTR_DIR).mkdir(parents=True)
-    for table, n in ((C.TRAIN, n_train), (C.VALID, n_valid), (C.ITEM_INFO, None)):
+    for table, n in ((C.TRAIN, n_train), (C.VALID, n_valid), (C.TEST, None), (C.ITEM_INFO, None)):
         t = read_parquet(root / table.relpath, what=table.name)
         write_parquet(out / table.relpath, t.slice(0, n) if n else t)
     return out

@@ -144,7 +144,8 @@ def planted(tiny_data, tmp_path, n_train=1500, n_valid=400):
     """A small copy of the tiny sample whose label is likes_level >= 6: learnable in a few steps."""
     data = tmp_path / "planted"
     (data / C.CTR_DIR).mkdir(parents=True)
-    shutil.copy(tiny_data / C.ITEM_INFO.relpath, data / C.ITEM_INFO.relpath)
+    for table in (C.ITEM_INFO, C.TEST):  # the kit's Trainer checks test against the contract too
+        shutil.copy(tiny_data / table.relpath, data / table.relpath)
     for split, n in ((C.TRAIN, n_train), (C.VALID, n_valid)):
         t = pq.read_table(tiny_data / split.relpath).slice(0, n)
         label = pc.cast(pc.greater_equal(t.column(C.LIKES), 6), t.schema.field(C.LABEL).type)
@@ -196,7 +197,8 @@ def test_lockstep_fuxictr_follows_the_kit(tiny_data, tmp_path):
                           init_weights=tmp_path / "init.npz", order=tmp_path / "order.npy")
     (k,), (f,) = kit["history"], fx["history"]
     assert len(fx["step_losses"][0]) == 2
-    assert f["valid_logloss"] == pytest.approx(k["valid_logloss"], abs=1e-5)
+    # two Adam steps' float rounding reach ~1.3e-5 of log loss here; another order lands > 1e-4 away (below)
+    assert f["valid_logloss"] == pytest.approx(k["valid_logloss"], abs=5e-5)
     assert f["valid_auc"] == pytest.approx(k["valid_auc"], abs=1e-4)
     # the same two steps from FuxiCTR's own start, or another order, land elsewhere
     shuffled = FX.train_fuxictr(cfg, data, info, tmp_path / "fx2", device="cpu", max_epochs=1, quiet=True)
