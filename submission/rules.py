@@ -414,44 +414,56 @@ def _item_info_path(ctx: _Ctx, info: dict) -> Path:
     return L.resolve_located(info, ctx.paths.root, ctx.run2)
 
 
+def _declared_weights(ctx: _Ctx, t1: dict | None) -> tuple[set, list, set]:
+    """(sha256s, folders/files, precomputed sha256s) of the pretrained weights task1 declares."""
+    declared_sha, declared_src, precomputed_sha = set(), [], set()
+    if t1 is None:
+        return declared_sha, declared_src, precomputed_sha
+    models = t1.get(L.MODELS)
+    if not isinstance(models, list):
+        ctx.report.add("manifest", f"{ctx.rel(ctx.run.task1_manifest)}:{L.MODELS}",
+                       "must list the pretrained weights used ([] if none)")
+        models = []
+    precomputed_sha |= {m.get(L.SHA256) for m in models if isinstance(m, dict) and m.get("kind") == "precomputed"}
+    for m in models:
+        if isinstance(m, dict) and m.get("kind") != "precomputed":  # a precomputed file vouches for nothing
+            if m.get(L.SHA256):
+                declared_sha.add(m[L.SHA256])
+            for key in ("path", "source"):  # where the weights live ("source" may be "package:...")
+                if isinstance(m.get(key), str) and Path(m[key]).expanduser().is_absolute():
+                    declared_src.append(_resolve(m[key]))
+    return declared_sha, declared_src, precomputed_sha
+
+
+def _check_task2_reads(ctx: _Ctx, t2: dict, test_like: set) -> None:
+    """task2 reads train, valid and one item_info of this data dir (or task1's): nothing else."""
+    r, truth = ctx.report, ctx.paths.root / TRUTH_DIR
+    read = {_resolve(p): (raw, sha) for raw, (p, sha) in _manifest_inputs(ctx, t2, ctx.run2, "").items()}
+    where = f"{ctx.rel(ctx.run.task2_manifest)}:{L.INPUTS}"
+    tables = {_resolve(p) for p in (ctx.paths.table(C.TRAIN), ctx.paths.table(C.VALID), ctx.paths.table(C.TEST),
+                                    ctx.paths.table(C.ITEM_INFO), ctx.run.item_info)}
+    for table in (C.TRAIN, C.VALID):
+        if _resolve(ctx.paths.table(table)) not in read:
+            r.add("inputs-in-data", where, f"does not record {table.relpath} of this data dir as read: "
+                  "the CTR model must train on the provided data")
+    info = t2.get(L.ITEM_INFO) if isinstance(t2.get(L.ITEM_INFO), dict) else {}
+    if info.get(L.PATH):
+        tables.add(_resolve(_item_info_path(ctx, info)))
+    for p, (raw, sha) in read.items():  # a test-like input is reported under no-test-in-training
+        if p not in tables and not is_inside(p, (_resolve(truth),)) and not (sha and sha in test_like):
+            r.add("inputs-in-data", f"{where}[{raw}]", "task2 reads only train, valid and its "
+                  "item_info; another input means training on other data")
+
+
 def _check_inputs(ctx: _Ctx, t1: dict | None, t2: dict | None) -> None:
     r = ctx.report
     test_path = ctx.paths.table(C.TEST)
     test_sha = ctx.sha(test_path) if test_path.is_file() else None
     truth = ctx.paths.root / TRUTH_DIR
     truth_shas = {ctx.sha(p) for p in truth.glob("*.parquet")} if truth.is_dir() else set()
-    declared_sha, declared_src, precomputed_sha = set(), [], set()
-    if t1 is not None:
-        models = t1.get(L.MODELS)
-        if not isinstance(models, list):
-            r.add("manifest", f"{ctx.rel(ctx.run.task1_manifest)}:{L.MODELS}",
-                  "must list the pretrained weights used ([] if none)")
-            models = []
-        precomputed_sha |= {m.get(L.SHA256) for m in models if isinstance(m, dict) and m.get("kind") == "precomputed"}
-        for m in models:
-            if isinstance(m, dict) and m.get("kind") != "precomputed":  # a precomputed file vouches for nothing
-                if m.get(L.SHA256):
-                    declared_sha.add(m[L.SHA256])
-                for key in ("path", "source"):  # where the weights live ("source" may be "package:...")
-                    if isinstance(m.get(key), str) and Path(m[key]).expanduser().is_absolute():
-                        declared_src.append(_resolve(m[key]))
-    if t2 is not None and isinstance(t2.get(L.INPUTS), dict):  # what task2 must have read
-        read = {_resolve(p): (raw, sha) for raw, (p, sha) in _manifest_inputs(ctx, t2, ctx.run2, "").items()}
-        test_like = truth_shas | {test_sha}  # reported under no-test-in-training below
-        where = f"{ctx.rel(ctx.run.task2_manifest)}:{L.INPUTS}"
-        tables = {_resolve(p) for p in (ctx.paths.table(C.TRAIN), ctx.paths.table(C.VALID), test_path,
-                                        ctx.paths.table(C.ITEM_INFO), ctx.run.item_info)}
-        for table in (C.TRAIN, C.VALID):
-            if _resolve(ctx.paths.table(table)) not in read:
-                r.add("inputs-in-data", where, f"does not record {table.relpath} of this data dir as read: "
-                      "the CTR model must train on the provided data")
-        info = t2.get(L.ITEM_INFO) if isinstance(t2.get(L.ITEM_INFO), dict) else {}
-        if info.get(L.PATH):
-            tables.add(_resolve(_item_info_path(ctx, info)))
-        for p, (raw, sha) in read.items():  # task2 reads train, valid and one item_info: nothing else
-            if p not in tables and not is_inside(p, (_resolve(truth),)) and not (sha and sha in test_like):
-                r.add("inputs-in-data", f"{where}[{raw}]", "task2 reads only train, valid and its "
-                      "item_info; another input means training on other data")
+    declared_sha, declared_src, precomputed_sha = _declared_weights(ctx, t1)
+    if t2 is not None and isinstance(t2.get(L.INPUTS), dict):
+        _check_task2_reads(ctx, t2, truth_shas | {test_sha})
     for doc, mpath, may_use_weights in ((t1, ctx.run.task1_manifest, True),
                                         (t2, ctx.run.task2_manifest, False)):
         if doc is None:
