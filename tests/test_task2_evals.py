@@ -60,7 +60,7 @@ def _bare_trainer(cfg, data, out, resume: bool = False) -> Trainer:
 
 
 def test_lr_decays_and_patience_counts_per_validation(tiny_data, tmp_path):
-    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 2})
+    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 2, "lr_decay_factor": 0.1})
     t = _bare_trainer(cfg, tiny_data, tmp_path / "r")
     assert not t.checkpoint_and_earlystop(0, 0.5, 100, 0.70, 0.6, at=(0.5, 10, 20))
     assert t.best_epoch == 0.5 and t.opt.param_groups[0]["lr"] == 1e-3
@@ -73,7 +73,7 @@ def test_lr_decays_and_patience_counts_per_validation(tiny_data, tmp_path):
 
 
 def test_a_gain_keeps_the_rate(tiny_data, tmp_path):
-    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10})
+    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10, "lr_decay_factor": 0.1})
     t = _bare_trainer(cfg, tiny_data, tmp_path / "r")
     for epoch, auc in enumerate([0.70, 0.69, 0.72, 0.73]):
         assert not t.checkpoint_and_earlystop(epoch, 0.5, 100, auc, 0.6)
@@ -97,7 +97,7 @@ def _killed_after(validations: int, cfg, data, run, monkeypatch) -> None:
 
 def test_resume_after_a_mid_epoch_stop_equals_uninterrupted(two_evals, tiny_data, tmp_path, monkeypatch):
     _, full = two_evals
-    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10})
+    cfg = load_config("transformer_dcn_small", {**TWO_EVALS, "early_stop_patience": 10, "lr_decay_factor": 0.1})
     run = tmp_path / "r"
     _killed_after(3, cfg, tiny_data, run, monkeypatch)  # during the second half of epoch 2
     assert [h["epoch"] for h in read_history(run)] == [0.5, 1, 1.5]

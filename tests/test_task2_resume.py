@@ -131,7 +131,8 @@ def test_resume_after_an_epoch_without_gain_keeps_the_decayed_rate(one_epoch, ti
     from task2.train import Trainer
 
     run = _copy(one_epoch, tmp_path / "r")
-    t = Trainer(load_config("transformer_dcn_small", TWO), tiny_data, None, run, quiet=True, resume=True)
+    cfg = load_config("transformer_dcn_small", {**TWO, "lr_decay_factor": 0.1})
+    t = Trainer(cfg, tiny_data, None, run, quiet=True, resume=True)
     t.train_seconds, t.samples_per_s, t.epoch_generator = 1.0, [1.0], t.gen.get_state()
     t.checkpoint_and_earlystop(1, 0.5, 100, t.best_auc - 0.01, 0.6)  # no gain: decay
     assert t.history[-1]["lr"] == 1e-3  # the row keeps the rate the epoch trained at
