@@ -12,6 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# one torch / OpenMP thread, here and in every command a test starts: the tests check behaviour,
+# and on a small or shared machine a second spinning thread per process only costs time
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 from mmctr.sample import SampleConfig, generate  # noqa: E402
 
