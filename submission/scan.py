@@ -389,13 +389,14 @@ def local_imports(path, repo) -> list:
     for base, dotted in targets:
         stem = base.joinpath(*dotted.split("."))
         for cand in (stem.with_suffix(".py"), stem / "__init__.py"):
+            if not cand.is_file() or cand.is_symlink():
+                continue  # most imports name no file of the repo: no path to resolve
             try:
                 resolved = cand.resolve()
                 resolved.relative_to(repo)
             except (ValueError, OSError):
                 continue
-            if cand.is_file() and not cand.is_symlink():
-                found.append(resolved)
+            found.append(resolved)
     return found
 
 
