@@ -39,6 +39,22 @@ def _restart_ledger() -> None:
     ledger.install()
 
 
+def kit_cli(capsys, group, *args) -> tuple[int, str, str]:
+    """A kit command's click group run in this process the way `python -m PKG` runs it (mmctr.cli.run:
+    one `error:` line, exit 2): (exit status, stdout, stderr). For error paths that fail before any
+    work; each command keeps a test that starts it in its own process."""
+    from mmctr.cli import run
+
+    capsys.readouterr()
+    try:
+        run(group, [str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def load_script(path: Path):
     """A script that is not a package module (docker/*.py, bench/*.py), imported from its path."""
     import importlib.util
