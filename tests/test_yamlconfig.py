@@ -72,12 +72,13 @@ def test_task1_bool_keys_refuse_yaml11_words(tmp_path, key):
 ])
 def test_cli_set_yaml11_bool_is_one_line_error(tiny_data, tmp_path, cli_args, key, monkeypatch, capsys):
     """The command's click group in this process, as `python -m` runs it (the error comes before any work)."""
-    import importlib
+    from task1.cli import main as task1_main
+    from task2.cli import main as task2_main
 
     monkeypatch.setenv("MMCTR_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.delenv("MMCTR_DEBUG", raising=False)
     monkeypatch.chdir(tmp_path)
-    group = importlib.import_module(f"{cli_args[0]}.cli").main
+    group = {"task1": task1_main, "task2": task2_main}[cli_args[0]]
     rc, _, err = kit_cli(capsys, group, *cli_args[1:], "--data-dir", tiny_data, "--out", tmp_path / "out")
     assert rc == 2 and err.count("\n") == 1, err
     assert err.startswith("error: ") and f"config key '{key}'" in err
