@@ -74,43 +74,34 @@ def _process(event: str, argv) -> None:
         _state["processes"].append({"event": event, "argv": _argv(argv)})
 
 
-def _hook(event: str, args) -> None:
-    st = _state
-    if st is None:
-        return
-    if event == "import":
-        _add_module(args[0])
-    elif event == "open":
-        path = args[0]
-        if isinstance(path, str) and path.endswith(WEIGHT_SUFFIXES):
-            opened = st["weights_opened"]  # path -> sequence number of its latest open
-            if path in opened or len(opened) < MAX_PROCESSES:
-                st["n_opens"] += 1
-                opened[path] = st["n_opens"]
-    elif event == "compile":
-        filename = str(args[1]) if len(args) > 1 else ""
-        if filename.startswith("<"):  # not a module's source file: code made at run time
-            st["dynamic_code"]["compile"] += 1
-            src = args[0]
-            if isinstance(src, (str, bytes)) and len(st["dynamic_code"]["samples"]) < MAX_SAMPLES:
-                text = src.decode("latin-1") if isinstance(src, bytes) else src
-                st["dynamic_code"]["samples"].append(f"{filename}: {text[:200]}")
-    elif event == "exec":
-        st["dynamic_code"]["exec"] += 1
-        filename = getattr(args[0], "co_filename", "")
-        if isinstance(filename, str) and not filename.startswith("<"):
-            st["files_run"].add(filename)
-    elif event == "subprocess.Popen":
-        _process(event, args[1] if args[1] is not None else [args[0]])
-    elif event == "os.system":
-        _process(event, [args[0]])
-    elif event in ("os.exec", "os.posix_spawn", "os.spawn"):
-        _process(event, args[-2] if event == "os.spawn" else args[1])
-    elif event == "os.fork":
-        _process(event, [])
-    elif event == "pickle.find_class":
-        _add_module(args[0])
-    elif event in ("urllib.Request", "socket.connect", "socket.getaddrinfo"):
+def _on_open(st, args) -> None:
+    path = args[0]
+    if isinstance(path, str) and path.endswith(WEIGHT_SUFFIXES):
+        opened = st["weights_opened"]  # path -> sequence number of its latest open
+        if path in opened or len(opened) < MAX_PROCESSES:
+            st["n_opens"] += 1
+            opened[path] = st["n_opens"]
+
+
+def _on_compile(st, args) -> None:
+    filename = str(args[1]) if len(args) > 1 else ""
+    if filename.startswith("<"):  # not a module's source file: code made at run time
+        st["dynamic_code"]["compile"] += 1
+        src = args[0]
+        if isinstance(src, (str, bytes)) and len(st["dynamic_code"]["samples"]) < MAX_SAMPLES:
+            text = src.decode("latin-1") if isinstance(src, bytes) else src
+            st["dynamic_code"]["samples"].append(f"{filename}: {text[:200]}")
+
+
+def _on_exec(st, args) -> None:
+    st["dynamic_code"]["exec"] += 1
+    filename = getattr(args[0], "co_filename", "")
+    if isinstance(filename, str) and not filename.startswith("<"):
+        st["files_run"].add(filename)
+
+
+def _on_network(event: str):
+    def record(st, args) -> None:
         where = args[1] if event == "socket.connect" else args[0]
         host = where[0] if isinstance(where, tuple) and where else where
         if event != "urllib.Request" and (not isinstance(host, (str, bytes)) or _local(host)):
@@ -118,6 +109,31 @@ def _hook(event: str, args) -> None:
         st["n_network"] += 1
         if len(st["network"]) < MAX_SAMPLES:
             st["network"].append(f"{event} {str(where)[:200]}")
+    return record
+
+
+# event -> what it records; every other event (most of them: builtins.id, object.__getattr__,
+# marshal.loads, ...) costs the hook one dict lookup
+_HANDLERS = {
+    "import": lambda st, args: _add_module(args[0]),
+    "pickle.find_class": lambda st, args: _add_module(args[0]),
+    "open": _on_open,
+    "compile": _on_compile,
+    "exec": _on_exec,
+    "subprocess.Popen": lambda st, args: _process("subprocess.Popen", args[1] if args[1] is not None else [args[0]]),
+    "os.system": lambda st, args: _process("os.system", [args[0]]),
+    "os.exec": lambda st, args: _process("os.exec", args[1]),
+    "os.posix_spawn": lambda st, args: _process("os.posix_spawn", args[1]),
+    "os.spawn": lambda st, args: _process("os.spawn", args[-2]),
+    "os.fork": lambda st, args: _process("os.fork", []),
+    **{e: _on_network(e) for e in ("urllib.Request", "socket.connect", "socket.getaddrinfo")},
+}
+
+
+def _hook(event: str, args) -> None:
+    handler = _HANDLERS.get(event)
+    if handler is not None and _state is not None:
+        handler(_state, args)
 
 
 def _local(host) -> bool:

@@ -7,11 +7,15 @@ stays a lint for honest mistakes. A manifest without a sound ledger breaks `mani
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
+import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 from mmctr import ledger as LG
 from mmctr import rundir as M
@@ -33,16 +37,57 @@ def file_modules(path: str) -> set:
     return {".".join(parts[i:]) for i in range(len(parts))}
 
 
+def _closure_cache() -> Path | None:
+    """Where this interpreter's sklearn.metrics closure is kept: the user's cache folder, one file
+    per interpreter and sklearn install (path, version, mtime), so an upgrade is a new file."""
+    try:
+        spec = importlib.util.find_spec("sklearn")
+        if spec is None or not spec.origin:
+            return None
+        pkg = Path(spec.origin).parent
+        key = json.dumps([os.path.realpath(sys.executable), sys.version, str(pkg),
+                          importlib.metadata.version("scikit-learn"),
+                          *(os.stat(pkg / f).st_mtime_ns for f in ("__init__.py", "metrics/__init__.py"))])
+    except (ImportError, ValueError, OSError, importlib.metadata.PackageNotFoundError):
+        return None
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(home) / "mmctr" / f"sklearn_metrics_{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def _read_closure(path: Path | None) -> frozenset | None:
+    try:
+        names = json.loads(path.read_text())
+    except (AttributeError, OSError, ValueError):
+        return None
+    ok = isinstance(names, list) and "sklearn.metrics" in names and \
+        all(isinstance(n, str) and n.split(".")[0] == "sklearn" for n in names)
+    return frozenset(names) if ok else None
+
+
 @functools.lru_cache(maxsize=1)
 def sklearn_metrics_closure() -> frozenset:
-    """The exact sklearn modules `import sklearn.metrics` loads here (what the kit itself uses)."""
+    """The exact sklearn modules `import sklearn.metrics` loads here (what the kit itself uses):
+    computed in a fresh interpreter once per sklearn install, then read from the user's cache."""
+    cache = _closure_cache()
+    cached = _read_closure(cache)
+    if cached is not None:
+        return cached
     code = ("import json, sys, sklearn.metrics; "
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('sklearn'))))")
     try:
         out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=120)
-        return frozenset(json.loads(out.stdout))
+        names = frozenset(json.loads(out.stdout))
     except (OSError, subprocess.SubprocessError, ValueError):
         return frozenset()
+    if cache is not None and "sklearn.metrics" in names:
+        try:  # written whole then renamed: a reader never sees half a file
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(sorted(names)))
+            os.replace(tmp, cache)
+        except OSError:
+            pass
+    return names
 
 
 def _ledgers(ctx, t1, t2) -> list:

@@ -15,6 +15,7 @@ be resolved is a hit: the check cannot tell which library it loads.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import subprocess
 from dataclasses import dataclass
@@ -302,14 +303,21 @@ _PIP_LINE = re.compile(r"^\s*[!%]+\s*(?:python\s+-m\s+)?pip3?\s+install\b(.*)$")
 
 
 def _scan_source(text: str, file: str, line_offset: int, pretrained: bool) -> list:
+    return list(_scan_text(text, file, line_offset, pretrained))
+
+
+@functools.lru_cache(maxsize=4096)
+def _scan_text(text: str, file: str, line_offset: int, pretrained: bool) -> tuple:
+    """The hits of one source text: a function of its arguments alone, so a process that checks
+    several runs (pack, reproduce, the tests) parses each unchanged file once."""
     try:
         tree = ast.parse(text)
     except SyntaxError as exc:
-        return [Hit("unparsable", file, (exc.lineno or 0) + line_offset,
-                    f"cannot be parsed ({exc.msg}); its imports were not checked")]
+        return (Hit("unparsable", file, (exc.lineno or 0) + line_offset,
+                    f"cannot be parsed ({exc.msg}); its imports were not checked"),)
     v = _Visitor(file, line_offset, pretrained, _Names(tree))
     v.visit(tree)
-    return v.hits
+    return tuple(v.hits)
 
 
 def _pip_hits(line: str, file: str, lineno: int, pretrained: bool) -> list:
@@ -366,35 +374,45 @@ def local_imports(path, repo) -> list:
     if path.suffix != ".py":
         return []
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imports = _static_imports(path.read_text(encoding="utf-8"))
     except (SyntaxError, UnicodeDecodeError, OSError, ValueError):
         return []
     targets = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            targets += [(repo, a.name) for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = repo
-            if node.level:
-                base = path.resolve().parent
-                for _ in range(node.level - 1):
-                    base = base.parent
-            mod = node.module or ""
-            targets += [(base, f"{mod}.{a.name}" if mod else a.name) for a in node.names]
-            if mod:
-                targets.append((base, mod))
+    for level, dotted in imports:
+        base = repo
+        if level:
+            base = path.resolve().parent
+            for _ in range(level - 1):
+                base = base.parent
+        targets.append((base, dotted))
     found = []
     for base, dotted in targets:
         stem = base.joinpath(*dotted.split("."))
         for cand in (stem.with_suffix(".py"), stem / "__init__.py"):
+            if not cand.is_file() or cand.is_symlink():
+                continue  # most imports name no file of the repo: no path to resolve
             try:
                 resolved = cand.resolve()
                 resolved.relative_to(repo)
             except (ValueError, OSError):
                 continue
-            if cand.is_file() and not cand.is_symlink():
-                found.append(resolved)
+            found.append(resolved)
     return found
+
+
+@functools.lru_cache(maxsize=4096)
+def _static_imports(text: str) -> tuple:
+    """((level, dotted name)) of every import statement in a source text (level 0: absolute)."""
+    out = []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            out += [(0, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            out += [(node.level, f"{mod}.{a.name}" if mod else a.name) for a in node.names]
+            if mod:
+                out.append((node.level, mod))
+    return tuple(out)
 
 
 def tracked_sources(repo) -> tuple:

@@ -102,6 +102,9 @@ def unvouched(dirs=None) -> list[tuple[str, str]]:
     wanted = {p.name for p in hooks}
     owners: dict = {}  # path -> (distribution, RECORD hash matches); a hook's RECORD is in its own folder
     for dist in importlib.metadata.distributions(path=sorted({str(p.parent) for p in found})):
+        record = dist.read_text("RECORD")
+        if record is not None and not any(name in record for name in wanted):
+            continue  # its RECORD names none of the hooks: parsing its (maybe long) file list would find nothing
         for f in dist.files or ():
             if f.name not in wanted:
                 continue

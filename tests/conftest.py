@@ -12,6 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# one torch / OpenMP thread, here and in every command a test starts: the tests check behaviour,
+# and on a small or shared machine a second spinning thread per process only costs time
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 from mmctr.sample import SampleConfig, generate  # noqa: E402
 
@@ -33,6 +37,22 @@ def _restart_ledger() -> None:
 
     ledger._state = None
     ledger.install()
+
+
+def kit_cli(capsys, group, *args) -> tuple[int, str, str]:
+    """A kit command's click group run in this process the way `python -m PKG` runs it (mmctr.cli.run:
+    one `error:` line, exit 2): (exit status, stdout, stderr). For error paths that fail before any
+    work; each command keeps a test that starts it in its own process."""
+    from mmctr.cli import run
+
+    capsys.readouterr()
+    try:
+        run(group, [str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def load_script(path: Path):

@@ -157,15 +157,48 @@ def test_the_ledger_records_modules_processes_and_dynamic_code(fakes):
     assert led["sha256"] == ledger.digest(led)
 
 
-def test_sklearn_metrics_is_no_false_alarm():
+@pytest.fixture()
+def closure_cache(tmp_path, monkeypatch):
+    """An empty user cache folder and no closure remembered by this process (before and after)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    sklearn_metrics_closure.cache_clear()
+    yield tmp_path / "cache" / "mmctr"
+    sklearn_metrics_closure.cache_clear()
+
+
+def test_sklearn_metrics_is_no_false_alarm(closure_cache):
     """The kit imports sklearn.metrics: everything that pulls in is allowed, by exact name."""
     closure = sklearn_metrics_closure()
+    [cached] = closure_cache.glob("sklearn_metrics_*.json")  # computed in a fresh interpreter, then kept
+    assert json.loads(cached.read_text()) == sorted(closure)
     assert "sklearn.metrics" in closure and not any(m.startswith(("sklearn.ensemble", "sklearn.tree"))
                                                     for m in closure)
     rep = verdict(honest(watched=sorted(closure)))
     assert rep.ok and not rep.warnings, rep.lines()
     rep = verdict(honest(watched=sorted(closure | {"sklearn.linear_model"})))
     assert rep.ok and [w.rule for w in rep.warnings] == ["single-model"]
+
+
+def test_the_sklearn_metrics_closure_is_read_from_the_cache_and_a_bad_one_recomputed(closure_cache, monkeypatch):
+    import submission.ledgers as LS
+
+    calls = []
+
+    def fake_run(argv, **kw):
+        calls.append(argv)
+        return SimpleNamespace(stdout=json.dumps(["sklearn", "sklearn.metrics", "sklearn.utils"]))
+
+    monkeypatch.setattr(LS.subprocess, "run", fake_run)
+    path = LS._closure_cache()
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(["sklearn", "sklearn.metrics"]))
+    assert sklearn_metrics_closure() == {"sklearn", "sklearn.metrics"} and calls == []
+    for bad in ("{not json", json.dumps(["sklearn.metrics", "lightgbm"]), json.dumps({"sklearn.metrics": 1})):
+        path.write_text(bad)
+        sklearn_metrics_closure.cache_clear()
+        assert sklearn_metrics_closure() == {"sklearn", "sklearn.metrics", "sklearn.utils"}, bad
+        assert json.loads(path.read_text()) == ["sklearn", "sklearn.metrics", "sklearn.utils"]
+    assert len(calls) == 3 and calls[0][1:3] == ["-I", "-c"]
 
 
 @pytest.mark.slow

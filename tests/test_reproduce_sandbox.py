@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -111,20 +112,27 @@ def _alive(marker: str) -> list:
     return out
 
 
+def marker(kind: str, base: int) -> str:
+    """A sleep length no other test (another kind, another worker or checkout) sleeps: base.<kind><pid>."""
+    return f"{base}.{('bwrap', 'unshare', 'none').index(kind) + 1}{os.getpid() % 100000:05d}"
+
+
 @pytest.mark.parametrize("kind", kinds())
 def test_timeout_kills_every_process_the_run_started(tmp_path, tiny_data, kind):
-    b = bundle(tmp_path, tiny_data, "sleep 41.31 &\nsleep 41.32\n")
+    m = marker(kind, 41)
+    b = bundle(tmp_path, tiny_data, f"sleep {m}1 &\nsleep {m}2\n")
     with pytest.raises(KitError, match="ran past 3"):
         reproduce(b, tiny_data, "task2", timeout=3, sandbox=kind)
-    assert not _alive("41.3"), "a process of run.sh survived the timeout"
+    assert not _alive(m), "a process of run.sh survived the timeout"
 
 
 @pytest.mark.parametrize("kind", kinds())
 def test_processes_left_in_the_background_are_stopped(tmp_path, tiny_data, kind):
-    b = bundle(tmp_path, tiny_data, "sleep 42.31 &\nexit 3\n")
+    m = marker(kind, 42)
+    b = bundle(tmp_path, tiny_data, f"sleep {m}1 &\nexit 3\n")
     with pytest.raises(KitError, match="exit 3"):
         reproduce(b, tiny_data, "task2", timeout=30, sandbox=kind)
-    assert not _alive("42.31")
+    assert not _alive(m)
 
 
 @pytest.mark.parametrize("kind", kinds())

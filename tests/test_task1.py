@@ -34,7 +34,7 @@ NORM = np.sqrt(C.EMB_DIM)  # rows: L2-normalised, scaled to unit variance per di
 FAST = {"image": {"image_size": 32, "workers": 0, "batch_size": 64},
         "tags": {"dim": 16}, "behaviour": {"dim": 16},
         "fusion": {"steps": 25, "hidden": 64, "content_dim": 32, "batch_size": 256},
-        "runtime": {"num_threads": 2}}
+        "runtime": {"num_threads": 1}}
 
 
 def fast_cfg(name="default", **sections):
@@ -315,7 +315,7 @@ def test_evaluate_reports_both_aucs_and_the_oracle(data, built, tmp_path):
 
     out, _ = built
     rep = evaluate(data, out / R.TASK1_ITEM_INFO, tmp_path, max_epochs=1, quiet=True,
-                   overrides={"batch_size": 512, "num_threads": 2})
+                   overrides={"batch_size": 512, "num_threads": 1})
     s = rep["summary"]
     for k in ("new_valid_auc", "provided_valid_auc", "oracle_valid_auc"):
         assert 0.0 < s[k] < 1.0

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from task1.config import load_config
 from task1.encoders import image as image_enc
 from task1.encoders import text as text_enc
 
+from conftest import kit_cli
 from task1_factory import FAST, cfg_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,12 +59,13 @@ def copy(data, tmp_path) -> Path:
 
 # ---------- config errors come before any encoding ----------
 
-def test_config_errors_come_before_encoding_on_the_cli(data, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "task1", "build", "--data-dir", str(data), "--out", str(tmp_path / "o"),
-                        "--set", "fusion.holdout=2", "--quiet"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "fusion.holdout" in r.stderr
+def test_config_errors_come_before_encoding_on_the_cli(data, tmp_path, capsys):
+    from task1.cli import main
+
+    rc, _, err = kit_cli(capsys, main, "build", "--data-dir", data, "--out", tmp_path / "o",
+                         "--set", "fusion.holdout=2", "--quiet")
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: ") and "fusion.holdout" in err
     assert not (tmp_path / "o").exists()
 
 

@@ -1,6 +1,4 @@
 """task2 typed config: every bad key or value is one KitError at load time, naming key and range."""
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +11,7 @@ from task2.models import create_model
 from task2.models.din import DINConfig
 from task2.models.transformer_dcn import TransformerDCNConfig
 
-from conftest import ROOT
+from conftest import ROOT, kit_cli
 
 
 def _load(name, *sets):
@@ -101,12 +99,13 @@ def test_din_init_follows_fuxictr(tiny_data):
         assert emb_table.weight.std().item() < 2e-4
 
 
-def test_cli_device_foo_is_one_line(tiny_data, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "task2", "train", "--data-dir", str(tiny_data), "--device", "foo",
-                        "--config", "din_baseline", "--out", str(tmp_path / "r")],
-                       capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 2 and r.stderr.startswith("error: ") and "'device' = 'foo'" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+def test_cli_device_foo_is_one_line(tiny_data, tmp_path, capsys):
+    from task2.cli import main
+
+    rc, _, err = kit_cli(capsys, main, "train", "--data-dir", tiny_data, "--device", "foo", "--config", "din_baseline",
+                         "--out", tmp_path / "r")
+    assert rc == 2 and err.startswith("error: ") and "'device' = 'foo'" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("key", ["batch_norm", "amp", "compile"])

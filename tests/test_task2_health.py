@@ -1,7 +1,4 @@
 """task2 numerical health and input errors: one line, before any work, nothing saved as best."""
-import subprocess
-import sys
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,14 +12,17 @@ from task2.config import load_config
 from mmctr.rundir import BEST
 from task2.train import Trainer, train_model
 
-from conftest import ROOT
+from conftest import kit_cli
 
 FAST = {"batch_size": 256, "max_epochs": 1, "num_threads": 1}
 
 
-def _cli(*args):
-    r = subprocess.run([sys.executable, "-m", "task2", *map(str, args)], capture_output=True, text=True, cwd=ROOT)
-    return r.returncode, r.stderr
+@pytest.fixture()
+def task2_cli(capsys):
+    """`task2 ...` in this process (the error paths fail before any work): (exit status, stderr)."""
+    from task2.cli import main
+
+    return lambda *args: kit_cli(capsys, main, *args)[::2]
 
 
 def test_non_finite_loss_stops_with_one_error_and_saves_nothing(tiny_data, tmp_path):
@@ -48,19 +48,19 @@ def test_inf_in_item_info_is_refused_before_training(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["empty", "truncated"])
-def test_damaged_train_parquet_is_one_line(data_copy, tmp_path, damage):
+def test_damaged_train_parquet_is_one_line(data_copy, tmp_path, damage, task2_cli):
     path = data_copy / C.TRAIN.relpath
     raw = path.read_bytes()
     path.write_bytes(b"" if damage == "empty" else raw[: len(raw) // 2])
-    rc, err = _cli("train", "--data-dir", data_copy, "--config", "din_baseline", "--out", tmp_path / "r")
+    rc, err = task2_cli("train", "--data-dir", data_copy, "--config", "din_baseline", "--out", tmp_path / "r")
     assert rc == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert "train.parquet" in err and "Traceback" not in err
 
 
-def test_csv_as_item_info_is_one_line(tiny_data, tmp_path):
+def test_csv_as_item_info_is_one_line(tiny_data, tmp_path, task2_cli):
     csv = tmp_path / "item_info.csv"
     csv.write_text("item_id,item_tags\n0,1\n")
-    rc, err = _cli("train", "--data-dir", tiny_data, "--item-info", csv, "--out", tmp_path / "r")
+    rc, err = task2_cli("train", "--data-dir", tiny_data, "--item-info", csv, "--out", tmp_path / "r")
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "item_info.csv" in err and "parquet" in err
 
 
@@ -71,9 +71,9 @@ def test_unwritable_out_is_refused_before_work(tiny_data, tmp_path):
         train_model(load_config("din_baseline", FAST), tiny_data, None, blocker / "run", quiet=True)
 
 
-def test_out_inside_the_data_dir_is_refused(data_copy):
+def test_out_inside_the_data_dir_is_refused(data_copy, task2_cli):
     before = {p: p.read_bytes() for p in (data_copy / C.CTR_DIR).iterdir()}
-    rc, err = _cli("train", "--data-dir", data_copy, "--config", "din_baseline",
+    rc, err = task2_cli("train", "--data-dir", data_copy, "--config", "din_baseline",
                    "--out", data_copy / C.CTR_DIR / "run")
     assert rc == 2 and "inside the data directory" in err
     assert not (data_copy / C.CTR_DIR / "run").exists()

@@ -67,6 +67,6 @@ def test_defaults_keep_the_parameter_names_of_existing_checkpoints(tiny_tables):
 
 
 def test_full_model_beats_chance_on_the_planted_signal(tiny_data, tmp_path):
-    cfg = load_config("transformer_dcn_small", {"batch_size": 256, "max_epochs": 2, "num_threads": 2})
+    cfg = load_config("transformer_dcn_small", {"batch_size": 256, "max_epochs": 2, "num_threads": 1})
     summary = train_model(cfg, tiny_data, None, tmp_path / "run", quiet=True)
     assert summary["best_valid_auc"] > 0.6

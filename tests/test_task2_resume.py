@@ -94,6 +94,7 @@ def test_rng_state_round_trips_every_generator():
 
 
 def test_ddp_resume_replays_each_rank(tiny_data, tmp_path):
+    """torchrun with two CPU processes trains one run (world_size 2), and its resume replays each rank."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
     def ddp(out, epochs, *extra):
@@ -103,11 +104,12 @@ def test_ddp_resume_replays_each_rank(tiny_data, tmp_path):
                             "--set", "batch_size=512", "--set", "num_threads=1", "--device", "cpu", *extra],
                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=400)
         assert r.returncode == 0, r.stderr[-2000:]
-        return json.loads((out / "manifest.json").read_text())["history"]
+        return json.loads((out / "manifest.json").read_text())
 
-    full = ddp(tmp_path / "full", 2)
-    ddp(tmp_path / "r", 1)
-    resumed = ddp(tmp_path / "r", 2, "--resume")
+    full = ddp(tmp_path / "full", 2)["history"]
+    first = ddp(tmp_path / "r", 1)
+    assert first["world_size"] == 2 and len(first["history"]) == 1
+    resumed = ddp(tmp_path / "r", 2, "--resume")["history"]
     assert [h["valid_auc"] for h in resumed] == [h["valid_auc"] for h in full]
 
 

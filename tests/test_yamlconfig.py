@@ -1,14 +1,10 @@
 """Config files and `--set`: YAML 1.2 booleans (true/false only) and numbers (mmctr.yamlconfig via mmctr.config)."""
-import os
-import subprocess
-import sys
-
 import pytest
 
 from mmctr.config import Section, build, parse_sets, read_yaml, yaml_value
 from mmctr.errors import KitError
 
-from conftest import ROOT
+from conftest import kit_cli
 
 
 YAML11_BOOLS = ["yes", "no", "on", "off", "y", "n", "Yes", "NO", "On", "OFF", "Y", "N"]
@@ -74,14 +70,19 @@ def test_task1_bool_keys_refuse_yaml11_words(tmp_path, key):
     (["task2", "train", "--config", "transformer_dcn_small", "--set", "batch_norm=on"], "batch_norm"),
     (["task2", "train", "--config", "din_baseline", "--set", "din_use_softmax=n"], "din_use_softmax"),
 ])
-def test_cli_set_yaml11_bool_is_one_line_error(tiny_data, tmp_path, cli_args, key):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MMCTR_LOG_DIR=str(tmp_path / "logs"))
-    env.pop("MMCTR_DEBUG", None)
-    r = subprocess.run([sys.executable, "-m", *cli_args, "--data-dir", str(tiny_data),
-                        "--out", str(tmp_path / "out")], capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert r.stderr.startswith("error: ") and f"config key '{key}'" in r.stderr
-    assert r.stderr.rstrip().endswith("use true or false")
+def test_cli_set_yaml11_bool_is_one_line_error(tiny_data, tmp_path, cli_args, key, monkeypatch, capsys):
+    """The command's click group in this process, as `python -m` runs it (the error comes before any work)."""
+    from task1.cli import main as task1_main
+    from task2.cli import main as task2_main
+
+    monkeypatch.setenv("MMCTR_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.delenv("MMCTR_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    group = {"task1": task1_main, "task2": task2_main}[cli_args[0]]
+    rc, _, err = kit_cli(capsys, group, *cli_args[1:], "--data-dir", tiny_data, "--out", tmp_path / "out")
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: ") and f"config key '{key}'" in err
+    assert err.rstrip().endswith("use true or false")
     assert not (tmp_path / "out").exists()
 
 
