@@ -73,7 +73,8 @@ def test_cuda_without_a_gpu_is_a_clear_error(data, tmp_path, no_encoding):
     if torch.cuda.is_available():
         pytest.skip("a GPU is here")
     with pytest.raises(KitError, match=r"device .cuda.: CUDA is not available here"):
-        build_mod.build(data, cfg_of("text", runtime={"device": "cuda"}), tmp_path / "o", progress=False)
+        build_mod.build(data, cfg_of("text", runtime={"device": "cuda"}), tmp_path / "o", cache_dir=tmp_path / "c",
+                       progress=False)
 
 
 # ---------- outputs checked before work ----------
