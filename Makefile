@@ -155,7 +155,7 @@ report: setup-runtime  ## draw every run of results.csv side by side into $(RESU
 
 test: setup  ## lint (ruff) and run the test suite (needs the dev pins: ruff, pytest)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 bench-task1: setup-runtime  ## task1 throughput (items/s, images/s) and AUC vs random/text-only
 	$(PY) bench/bench_task1.py --data-dir $(DATA)
