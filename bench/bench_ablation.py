@@ -4,7 +4,7 @@ fell after its best epoch, and the delta against the full model (and the generat
 
     python bench/bench_ablation.py --data-dir /tmp/sample --seeds 3 --max-epochs 4
     python bench/bench_ablation.py --data-dir /tmp/sample --only full \\
-        --variant "id_drop=id_dropout=0.2" --variant "rank16=mm_rank=16"
+        --variant "lr2e-3=learning_rate=2.0e-3" --variant "no_codes=code_sizes=[]"
 
 Results go to OUT/results.jsonl as each run ends; a rerun with the same --out skips the
 (variant, seed) pairs already there, so an interrupted bench resumes. `--jobs 2` runs two

@@ -154,7 +154,7 @@ def peer_params(cfg, data_root, work, peer, epochs: int, num_threads: int = 1, n
     if cfg.model != "transformer_dcn" or net.design != "momo":
         raise KitError(f"the peer runs only transformer_dcn with design: momo, not {cfg.model} / {net.design}")
     unsupported = {"momo_mask": (net.momo_mask, "as_run"), "tag_dim": (net.tag_dim, net.embedding_dim),
-                   "code_sizes": (net.code_sizes, []), "mm_rank": (net.mm_rank, 0), "id_dropout": (net.id_dropout, 0.0),
+                   "code_sizes": (net.code_sizes, []),
                    **{k: (cfg[k], v) for k, v in FIXED.items()}}
     for key, (got, want) in unsupported.items():
         if got != want:

@@ -17,7 +17,7 @@ def load_weights(model: torch.nn.Module, weights, what: str) -> None:
 
 def model_from_state(state: dict, items, what) -> torch.nn.Module:
     """The model a loaded checkpoint describes (its model_args) over `items` (an ItemTable), with
-    its weights; derived state (k-means codes, principal axes) comes from the state_dict."""
+    its weights; derived state (k-means codes) comes from the state_dict."""
     from .models import create_model
 
     if "model_args" not in state or "model" not in state:

@@ -132,7 +132,7 @@ def test_markdown_keeps_set_variants_apart():
         return {"config": "transformer_dcn_small", "set": sets, "seed": seed, "valid_auc": auc, "test_auc": auc,
                 "best_epoch": 1, "epochs": 1, "samples_per_s": 10.0}
 
-    rep = {"rows": [row([], 1, 0.80), row([], 2, 0.82), row(["mm_rank=0"], 1, 0.70), row(["mm_rank=0"], 2, 0.72)]}
+    rep = {"rows": [row([], 1, 0.80), row([], 2, 0.82), row(["n_layers=0"], 1, 0.70), row(["n_layers=0"], 2, 0.72)]}
     lines = ml.markdown(rep)
     assert "| transformer_dcn_small | 2 | 0.8100 (0.0141) | 0.8100 (0.0141) | 10 |" in lines
-    assert "| transformer_dcn_small mm_rank=0 | 2 | 0.7100 (0.0141) | 0.7100 (0.0141) | 10 |" in lines
+    assert "| transformer_dcn_small n_layers=0 | 2 | 0.7100 (0.0141) | 0.7100 (0.0141) | 10 |" in lines

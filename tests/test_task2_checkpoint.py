@@ -28,7 +28,7 @@ def run(tiny_data, tmp_path_factory):
     """One epoch of the main model; returns (run dir, valid probabilities computed in training)."""
     out = tmp_path_factory.mktemp("ckpt") / "run"
     trainer = Trainer(load_config("transformer_dcn_small", {"batch_size": 512, "max_epochs": 1, "num_threads": 1,
-                                                          "mm_rank": 16}),  # derived state
+                                                          "code_sizes": [8, 32]}),  # derived state: k-means codes
                       tiny_data, None, out, quiet=True)
     trainer.fit()
     probs = predict_split(trainer.core, trainer.valid, 4096, trainer.dev, amp=False)
@@ -45,9 +45,9 @@ def test_checkpoint_holds_plain_data_and_derived_state(run):
     args = state["model_args"]
     assert args["model"] == "transformer_dcn" and args["n_items"] == trainer.items.n_items
     assert args["config"] == trainer.cfg.net.model_dump() and args["max_len"] == 24
-    for key in ("items.codes", "items.mm_center", "items.mm_axes"):
-        assert key in state["model"]
-    assert state["model"]["items.codes"].max() > 1  # k-means codes, not zeros
+    codes = state["model"]["items.codes"]
+    assert codes.shape == (len(trainer.items.emb), 2)  # one column per code size
+    assert codes.max() > 1  # k-means codes, not zeros
     assert "items.mm_emb" not in state["model"]  # the item table itself comes from item_info
 
 
@@ -111,7 +111,7 @@ def test_crafted_checkpoint_does_not_execute(run, tiny_data, tmp_path, repin):
 
 
 @pytest.mark.parametrize("change", [{"max_len": 10**9}, {"n_tags": 10**12}, {"config": {"d_model": 10**6}},
-                                    {"config": {"mm_rank": 10**6}}])
+                                    {"config": {"code_sizes": [10**7]}}])
 def test_hostile_model_args_are_refused_before_allocating(run, tiny_data, tmp_path, change):
     out, _, _ = run
     copy = tmp_path / "run"
@@ -122,21 +122,22 @@ def test_hostile_model_args_are_refused_before_allocating(run, tiny_data, tmp_pa
     m = _manifest(copy)
     m["checkpoint"]["sha256"] = file_sha256(copy / "best.pt")
     (copy / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(KitError, match="max_len|n_tags|tag ids|d_model|mm_rank|unknown config key"):
+    with pytest.raises(KitError, match="max_len|n_tags|tag ids|d_model|code size|unknown config key"):
         predict_run(copy, tiny_data, "task2")
 
 
-def test_tampered_principal_axes_are_one_line(run, tiny_data, tmp_path):
+def test_tampered_derived_codes_are_one_line(run, tiny_data, tmp_path):
     out, _, _ = run
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
     state = load_checkpoint(copy / "best.pt")
-    state["model"]["items.mm_axes"] = torch.zeros(C.EMB_DIM, 3)  # not the rank the model_args say
+    n_rows = len(state["model"]["items.codes"])
+    state["model"]["items.codes"] = torch.zeros(n_rows, 3, dtype=torch.long)  # not the 2 code sizes of model_args
     torch.save(state, copy / "best.pt")
     m = _manifest(copy)
     m["checkpoint"]["sha256"] = file_sha256(copy / "best.pt")
     (copy / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(KitError, match="mm_axes"):
+    with pytest.raises(KitError, match="items.codes"):
         predict_run(copy, tiny_data, "task2")
 
 

@@ -42,25 +42,20 @@ class ItemEncoder(nn.Module):
     (+ optional learned codes of that embedding at several granularities).
 
     The item table (tags, frozen embedding) comes from item_info and is not saved; what is
-    derived from it (z-score statistics, principal axes, k-means codes) is a persistent buffer,
+    derived from it (the k-means codes) is a persistent buffer,
     so a model loaded from a checkpoint (`derive=False`) never recomputes it.
     """
 
     def __init__(self, tags: torch.Tensor, mm_emb: torch.Tensor, id_dim: int, tag_dim: int,
                  mm_dim: int, code_sizes: tuple = (), code_dim: int = 16, seed: int = 0,
-                 n_tags: int | None = None, derive: bool = True, id_dropout: float = 0.0, rank: int = 0):
+                 n_tags: int | None = None, derive: bool = True):
         super().__init__()
         n_rows, width = mm_emb.shape
-        self.id_dropout = id_dropout  # drop whole id vectors in training: items lean on content
         self.register_buffer("tags", tags.long(), persistent=False)
         self.register_buffer("mm_emb", mm_emb.float(), persistent=False)
-        self.rank = rank
-        if rank:  # keep the embedding's top principal axes only: the rest is mostly noise to fit
-            self.register_buffer("mm_center", torch.zeros(width))
-            self.register_buffer("mm_axes", torch.zeros(width, rank))
         self.id_emb = nn.Embedding(n_rows, id_dim, padding_idx=0)
         self.tag_emb = nn.Embedding(n_tags or int(tags.max()) + 1, tag_dim, padding_idx=0)
-        self.mm_proj = nn.Linear(rank or width, mm_dim, bias=False)
+        self.mm_proj = nn.Linear(width, mm_dim, bias=False)
         self.code_sizes = tuple(code_sizes)
         self.register_buffer("codes", torch.zeros(n_rows, len(code_sizes), dtype=torch.long),
                              persistent=bool(code_sizes))
@@ -75,36 +70,16 @@ class ItemEncoder(nn.Module):
 
     @torch.no_grad()
     def derive_state(self, seed: int) -> None:
-        """Principal axes and k-means codes of the frozen embedding (once, at training start)."""
-        if self.rank:
-            body = self.mm_emb[1:].double()
-            center = body.mean(0)
-            _, vecs = torch.linalg.eigh((body - center).T @ (body - center))  # ascending eigenvalues
-            axes = vecs.flip(1)[:, :self.rank]
-            axes = axes * torch.sign(axes.gather(0, axes.abs().argmax(0, keepdim=True)))  # solver-free sign
-            self.mm_center.copy_(center.float())
-            self.mm_axes.copy_(axes.float())
-        table = self.frozen(torch.arange(len(self.mm_emb), device=self.mm_emb.device))
+        """K-means codes of the frozen embedding (once, at training start)."""
         for j, k in enumerate(self.code_sizes):
-            self.codes[:, j] = kmeans_codes(table, k, seed=seed + j)
-
-    def frozen(self, ids: torch.Tensor) -> torch.Tensor:
-        """The frozen embedding of `ids`, on its top principal axes if configured (padding stays 0)."""
-        mm = self.mm_emb[ids]
-        if self.rank:  # centring shifts the origin: padding rows back to 0
-            mm = ((mm - self.mm_center) @ self.mm_axes) * (ids > 0).unsqueeze(-1).to(mm.dtype)
-        return mm
+            self.codes[:, j] = kmeans_codes(self.mm_emb, k, seed=seed + j)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         tags = self.tags[ids]
         tag_mask = (tags > 0).unsqueeze(-1).float()
         tag_vec = (self.tag_emb(tags) * tag_mask).sum(-2) / tag_mask.sum(-2).clamp(min=1)
-        id_vec = self.id_emb(ids)
-        if self.training and self.id_dropout > 0:
-            keep = torch.full(ids.shape, 1 - self.id_dropout, device=ids.device)
-            id_vec = id_vec * (torch.bernoulli(keep) / (1 - self.id_dropout)).unsqueeze(-1)
         codes = [emb(self.codes[ids, j]) for j, emb in enumerate(self.code_embs)]
-        return torch.cat([id_vec, tag_vec, self.mm_proj(self.frozen(ids)), *codes], -1)
+        return torch.cat([self.id_emb(ids), tag_vec, self.mm_proj(self.mm_emb[ids]), *codes], -1)
 
     def encode(self, target: torch.Tensor, seq: torch.Tensor, proj: nn.Module | None = None,
                dedup: bool | None = None):

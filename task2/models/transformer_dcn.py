@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 from pydantic import Field, ValidationInfo, field_validator
 
-from mmctr import contract as C
 from mmctr.config import Section
 
 from .layers import CrossNetV2, ItemEncoder, LastKTransformer, mlp
@@ -42,9 +41,6 @@ class TransformerDCNConfig(Section):
     mm_dim: int = Field(64, ge=1, le=4096)
     code_sizes: list[int] = [64, 512]  # k-means granularities of the frozen embedding
     code_dim: int = Field(16, ge=1, le=1024)
-    # keep only the frozen embedding's top principal axes (0 = all): with little data the model
-    # cannot tell signal axes from noise ones (docs/benchmarks.md)
-    mm_rank: int = Field(0, ge=0, le=C.EMB_DIM)
     d_model: int = Field(128, ge=1, le=8192)
     n_heads: int = Field(4, ge=1, le=256)
     n_layers: int = Field(2, ge=0, le=64)  # 0 = no transformer: the pair tokens are pooled as they are
@@ -54,7 +50,6 @@ class TransformerDCNConfig(Section):
     dnn_hidden_units: list[int] = Field([512, 256], min_length=1)
     net_dropout: float = Field(0.1, ge=0, lt=1)
     batch_norm: bool = True
-    id_dropout: float = Field(0.0, ge=0, lt=1)  # drop an item's id vector in training (sparse ids overfit)
     design: Literal["kit", "momo"] = "kit"  # momo: the rank-1 solution's shape (module docstring)
     momo_mask: Literal["as_run", "corrected"] = "corrected"
     last_k: int = Field(16, ge=1, le=4096)  # momo: the most recent outputs kept, flattened
@@ -94,7 +89,7 @@ class TransformerDCN(nn.Module):
         d, dm = cfg.embedding_dim, cfg.d_model
         self.items = ItemEncoder(tags, mm_emb, id_dim=d, tag_dim=cfg.tag_dim, mm_dim=cfg.mm_dim,
                                  code_sizes=tuple(cfg.code_sizes), code_dim=cfg.code_dim, seed=seed,
-                                 n_tags=n_tags, derive=derive, id_dropout=cfg.id_dropout, rank=cfg.mm_rank)
+                                 n_tags=n_tags, derive=derive)
         self.momo = None
         self.length_bucketing = cfg.design != "momo"  # momo: rows shuffled uniformly, as FuxiCTR's loader does
         if cfg.design == "momo":
