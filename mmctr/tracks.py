@@ -102,7 +102,7 @@ FIXED_DIN_SOURCES = {
     "task2/data.py": "85f3df2d2f5bb9f51194c14a58e021302cd62351b5d5983603ffa5b8df086360",
     "task2/config.py": "b9c127bad480bbb00385ee25e0da8455760fe05220f54a26971ff04da349c174",
     "task2/checkpoint.py": "9b337bdf0abf303a07d1d5bd6d6f5236ad6f3595a263dd22532b663d78fcd162",
-    "task2/models/__init__.py": "ffbcfffcb78ad37c8356c923f32b68fae39a23bda8b05024ee6b31e34ae2078f",
+    "task2/models/__init__.py": "5dc96572c60fc951f16d0ecdedabe0f27e7d83aa75725b85e807bfae08117838",
     "task2/models/din.py": "fea2812f80ea0592f84c84b666adc938aa71087659b57e2b059d7f2c573550a6",
     "task2/models/layers.py": "7a8979fa6cc45a47f70ec8942bb700ee9955db7d093fc52e7e036fdf030d6be0",
     "mmctr/config.py": "0564ba4fe3335ac29d97bd6993f0ebe7e3bb765ee40e60256ac64af056f00acb",

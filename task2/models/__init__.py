@@ -44,7 +44,7 @@ def create_model(spec, tags: torch.Tensor, mm_emb: torch.Tensor, derive: bool = 
     """Build a model over the item table (tags, frozen 128-D embeddings).
 
     `spec` is a RunConfig or a checkpoint's `model_args`. derive=False skips derived state
-    (k-means codes, z-score statistics): a checkpoint's state_dict brings it.
+    (the k-means codes): a checkpoint's state_dict brings it.
     """
     args = spec if isinstance(spec, dict) else model_args(spec, tags)
     missing = [k for k in ("model", "config", "max_len", "seed", "n_items", "n_tags") if k not in args]
