@@ -36,7 +36,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from mmctr import contract as C  # noqa: E402
 from mmctr.errors import KitError  # noqa: E402
-from mmctr.io import write_json, write_parquet  # noqa: E402
+from mmctr.io import read_parquet, write_json, write_parquet  # noqa: E402
 from mmctr.sample import MARKER, _list_array, refuse_overwrite  # noqa: E402
 
 GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
@@ -210,7 +210,8 @@ def test_labels(root: Path) -> np.ndarray:
     """The hidden test labels: truth/ of a converted MovieLens, sample_truth/ of a generated sample."""
     for d in (TRUTH, "sample_truth"):
         if (root / d / "test.parquet").is_file():
-            return pq.read_table(root / d / "test.parquet").column(C.LABEL).to_numpy()
+            t = read_parquet(root / d / "test.parquet", columns=[C.LABEL], what=f"{d}/test")
+            return t.column(C.LABEL).to_numpy()
     raise KitError(f"{root} holds no test labels ({TRUTH}/test.parquet or sample_truth/test.parquet)")
 
 

@@ -35,12 +35,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from mmctr import contract as C  # noqa: E402
 from mmctr.errors import KitError  # noqa: E402
+from bench_movielens import test_labels as ml_test_labels  # noqa: E402
 from mmctr.io import read_parquet, write_parquet  # noqa: E402
 
 PEER_ENV = "MMCTR_PEER_MOMO"
@@ -90,13 +92,10 @@ def kit_state_to_peer(model) -> dict:
 
 
 def test_labels(root: Path) -> np.ndarray | None:
-    """The hidden test labels kept beside a data root (sample_truth/ or truth/), or None."""
-    for d in TRUTH_DIRS:
-        path = root / d / "test.parquet"
-        if path.is_file():
-            t = read_parquet(path, columns=[C.LABEL], what=f"{d}/test")
-            return t.column(C.LABEL).to_numpy().astype(np.float32)
-    return None
+    """The hidden test labels kept beside a data root (bench_movielens.test_labels), or None."""
+    if not any((root / d / "test.parquet").is_file() for d in TRUTH_DIRS):
+        return None
+    return ml_test_labels(root).astype(np.float32)
 
 
 def fixed_width(seqs: pa.ChunkedArray, width: int, path: Path) -> pa.Array:
