@@ -98,7 +98,7 @@ def get_track(name) -> Track:
 # After an intended change of these files, refreeze: `python -m mmctr.tracks --refreeze`.
 REFREEZE = "python -m mmctr.tracks --refreeze"
 FIXED_DIN_SOURCES = {
-    "task2/train.py": "d3dd972a3acfa6fbeb8ec4cdf75f8d66722f4e2ce7e8f115b117ab0f90625725",
+    "task2/train.py": "1411ab1288076c22cb3523fe4ca4ef7a515c7ae400a942cd20c2098b1fcb68a8",
     "task2/data.py": "85f3df2d2f5bb9f51194c14a58e021302cd62351b5d5983603ffa5b8df086360",
     "task2/config.py": "b9c127bad480bbb00385ee25e0da8455760fe05220f54a26971ff04da349c174",
     "task2/checkpoint.py": "9b337bdf0abf303a07d1d5bd6d6f5236ad6f3595a263dd22532b663d78fcd162",

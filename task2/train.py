@@ -116,9 +116,13 @@ def refuse_resume(state: dict, model_args: dict, config: dict, inputs: dict, run
         raise KitError(f"--resume: key(s) {refused} differ from the run in {run.path} ("
                        + ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in refused)
                        + "): another model or batch order; use another --out or the run's own values")
-    if differ := changed_keys(state["inputs"], inputs):
+    # by content, role by role (train, valid, ..., item_info): a run folder or item_info moved
+    # elsewhere still resumes; the same file in another role does not
+    old_sums = list(state["inputs"].values())
+    differ = [p for i, (p, s) in enumerate(inputs.items()) if i >= len(old_sums) or old_sums[i] != s]
+    if differ or len(old_sums) != len(inputs):
         raise KitError(f"--resume: input file(s) {differ} differ from those the run in {run.path} "
-                       "started on; resume needs the same data and item_info")
+                       "started on (sha256); resume needs the same data and item_info")
 
 
 def locate_inputs(files: list, data_root: Path, run_dir: Path) -> tuple[dict, dict, dict]:

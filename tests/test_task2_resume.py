@@ -159,3 +159,25 @@ def test_resume_refuses_a_damaged_history_before_training(tmp_path, tiny_data, m
     with pytest.raises(SystemExit) as exc:
         entry()
     assert exc.value.code == 2 and "history.jsonl line 2 is not JSON" in capsys.readouterr().err
+
+
+def test_resume_accepts_a_moved_run_and_item_info_with_the_same_bytes(tiny_data, tmp_path):
+    """Inputs are compared by sha256, role by role: an item_info outside the data root and the
+    track folder is recorded by absolute path, so a run folder and that item_info copied elsewhere
+    (same bytes, another path) must still resume."""
+    import shutil
+
+    from mmctr import contract as C
+
+    first = tmp_path / "x" / "item_info.parquet"
+    first.parent.mkdir()
+    shutil.copy(tiny_data / C.ITEM_INFO.relpath, first)
+    run = tmp_path / "a" / "run"
+    train_model(load_config("transformer_dcn_small", ONE), tiny_data, first, run, quiet=True)
+    moved = tmp_path / "y" / "item_info.parquet"
+    moved.parent.mkdir()
+    shutil.copy(first, moved)
+    first.unlink()
+    summary = train_model(load_config("transformer_dcn_small", TWO), tiny_data, moved,
+                          _copy(run, tmp_path / "b" / "run"), quiet=True, resume=True)
+    assert len(summary["history"]) == 2
