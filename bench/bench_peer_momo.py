@@ -300,6 +300,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--work", help="keep the converted rows here (default: a temporary folder)")
     p.add_argument("--json", help="write the rows here")
     p.add_argument("--doc", help="rewrite the block bench:peer_momo of this page (docs/benchmarks.md)")
+    p.add_argument("--block", default="peer_momo", help="with --doc: the block to rewrite (bench:NAME)")
     p.add_argument("--render", metavar="JSON[,JSON...]", help="no training: the doc block from saved --json outputs")
     return p
 
@@ -321,7 +322,7 @@ def main() -> None:
         lines = [stamp(sys.argv), *render(args.render.split(","))]
         print("\n".join(lines))
         if args.doc:
-            write_doc_block(Path(args.doc), "peer_momo", lines)
+            write_doc_block(Path(args.doc), args.block, lines)
         return
     if not args.data_dir:
         p.error("--data-dir is required (unless --render)")
@@ -359,7 +360,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({"rows": rows, "converted": n, "argv": sys.argv, "header": lines[0],
                                                "stamp": stamp(sys.argv)}, indent=1))
     if args.doc:
-        write_doc_block(Path(args.doc), "peer_momo", [stamp(sys.argv), "", *lines])
+        write_doc_block(Path(args.doc), args.block, [stamp(sys.argv), "", *lines])
 
 
 if __name__ == "__main__":
