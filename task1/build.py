@@ -336,21 +336,27 @@ def _build(paths, cfg: Task1Config, out: Path, cache_dir, use_cache, progress, d
     # fusion prepares the float32 parts in place; a float64 part is copied once
     check_alloc((items.n + 1) * sum(p.emb.shape[1] for p in parts.values()) * 4, "fusion of the parts")
     warm = parts["behaviour"].mask if "behaviour" in parts else None
+    provided = paths.table(C.ITEM_INFO)
+    provided_info = read_item_info(provided) if provided.is_file() else None
+    if provided_info is not None:
+        ctx.inputs.update(hash_inputs([provided]))
+    norm = cfg.fusion.output_norm
+    if norm == "provided":
+        norm = fuse_mod.provided_norm(provided_info[1]) if provided_info is not None else fuse_mod.UNIT_VARIANCE_NORM
     with timer("fusion"):
         emb, fusion_info = fuse_mod.fuse({k: p.emb for k, p in parts.items()},
                                          {k: p.mask for k, p in parts.items()},
                                          {k: p.weight for k, p in parts.items()}, cfg.fusion, warm,
                                          cfg.runtime.seed, device=device,
                                          progress=(lambda it, **kw: tqdm(it, **kw)) if bars else None,
-                                         copy=False)  # the parts' arrays are not used after fusion
+                                         copy=False, norm=norm)  # the parts' arrays are not used after fusion
     log.info("fusion: %s, %.1f s", fusion_info.get("method"), wall.seconds["fusion"])
     report = {k: p.report for k, p in parts.items()}
     report["fusion"] = fusion_info
     with timer("write"):
         item_info = Task1Dir(out).item_info
-        provided = paths.table(C.ITEM_INFO)
         # item_tags must stay exactly the provided ones (only item_emb_d128 may change)
-        out_tags = read_item_info(provided)[0] if provided.is_file() else items.tags
+        out_tags = provided_info[0] if provided_info is not None else items.tags
         write_item_info(item_info, out_tags, emb)
     for t in (wall, cpu):
         t.seconds["total"] = round(sum(t.seconds.values()), 3)

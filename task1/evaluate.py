@@ -39,11 +39,15 @@ def din_config(sets=(), overrides: dict | None = None):
 
 
 def random_item_info(path, like, seed: int = 20242025) -> Path:
-    """Random 128-D vectors (norm sqrt(128), as task1 writes) with the tags of `like`: the floor."""
+    """Random 128-D vectors with the tags of `like`, at the norm task1 writes by default (`like`'s
+    mean row norm, fusion.output_norm: provided): the floor."""
+    from .fuse import provided_norm
+
     tags, emb = read_item_info(like)
     rng = np.random.default_rng(seed)
     r = rng.normal(size=emb.shape).astype(np.float32)
-    r *= np.sqrt(C.EMB_DIM) / np.linalg.norm(r, axis=1, keepdims=True)  # the scale task1 writes
+    r *= np.float32(provided_norm(emb)) / np.linalg.norm(r, axis=1, keepdims=True)
+    r[0] = 0
     write_item_info(path, tags, r)
     return Path(path)
 

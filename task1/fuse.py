@@ -8,9 +8,8 @@ multiplied by its fusion weight. Then:
   with a symmetric InfoNCE loss on warm items, so content lands where its behaviour would be;
   output = normalise(content_vec + behaviour_mix * behaviour_vec) for warm items and the content
   vector alone for cold ones, which thereby inherit the behaviour geometry.
-Rows are L2-normalised, then scaled to `output_norm` (default sqrt(128): unit variance per
-dimension, the scale the fixed DIN's Linear(128, 128) learns best from). Row 0 (padding) is
-always zero.
+Rows are L2-normalised, then scaled to a norm (`output_norm`: by default the provided
+item_emb_d128's mean row norm, see task1/config.py). Row 0 (padding) is always zero.
 """
 from __future__ import annotations
 
@@ -26,6 +25,7 @@ CHUNK = 16384  # rows per block in the PCA (bounded float64 temporaries)
 PCA_FIT_ROWS = 32768  # the principal axes are fitted on at most this many random items
 EIGH_FULL_DIM = 1024  # wider covariances: top eigenpairs by subspace iteration, not a full eigh
 EIG_ITERATIONS = 6
+UNIT_VARIANCE_NORM = float(np.sqrt(C.EMB_DIM))  # unit variance per dimension
 
 
 def _top_eig(cov: np.ndarray, k: int, seed: int):
@@ -71,6 +71,14 @@ def prepare(emb: np.ndarray, mask: np.ndarray, weight: float, copy: bool = True)
     energy = float(np.sqrt(np.einsum("ij,ij->i", sub, sub, dtype=np.float64).mean()))
     x *= np.float32(weight / max(energy, 1e-12))
     return x
+
+
+def provided_norm(emb: np.ndarray) -> float:
+    """The mean L2 norm of the non-zero rows of a provided item_emb_d128 (row 0 is padding);
+    UNIT_VARIANCE_NORM when every row is zero."""
+    norms = np.linalg.norm(np.asarray(emb[1:], dtype=np.float64), axis=1)
+    norms = norms[norms > 0]
+    return float(norms.mean()) if norms.size else UNIT_VARIANCE_NORM
 
 
 def finish(z: np.ndarray) -> np.ndarray:
@@ -251,8 +259,9 @@ def contrastive(parts: dict, warm: np.ndarray, cfg: dict, seed: int, device: str
 
 
 def fuse(parts: dict, masks: dict, weights: dict, cfg, warm, seed: int, device="cpu", progress=None,
-         copy: bool = True):
-    """parts/masks/weights: name -> raw (n+1, d) array / (n+1,) mask / fusion weight; cfg: FusionCfg.
+         copy: bool = True, norm: float = UNIT_VARIANCE_NORM):
+    """parts/masks/weights: name -> raw (n+1, d) array / (n+1,) mask / fusion weight; cfg: FusionCfg;
+    norm: every row's L2 norm (build resolves cfg.output_norm to it).
     Returns (emb (n+1, 128), info). copy=False: the parts' float32 arrays are overwritten.
 
     An item that has none of the parts (every part fell back) gets the all-zero vector."""
@@ -262,7 +271,8 @@ def fuse(parts: dict, masks: dict, weights: dict, cfg, warm, seed: int, device="
             z, info = pca(prepared)
         else:
             z, info = contrastive(prepared, warm, cfg, seed, device=device, progress=progress)
-    z = z * np.float32(cfg.output_norm)
+    z = z * np.float32(norm)
+    info["output_norm"] = round(float(norm), 6)
     nothing = ~np.logical_or.reduce([masks[k] for k in parts])
     nothing[0] = True
     z[nothing] = 0

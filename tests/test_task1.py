@@ -30,7 +30,14 @@ from task1.encoders import image as image_enc
 from task1.encoders import text as text_enc
 
 ROOT = Path(__file__).resolve().parents[1]
-NORM = np.sqrt(C.EMB_DIM)  # rows: L2-normalised, scaled to unit variance per dimension
+
+
+def provided_norm(data) -> float:
+    """The default output_norm: rows are L2-normalised, then scaled to the provided item_emb_d128's mean row norm."""
+    emb = read_item_info(data / C.ITEM_INFO.relpath)[1]
+    return float(np.linalg.norm(emb[1:].astype(np.float64), axis=1).mean())
+
+
 FAST = {"image": {"image_size": 32, "workers": 0, "batch_size": 64},
         "tags": {"dim": 16}, "behaviour": {"dim": 16},
         "fusion": {"steps": 25, "hidden": 64, "content_dim": 32, "batch_size": 256},
@@ -90,7 +97,7 @@ def test_item_info_follows_the_contract(built, data, tmp_path):
     tags, emb = read_item_info(path)
     assert emb.shape == (121, C.EMB_DIM) and emb.dtype == np.float32
     assert not emb[0].any() and not tags[0].any()
-    np.testing.assert_allclose(np.linalg.norm(emb[1:], axis=1), NORM, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(emb[1:], axis=1), provided_norm(data), rtol=1e-5)
     provided_tags, provided_emb = read_item_info(data / C.ITEM_INFO.relpath)
     np.testing.assert_array_equal(tags, provided_tags)
     assert not np.allclose(emb, provided_emb)
@@ -214,12 +221,12 @@ def test_missing_and_unreadable_images_are_counted_and_fall_back(data, cache_dir
     # image only: the fallback (the part's mean) is the origin -> zero row; others unit norm
     assert not emb[3].any() and not emb[5].any()
     others = np.setdiff1d(np.arange(1, 121), [3, 5])
-    np.testing.assert_allclose(np.linalg.norm(emb[others], axis=1), NORM, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(emb[others], axis=1), provided_norm(copy), rtol=1e-5)
     # multimodal: the other parts decide; the item still gets a unit vector
     m = build_mod.build(copy, fast_cfg(fusion={"method": "pca"}), tmp_path / "mm", cache_dir=cache_dir,
                         progress=False)
     assert m["missing_images"] == 1
-    np.testing.assert_allclose(np.linalg.norm(emb_of(tmp_path / "mm")[[3, 5]], axis=1), NORM, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(emb_of(tmp_path / "mm")[[3, 5]], axis=1), provided_norm(copy), rtol=1e-5)
 
 
 def test_empty_titles_are_counted_and_fall_back(data, cache_dir, tmp_path):
@@ -237,7 +244,7 @@ def test_empty_titles_are_counted_and_fall_back(data, cache_dir, tmp_path):
     emb = emb_of(tmp_path / "txt")
     assert not emb[empty].any()
     full = np.setdiff1d(np.arange(1, 121), empty)
-    np.testing.assert_allclose(np.linalg.norm(emb[full], axis=1), NORM, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(emb[full], axis=1), provided_norm(copy), rtol=1e-5)
 
 
 # ---------- clear errors ----------

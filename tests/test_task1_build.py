@@ -210,7 +210,23 @@ def test_provided_feature_columns_as_parts(data, tmp_path, no_encoding):
     assert set(parts["fusion"]["content_parts"]) == {"precomputed:img_emb_CLIPRN50", "precomputed:txt_emb_BERT", "tags"}
     assert m["models"] == []  # no encoder weights
     emb = read_item_info(tmp_path / "o" / R.TASK1_ITEM_INFO)[1]
-    np.testing.assert_allclose(np.linalg.norm(emb[1:], axis=1), np.sqrt(C.EMB_DIM), rtol=1e-5)
+    provided = read_item_info(data / C.ITEM_INFO.relpath)[1]
+    norm = np.linalg.norm(provided[1:].astype(np.float64), axis=1).mean()  # output_norm: provided
+    np.testing.assert_allclose(np.linalg.norm(emb[1:], axis=1), norm, rtol=1e-5)
+    assert parts["fusion"]["output_norm"] == pytest.approx(norm, rel=1e-5)
+
+
+def test_output_norm_is_the_provided_scale_a_number_or_unit_variance_without_item_info(
+        data, tmp_path, no_encoding):
+    cfg = load_config("provided_features", {**FAST, "fusion": {**FAST.get("fusion", {}), "output_norm": 3.0}})
+    build_mod.build(data, cfg, tmp_path / "n3", cache_dir=tmp_path / "c", progress=False)
+    np.testing.assert_allclose(np.linalg.norm(read_item_info(tmp_path / "n3" / R.TASK1_ITEM_INFO)[1][1:], axis=1),
+                               3.0, rtol=1e-5)
+    bare = copy(data, tmp_path / "d")
+    (bare / C.ITEM_INFO.relpath).unlink()
+    m = build_mod.build(bare, load_config("provided_features", FAST), tmp_path / "bare", cache_dir=tmp_path / "c",
+                        progress=False)
+    assert m["parts"]["fusion"]["output_norm"] == pytest.approx(np.sqrt(C.EMB_DIM), rel=1e-5)
 
 
 def test_user_feature_files_npy_and_parquet(data, tmp_path):
