@@ -259,7 +259,7 @@ def contrastive(parts: dict, warm: np.ndarray, cfg: dict, seed: int, device: str
 
 
 def fuse(parts: dict, masks: dict, weights: dict, cfg, warm, seed: int, device="cpu", progress=None,
-         copy: bool = True, norm: float = UNIT_VARIANCE_NORM):
+         copy: bool = True, *, norm: float):
     """parts/masks/weights: name -> raw (n+1, d) array / (n+1,) mask / fusion weight; cfg: FusionCfg;
     norm: every row's L2 norm (build resolves cfg.output_norm to it).
     Returns (emb (n+1, 128), info). copy=False: the parts' float32 arrays are overwritten.

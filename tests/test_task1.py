@@ -29,14 +29,9 @@ from task1.config import load_config, parse_sets
 from task1.encoders import image as image_enc
 from task1.encoders import text as text_enc
 
+from task1_factory import provided_norm
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def provided_norm(data) -> float:
-    """The default output_norm: rows are L2-normalised, then scaled to the provided item_emb_d128's mean row norm."""
-    emb = read_item_info(data / C.ITEM_INFO.relpath)[1]
-    return float(np.linalg.norm(emb[1:].astype(np.float64), axis=1).mean())
-
 
 FAST = {"image": {"image_size": 32, "workers": 0, "batch_size": 64},
         "tags": {"dim": 16}, "behaviour": {"dim": 16},

@@ -26,7 +26,7 @@ from task1.encoders import image as image_enc
 from task1.encoders import text as text_enc
 
 from conftest import kit_cli
-from task1_factory import FAST, cfg_of
+from task1_factory import FAST, cfg_of, provided_norm
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -210,15 +210,14 @@ def test_provided_feature_columns_as_parts(data, tmp_path, no_encoding):
     assert set(parts["fusion"]["content_parts"]) == {"precomputed:img_emb_CLIPRN50", "precomputed:txt_emb_BERT", "tags"}
     assert m["models"] == []  # no encoder weights
     emb = read_item_info(tmp_path / "o" / R.TASK1_ITEM_INFO)[1]
-    provided = read_item_info(data / C.ITEM_INFO.relpath)[1]
-    norm = np.linalg.norm(provided[1:].astype(np.float64), axis=1).mean()  # output_norm: provided
+    norm = provided_norm(data)  # output_norm: provided
     np.testing.assert_allclose(np.linalg.norm(emb[1:], axis=1), norm, rtol=1e-5)
     assert parts["fusion"]["output_norm"] == pytest.approx(norm, rel=1e-5)
 
 
 def test_output_norm_is_the_provided_scale_a_number_or_unit_variance_without_item_info(
         data, tmp_path, no_encoding):
-    cfg = load_config("provided_features", {**FAST, "fusion": {**FAST.get("fusion", {}), "output_norm": 3.0}})
+    cfg = load_config("provided_features", {**FAST, "fusion": {**FAST["fusion"], "output_norm": 3.0}})
     build_mod.build(data, cfg, tmp_path / "n3", cache_dir=tmp_path / "c", progress=False)
     np.testing.assert_allclose(np.linalg.norm(read_item_info(tmp_path / "n3" / R.TASK1_ITEM_INFO)[1][1:], axis=1),
                                3.0, rtol=1e-5)
